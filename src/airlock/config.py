@@ -77,9 +77,7 @@ def embedded_paths(home: Path) -> dict[str, Path]:
     }
 
 
-def load_config(
-    path: Path | None = None, env: Mapping[str, str] = os.environ
-) -> AirlockConfig:
+def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -> AirlockConfig:
     """Load the configuration; ``path`` defaults to ``$AIRLOCK_HOME/airlock.toml``.
 
     A missing default file is fine (embedded defaults); a missing explicit file is not.

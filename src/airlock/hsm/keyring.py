@@ -88,9 +88,18 @@ class HsmEcdsaKey:
 
     def submit_digest(self, digest: bytes) -> Future[bytes]:
         label = self._info.label
-        return self._worker.submit(_translated(f"signing with {label!r}")(
-            lambda conn: _ecdsa_sign(conn, label, digest)
-        ))
+        return self._worker.submit(
+            _translated(f"signing with {label!r}")(lambda conn: _ecdsa_sign(conn, label, digest))
+        )
+
+    def submit_digests(self, digests: list[bytes]) -> Future[list[bytes]]:
+        """Queue one job that signs several digests: one hand-off for the whole batch."""
+        label = self._info.label
+        return self._worker.submit(
+            _translated(f"signing with {label!r}")(
+                lambda conn: [_ecdsa_sign(conn, label, digest) for digest in digests]
+            )
+        )
 
     def sign_digest(self, digest: bytes) -> bytes:
         return self._worker.run(
@@ -154,7 +163,9 @@ class KeyRing:
     def generate(self, kind: KeyKind | str, label: str) -> KeyInfo:
         kind = _kind(kind)
         _check_label(label)
-        return self._run(f"generating {kind} key {label!r}", lambda c: keys.generate(c, kind, label))
+        return self._run(
+            f"generating {kind} key {label!r}", lambda c: keys.generate(c, kind, label)
+        )
 
     def import_hmac_secret(self, label: str, secret: bytes) -> KeyInfo:
         _check_label(label)
@@ -221,7 +232,9 @@ class KeyRing:
         def op(conn: Connection) -> bytes:
             key = keys.find(conn, label, ObjectClass.SECRET_KEY)
             params = pkcs11.GCMParams(nonce, aad, 128)
-            return bytes(key.encrypt(plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=params))
+            return bytes(
+                key.encrypt(plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=params)
+            )
 
         return self._run(f"AES-GCM encrypt with {label!r}", op)
 

@@ -13,9 +13,9 @@ from enum import StrEnum
 from typing import Any
 
 import pkcs11
-from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from asn1crypto.core import OctetString
 from asn1crypto.keys import ECDomainParameters
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 from pkcs11.util.rsa import encode_rsa_public_key
 

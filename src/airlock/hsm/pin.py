@@ -85,7 +85,5 @@ def _from_source(source: str, env: Mapping[str, str]) -> str:
 def terminal_prompt(message: str) -> str:
     """Prompt on the terminal without echo; refuse when there is no terminal."""
     if not sys.stdin.isatty():
-        raise PinError(
-            "no HSM PIN configured and no terminal to ask on: set AIRLOCK_PIN_FILE"
-        )
+        raise PinError("no HSM PIN configured and no terminal to ask on: set AIRLOCK_PIN_FILE")
     return getpass.getpass(message)

@@ -15,6 +15,7 @@ gets :class:`TokenUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import threading
@@ -291,7 +292,6 @@ class HsmWorker:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        try:
+        # A session that is already gone has nothing left to release.
+        with contextlib.suppress(pkcs11.PKCS11Error):
             conn.session.close()
-        except pkcs11.PKCS11Error:
-            pass  # the session is already gone; nothing to release

@@ -20,6 +20,7 @@ every chain.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -511,6 +512,7 @@ def _uncompressed_public_key(public_key: bytes) -> bytes:
     return key
 
 
+@functools.lru_cache(maxsize=256)
 def address_from_public_key(public_key: bytes) -> str:
     """The EIP-55 checksum address of a secp256k1 public key (last 20 bytes of keccak(X||Y))."""
     point = _uncompressed_public_key(public_key)
@@ -563,7 +565,11 @@ def _check_curve(key: EcdsaSigningKey) -> None:
 
 def _sign_raw(key: EcdsaSigningKey, digest: bytes) -> tuple[int, int]:
     """Ask the key for a raw r||s signature and parse it, checking length and range."""
-    signature = key.sign_digest(digest)
+    return _parse_signature(key, key.sign_digest(digest))
+
+
+def _parse_signature(key: EcdsaSigningKey, signature: Any) -> tuple[int, int]:
+    """Split a raw r||s signature into integers, checking length and range."""
     if not isinstance(signature, bytes | bytearray) or len(signature) != 64:
         size = len(signature) if isinstance(signature, bytes | bytearray) else "non-bytes"
         raise SignatureError(
@@ -614,8 +620,46 @@ def sign_transaction(intent: TxIntent, key: EcdsaSigningKey) -> SignedTx:
     """
     _check_curve(key)
     digest = signing_digest(intent)
-    public_key = _uncompressed_public_key(key.public_key)
-    r, s = normalise_low_s(*_sign_raw(key, digest))
+    return _assemble(intent, digest, key.public_key, _sign_raw(key, digest))
+
+
+SIGN_BATCH = 16  # digests per HSM job: amortises the hand-off, keeps results flowing
+
+
+def sign_transactions(intents: Sequence[TxIntent], key: EcdsaSigningKey) -> list[SignedTx]:
+    """Sign many intents with one key, keeping the HSM busy.
+
+    A key that offers ``submit_digests`` (the HSM key does) gets every digest queued at
+    once, in small batches; while the HSM signs the next batch, this thread normalises
+    and recovers the previous one. Results are exactly those of :func:`sign_transaction`, in order.
+    """
+    _check_curve(key)
+    digests = [signing_digest(intent) for intent in intents]
+    submit = getattr(key, "submit_digests", None)
+    if submit is None:
+        return [sign_transaction(intent, key) for intent in intents]
+    chunks = [
+        (intents[i : i + SIGN_BATCH], digests[i : i + SIGN_BATCH])
+        for i in range(0, len(intents), SIGN_BATCH)
+    ]
+    futures = [submit(chunk_digests) for _, chunk_digests in chunks]
+    signed: list[SignedTx] = []
+    for (chunk_intents, chunk_digests), future in zip(chunks, futures, strict=True):
+        for intent, digest, signature in zip(
+            chunk_intents, chunk_digests, future.result(), strict=True
+        ):
+            signed.append(
+                _assemble(intent, digest, key.public_key, _parse_signature(key, signature))
+            )
+    return signed
+
+
+def _assemble(
+    intent: TxIntent, digest: bytes, public_key: bytes, signature: tuple[int, int]
+) -> SignedTx:
+    """Low-s, recovery id and the signed envelope, from a raw signature of ``digest``."""
+    public_key = _uncompressed_public_key(public_key)
+    r, s = normalise_low_s(*signature)
     parity = recovery_id(digest, r, s, public_key)
     v = parity + 35 + 2 * intent.chain_id if intent.tx_type == 0 else parity
     raw = _signed_envelope(intent, v, r, s)

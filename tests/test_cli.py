@@ -1,0 +1,201 @@
+"""The CLI contract, run as a real subprocess against a real SoftHSM token."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+AIRLOCK = [sys.executable, "-m", "airlock.cli"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli-home")
+
+
+def run(home: Path, *args: str, stdin: str | None = None, env: dict | None = None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRLOCK_", "SOFTHSM2"))}
+    full_env["AIRLOCK_HOME"] = str(home)
+    full_env.update(env or {})
+    return subprocess.run(
+        [*AIRLOCK, *args], input=stdin, capture_output=True, text=True, env=full_env, timeout=60
+    )
+
+
+@pytest.fixture(scope="module")
+def ready(home: Path) -> Path:
+    first = run(home, "init")
+    assert first.returncode == 0, first.stderr
+    assert str(home) in first.stdout
+    assert "created SoftHSM token 'airlock'" in first.stdout
+    assert "development and outage drills only" in first.stderr
+    return home
+
+
+def test_init_is_idempotent(ready):
+    again = run(ready, "init")
+    assert again.returncode == 0
+    assert "nothing created" in again.stdout
+
+
+def test_keygen_keys_address_sign(ready):
+    gen = run(ready, "hsm", "keygen", "--type", "secp256k1", "--label", "cli-eth")
+    assert gen.returncode == 0, gen.stderr
+    address = run(ready, "evm", "address", "--key", "cli-eth").stdout.strip()
+    assert address.startswith("0x") and len(address) == 42
+    listed = json.loads(run(ready, "hsm", "keys", "--json").stdout)
+    assert {"label": "cli-eth", "type": "secp256k1", "address": address} in listed
+    signed = run(
+        ready,
+        "evm",
+        "sign",
+        "--key",
+        "cli-eth",
+        "--chain-id",
+        "1",
+        "--nonce",
+        "7",
+        "--to",
+        "0x000000000000000000000000000000000000dEaD",
+        "--value",
+        "1000",
+        "--gas",
+        "21000",
+        "--max-fee",
+        "3000000000",
+        "--priority-fee",
+        "1000000000",
+    )
+    assert signed.returncode == 0, signed.stderr
+    raw = signed.stdout.strip()
+    assert Account.recover_transaction(raw) == address
+    as_json = run(
+        ready,
+        "evm",
+        "sign",
+        "--key",
+        "cli-eth",
+        "--chain-id",
+        "1",
+        "--nonce",
+        "7",
+        "--to",
+        "0x000000000000000000000000000000000000dead",
+        "--value",
+        "1000",
+        "--gas",
+        "21000",
+        "--gas-price",
+        "3000000000",
+        "--type",
+        "0",
+        "--json",
+    )
+    data = json.loads(as_json.stdout)
+    assert data["sender"] == address and data["type"] == 0
+    assert Account.recover_transaction(data["raw"]) == address
+
+
+def test_import_secret_from_stdin_and_pubkey(ready):
+    imported = run(ready, "hsm", "import-secret", "--label", "cli-bybit", stdin="s" * 36 + "\n")
+    assert imported.returncode == 0, imported.stderr
+    short = run(ready, "hsm", "import-secret", "--label", "cli-short", stdin="short\n")
+    assert short.returncode == 1 and "32" in short.stderr
+    run(ready, "hsm", "keygen", "--type", "rsa2048", "--label", "cli-rsa")
+    pem = run(ready, "hsm", "pubkey", "--key", "cli-rsa").stdout
+    assert pem.startswith("-----BEGIN PUBLIC KEY-----")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["evm", "address", "--key", "nope"], "no key labelled 'nope'"),
+        (
+            [
+                "evm",
+                "sign",
+                "--key",
+                "cli-eth",
+                "--chain-id",
+                "1",
+                "--nonce",
+                "0",
+                "--to",
+                "0x000000000000000000000000000000000000DEAd",
+                "--value",
+                "1",
+                "--gas",
+                "21000",
+                "--gas-price",
+                "1",
+            ],
+            "checksum",
+        ),
+        (
+            [
+                "evm",
+                "sign",
+                "--key",
+                "cli-eth",
+                "--chain-id",
+                "1",
+                "--nonce",
+                "0",
+                "--to",
+                "0x000000000000000000000000000000000000dead",
+                "--value",
+                "1.5",
+                "--gas",
+                "21000",
+                "--gas-price",
+                "1",
+            ],
+            "value",
+        ),
+        (
+            [
+                "evm",
+                "sign",
+                "--key",
+                "cli-eth",
+                "--chain-id",
+                "1",
+                "--nonce",
+                "0",
+                "--to",
+                "0x000000000000000000000000000000000000dead",
+                "--value",
+                "1",
+                "--gas",
+                "20000",
+                "--gas-price",
+                "1",
+            ],
+            "21000",
+        ),
+    ],
+)
+def test_errors_go_to_stderr_with_nonzero_exit(ready, args, message):
+    run(ready, "hsm", "keygen", "--type", "secp256k1", "--label", "cli-eth")
+    result = run(ready, *args)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error:") and message in result.stderr
+
+
+def test_wrong_pin_from_env(ready):
+    result = run(ready, "hsm", "keys", env={"AIRLOCK_PIN": "not-the-pin"})
+    assert result.returncode == 1
+    assert "rejected the PIN" in result.stderr
+
+
+def test_pin_is_not_an_option(ready):
+    result = run(ready, "hsm", "keys", "--pin", "1234")
+    assert result.returncode == 2
+    assert "No such option" in result.stderr

@@ -99,3 +99,23 @@ def test_wrong_chain_id_is_refused_by_the_node(anvil, funded_key):
 
     with pytest.raises(AnvilError, match=r"(?i)chain"):
         anvil.rpc("eth_sendRawTransaction", [signed.raw_hex])
+
+
+def test_batch_signing_keeps_order_and_recovers(eth_key):
+    address = evm.address_from_public_key(eth_key.public_key)
+    intents = [
+        evm.make_intent(
+            chain_id=5,
+            nonce=n,
+            to="0x000000000000000000000000000000000000dEaD",
+            value=n,
+            gas=21000,
+            max_fee_per_gas=10**9,
+            max_priority_fee_per_gas=1,
+        )
+        for n in range(40)
+    ]
+    signed = evm.sign_transactions(intents, eth_key)
+    assert [s.nonce for s in signed] == list(range(40))
+    assert all(Account.recover_transaction(s.raw_hex) == address for s in signed)
+    assert all(s.s <= evm.SECP256K1_N // 2 for s in signed)

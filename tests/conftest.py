@@ -1,4 +1,9 @@
-"""Shared fixtures: one real SoftHSM token per test session, in a temporary data dir."""
+"""Shared fixtures: one real SoftHSM token per test session, in a temporary data dir.
+
+``pkcs11.lib()`` caches the loaded module per path for the whole process and SoftHSM
+reads ``SOFTHSM2_CONF`` only at ``C_Initialize``, so every test in one pytest process
+shares this single token home.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from airlock.config import HsmConfig, load_config
-from airlock.hsm.keyring import KeyRing
+from airlock.config import HsmConfig, embedded_paths, load_config
+from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
+from airlock.hsm.pin import read_pin_file
 from airlock.hsm.softhsm import init_embedded
+
+
+def unique_label(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")
@@ -26,14 +36,20 @@ def hsm_config(token_home: Path) -> HsmConfig:
 
 
 @pytest.fixture(scope="session")
-def keyring(hsm_config: HsmConfig) -> Iterator[KeyRing]:
-    ring = KeyRing.open(hsm_config, pin=None, prompt=None)
+def user_pin(token_home: Path) -> str:
+    """The PIN from the file init_embedded wrote; never from AIRLOCK_PIN in the env."""
+    return read_pin_file(embedded_paths(token_home)["user_pin"])
+
+
+@pytest.fixture(scope="session")
+def keyring(hsm_config: HsmConfig, user_pin: str) -> Iterator[KeyRing]:
+    ring = KeyRing.open(hsm_config, pin=user_pin)
     yield ring
     ring.close()
 
 
 @pytest.fixture
-def eth_key(keyring: KeyRing):
-    label = f"eth-{uuid.uuid4().hex[:10]}"
+def eth_key(keyring: KeyRing) -> HsmEcdsaKey:
+    label = unique_label("eth")
     keyring.generate("secp256k1", label)
     return keyring.ecdsa_key(label, curve="secp256k1")

@@ -8,10 +8,9 @@ this module: they become :mod:`airlock.hsm.errors` types with a message to act o
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pkcs11
 from cryptography.hazmat.primitives import serialization
@@ -46,18 +45,27 @@ def translate(exc: pkcs11.PKCS11Error, what: str) -> errors.HsmError:
     return errors.HsmOperationError(f"{what} failed in the HSM: {type(exc).__name__} {exc}")
 
 
-def _translated(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
-        @functools.wraps(fn)
-        def inner(*args: Any, **kwargs: Any) -> T:
-            try:
-                return fn(*args, **kwargs)
-            except pkcs11.PKCS11Error as exc:
-                raise translate(exc, what) from exc
+def _translating(future: Future[T], what: str) -> Future[T]:
+    """A Future that carries ``future``'s result, with PKCS#11 errors translated.
 
-        return inner
+    Translation happens on the caller's side of the worker, so the worker still sees the
+    raw "session gone" errors it reconnects on.
+    """
+    out: Future[T] = Future()
 
-    return wrap
+    def done(source: Future[T]) -> None:
+        exc = source.exception()
+        if isinstance(exc, pkcs11.PKCS11Error):
+            translated = translate(exc, what)
+            translated.__cause__ = exc
+            out.set_exception(translated)
+        elif exc is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(source.result())
+
+    future.add_done_callback(done)
+    return out
 
 
 class HsmEcdsaKey:
@@ -88,32 +96,28 @@ class HsmEcdsaKey:
 
     def submit_digest(self, digest: bytes) -> Future[bytes]:
         label = self._info.label
-        return self._worker.submit(
-            _translated(f"signing with {label!r}")(lambda conn: _ecdsa_sign(conn, label, digest))
-        )
+        future = self._worker.submit(lambda conn: _ecdsa_sign(conn, label, digest))
+        return _translating(future, f"signing with {label!r}")
 
     def submit_digests(self, digests: list[bytes]) -> Future[list[bytes]]:
         """Queue one job that signs several digests: one hand-off for the whole batch."""
         label = self._info.label
-        return self._worker.submit(
-            _translated(f"signing with {label!r}")(
-                lambda conn: [_ecdsa_sign(conn, label, digest) for digest in digests]
-            )
+        future = self._worker.submit(
+            lambda conn: [_ecdsa_sign(conn, label, digest) for digest in digests]
         )
+        return _translating(future, f"signing with {label!r}")
 
     def sign_digest(self, digest: bytes) -> bytes:
-        return self._worker.run(
-            _translated(f"signing with {self.label!r}")(
-                lambda conn: _ecdsa_sign(conn, self.label, digest)
-            )
-        )
+        try:
+            return self._worker.run(lambda conn: _ecdsa_sign(conn, self.label, digest))
+        except pkcs11.PKCS11Error as exc:
+            raise translate(exc, f"signing with {self.label!r}") from exc
 
     async def sign_digest_async(self, digest: bytes) -> bytes:
-        return await self._worker.arun(
-            _translated(f"signing with {self.label!r}")(
-                lambda conn: _ecdsa_sign(conn, self.label, digest)
-            )
-        )
+        try:
+            return await self._worker.arun(lambda conn: _ecdsa_sign(conn, self.label, digest))
+        except pkcs11.PKCS11Error as exc:
+            raise translate(exc, f"signing with {self.label!r}") from exc
 
     def __repr__(self) -> str:
         return f"HsmEcdsaKey(label={self.label!r}, curve={self.curve!r})"
@@ -156,7 +160,10 @@ class KeyRing:
         self.close()
 
     def _run(self, what: str, fn: Callable[[Connection], T]) -> T:
-        return self._worker.run(_translated(what)(fn))
+        try:
+            return self._worker.run(fn)
+        except pkcs11.PKCS11Error as exc:
+            raise translate(exc, what) from exc
 
     # -- keys ---------------------------------------------------------------------
 

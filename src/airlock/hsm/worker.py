@@ -145,6 +145,10 @@ def open_session(lib: Any, config: HsmConfig, pin: str) -> tuple[Any, Any]:
         )
     try:
         session = token.open(rw=True, user_pin=pin)
+    except pkcs11.UserAlreadyLoggedIn:
+        # PKCS#11 login state is per process: another session of ours is logged in,
+        # so this one already has the user's rights.
+        session = token.open(rw=True)
     except pkcs11.PinIncorrect:
         extra = ""
         if flags & pkcs11.TokenFlag.USER_PIN_FINAL_TRY:
@@ -186,7 +190,11 @@ class HsmWorker:
         started: Future[None] = Future()
         self._thread.start()
         self._jobs.put((lambda conn: None, started))
-        started.result()  # connection errors surface here, in the caller's thread
+        try:
+            started.result()  # connection errors surface here, in the caller's thread
+        except BaseException:
+            self.close()
+            raise
 
     # -- public API ---------------------------------------------------------------
 
@@ -282,6 +290,8 @@ class HsmWorker:
         try:
             token, session = open_session(lib, self.config, self._pin)
         except errors.TokenNotFound:
+            if self._generation == 0:
+                raise  # never connected: a wrong label, not a token that went away
             # A module that lost its token may need a fresh C_Initialize to see it again.
             lib.reinitialize()
             token, session = open_session(lib, self.config, self._pin)

@@ -19,7 +19,7 @@ test: deps
 	$(VENV)/bin/python -m pytest -q
 
 bench: deps
-	$(VENV)/bin/python bench/sign.py
+	$(VENV)/bin/python bench/sign.py --n 1000 --rounds 7
 
 lint: deps
 	$(VENV)/bin/ruff check src tests bench

@@ -623,7 +623,7 @@ def sign_transaction(intent: TxIntent, key: EcdsaSigningKey) -> SignedTx:
     return _assemble(intent, digest, key.public_key, _sign_raw(key, digest))
 
 
-SIGN_BATCH = 16  # digests per HSM job: amortises the hand-off, keeps results flowing
+SIGN_BATCH = 32  # digests per HSM job: amortises the hand-off, keeps results flowing
 
 
 def sign_transactions(intents: Sequence[TxIntent], key: EcdsaSigningKey) -> list[SignedTx]:

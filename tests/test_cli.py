@@ -112,73 +112,30 @@ def test_import_secret_from_stdin_and_pubkey(ready):
     assert pem.startswith("-----BEGIN PUBLIC KEY-----")
 
 
+def sign_args(**overrides: str) -> list[str]:
+    """An `evm sign` command line for key cli-eth; keyword overrides replace one option."""
+    options = {
+        "chain-id": "1",
+        "nonce": "0",
+        "to": "0x000000000000000000000000000000000000dead",
+        "value": "1",
+        "gas": "21000",
+        "gas-price": "1",
+    }
+    options.update({name.replace("_", "-"): value for name, value in overrides.items()})
+    args = ["evm", "sign", "--key", "cli-eth"]
+    for name, value in options.items():
+        args += [f"--{name}", value]
+    return args
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["evm", "address", "--key", "nope"], "no key labelled 'nope'"),
-        (
-            [
-                "evm",
-                "sign",
-                "--key",
-                "cli-eth",
-                "--chain-id",
-                "1",
-                "--nonce",
-                "0",
-                "--to",
-                "0x000000000000000000000000000000000000DEAd",
-                "--value",
-                "1",
-                "--gas",
-                "21000",
-                "--gas-price",
-                "1",
-            ],
-            "checksum",
-        ),
-        (
-            [
-                "evm",
-                "sign",
-                "--key",
-                "cli-eth",
-                "--chain-id",
-                "1",
-                "--nonce",
-                "0",
-                "--to",
-                "0x000000000000000000000000000000000000dead",
-                "--value",
-                "1.5",
-                "--gas",
-                "21000",
-                "--gas-price",
-                "1",
-            ],
-            "value",
-        ),
-        (
-            [
-                "evm",
-                "sign",
-                "--key",
-                "cli-eth",
-                "--chain-id",
-                "1",
-                "--nonce",
-                "0",
-                "--to",
-                "0x000000000000000000000000000000000000dead",
-                "--value",
-                "1",
-                "--gas",
-                "20000",
-                "--gas-price",
-                "1",
-            ],
-            "21000",
-        ),
+        (sign_args(to="0x000000000000000000000000000000000000DEAd"), "checksum"),
+        (sign_args(value="1.5"), "value"),
+        (sign_args(gas="20000"), "21000"),
     ],
 )
 def test_errors_go_to_stderr_with_nonzero_exit(ready, args, message):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,32 @@ class HsmConfig:
 
 
 @dataclass(frozen=True)
+class QueueConfig:
+    """The encrypted queue: where it lives and how its data keys are handled.
+
+    ``rotate_after``: encryptions under one data key before a new one is made; far below
+    the 2^32 random-nonce limit of AES-GCM.
+    """
+
+    path: Path
+    kek_label: str = "airlock-kek"
+    rotate_after: int = 1 << 24
+
+
+@dataclass(frozen=True)
+class EvmConfig:
+    """Defaults for queued transactions; the CLI options override them."""
+
+    bump_pct: float = 12.5
+    max_fee_cap: int | None = None  # wei per gas; None: only the node's 1-ether fee cap
+
+
+@dataclass(frozen=True)
 class AirlockConfig:
     home: Path
     hsm: HsmConfig
+    queue: QueueConfig
+    evm: EvmConfig = EvmConfig()
     source: Path | None = None  # the TOML file read, if any
 
 
@@ -95,23 +118,75 @@ def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -
             raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
     elif explicit:
         raise ConfigError(f"config file {path} does not exist")
-    hsm_table = data.get("hsm", {})
-    if not isinstance(hsm_table, dict):
-        raise ConfigError(f"config {path}: [hsm] must be a table")
-    hsm = _hsm_config(home, hsm_table, env)
-    return AirlockConfig(home=home, hsm=hsm, source=path if path.exists() else None)
+    hsm = _hsm_config(home, _table(data, "hsm", path), env)
+    return AirlockConfig(
+        home=home,
+        hsm=hsm,
+        queue=_queue_config(home, _table(data, "queue", path)),
+        evm=_evm_config(_table(data, "evm", path)),
+        source=path if path.exists() else None,
+    )
+
+
+def _table(data: Mapping[str, Any], name: str, path: Path) -> dict[str, Any]:
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"config {path}: [{name}] must be a table")
+    return table
+
+
+def _check_keys(section: str, table: Mapping[str, Any], known: set[str]) -> None:
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(
+            f"[{section}]: unknown setting(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+
+
+def _int_setting(section: str, key: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"[{section}] {key} must be an integer in {low}..{high}, got {value!r}")
+    return value
+
+
+def _queue_config(home: Path, table: Mapping[str, Any]) -> QueueConfig:
+    _check_keys("queue", table, {"path", "kek_label", "rotate_after"})
+    config = QueueConfig(path=home / "queue.db")
+    if "path" in table:
+        if not isinstance(table["path"], str) or not table["path"]:
+            raise ConfigError("[queue] path must be a non-empty string")
+        config = replace(config, path=Path(table["path"]).expanduser())
+    if "kek_label" in table:
+        label = table["kek_label"]
+        if not isinstance(label, str) or not 1 <= len(label) <= 64:
+            raise ConfigError("[queue] kek_label must be a string of 1-64 characters")
+        config = replace(config, kek_label=label)
+    if "rotate_after" in table:
+        value = _int_setting("queue", "rotate_after", table["rotate_after"], 1, (1 << 32) - 1)
+        config = replace(config, rotate_after=value)
+    return config
+
+
+def _evm_config(table: Mapping[str, Any]) -> EvmConfig:
+    _check_keys("evm", table, {"bump_pct", "max_fee_cap"})
+    config = EvmConfig()
+    if "bump_pct" in table:
+        value = table["bump_pct"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 10 <= value <= 1000:
+            raise ConfigError(f"[evm] bump_pct must be a number in 10..1000, got {value!r}")
+        config = replace(config, bump_pct=float(value))
+    if "max_fee_cap" in table:
+        value = _int_setting("evm", "max_fee_cap", table["max_fee_cap"], 1, 10**30)
+        config = replace(config, max_fee_cap=value)
+    return config
 
 
 _HSM_KEYS = {"uri", "module", "token", "pin_source", "softhsm_conf"}
 
 
 def _hsm_config(home: Path, table: Mapping[str, Any], env: Mapping[str, str]) -> HsmConfig:
-    unknown = set(table) - _HSM_KEYS
-    if unknown:
-        raise ConfigError(
-            f"[hsm]: unknown setting(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(_HSM_KEYS))}"
-        )
+    _check_keys("hsm", table, _HSM_KEYS)
     for key, value in table.items():
         if not isinstance(value, str):
             raise ConfigError(f"[hsm] {key} must be a string")

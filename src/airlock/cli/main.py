@@ -7,51 +7,22 @@ pin_source, or a no-echo prompt.
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from airlock.config import AirlockConfig, load_config
-from airlock.errors import AirlockError, InvalidInput
-from airlock.hsm.keyring import KeyRing
+from airlock.cli import common
+from airlock.cli.queue_cmds import evm_queue, keys_group, nonce_group, queue_group
+from airlock.cli.tx_options import intent_fields, tx_options
+from airlock.errors import InvalidInput
 from airlock.hsm.keys import KeyKind
-from airlock.hsm.pin import terminal_prompt
 from airlock.hsm.softhsm import WARNING, init_embedded
 from airlock.signer import evm
 
 
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
-
-
-class AirlockGroup(click.Group):
-    """Turns AirlockError into 'error: ...' on stderr with exit status 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except AirlockError as exc:
-            _fail(str(exc))
-
-
-def _config(ctx: click.Context) -> AirlockConfig:
-    return load_config(ctx.obj.get("config_path"))
-
-
-def _keyring(ctx: click.Context) -> KeyRing:
-    return KeyRing.open(_config(ctx).hsm, prompt=terminal_prompt)
-
-
-def _emit(as_json: bool, data: Any, text: Callable[[], str]) -> None:
-    click.echo(json.dumps(data, indent=2) if as_json else text())
-
-
-@click.group(cls=AirlockGroup)
+@click.group(cls=common.AirlockGroup)
 @click.option(
     "--config",
     "config_path",
@@ -70,7 +41,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 @click.pass_context
 def init(ctx: click.Context) -> None:
     """Create the data dir and, with no HSM configured, the embedded SoftHSM token."""
-    config = _config(ctx)
+    config = common.config(ctx)
     click.echo(f"data dir: {config.home}")
     if not config.hsm.embedded:
         config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -101,10 +72,10 @@ def hsm() -> None:
 @click.pass_context
 def hsm_keygen(ctx: click.Context, kind: str, label: str, as_json: bool) -> None:
     """Generate a non-extractable key inside the HSM."""
-    with _keyring(ctx) as ring:
+    with common.keyring(ctx) as ring:
         info = ring.generate(kind, label)
     data = _key_json(info)
-    _emit(
+    common.emit(
         as_json,
         data,
         lambda: (
@@ -126,7 +97,7 @@ def hsm_import_secret(ctx: click.Context, label: str) -> None:
     secret = secret.removesuffix("\n").removesuffix("\r")
     if not secret:
         raise InvalidInput("no secret given on stdin")
-    with _keyring(ctx) as ring:
+    with common.keyring(ctx) as ring:
         info = ring.import_hmac_secret(label, secret.encode())
     click.echo(f"imported {info.kind} secret {info.label!r} (sensitive, non-extractable)")
 
@@ -136,7 +107,7 @@ def hsm_import_secret(ctx: click.Context, label: str) -> None:
 @click.pass_context
 def hsm_keys(ctx: click.Context, as_json: bool) -> None:
     """List the keys airlock can use: label, type, and address for secp256k1 keys."""
-    with _keyring(ctx) as ring:
+    with common.keyring(ctx) as ring:
         rows = [_key_json(info) for info in ring.list()]
 
     def text() -> str:
@@ -146,7 +117,7 @@ def hsm_keys(ctx: click.Context, as_json: bool) -> None:
             f"{r['label']:<24} {r['type']:<10} {r.get('address', '')}".rstrip() for r in rows
         )
 
-    _emit(as_json, rows, text)
+    common.emit(as_json, rows, text)
 
 
 @hsm.command("pubkey")
@@ -154,7 +125,7 @@ def hsm_keys(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def hsm_pubkey(ctx: click.Context, label: str) -> None:
     """Print a key's public key as PEM (to register with Bybit or hand to an auditor)."""
-    with _keyring(ctx) as ring:
+    with common.keyring(ctx) as ring:
         click.echo(ring.public_key_pem(label), nl=False)
 
 
@@ -175,44 +146,19 @@ def evm_group() -> None:
 @click.pass_context
 def evm_address(ctx: click.Context, label: str) -> None:
     """Print the checksum address of a secp256k1 key."""
-    with _keyring(ctx) as ring:
+    with common.keyring(ctx) as ring:
         key = ring.ecdsa_key(label, curve="secp256k1")
     click.echo(evm.address_from_public_key(key.public_key))
 
 
 @evm_group.command("sign")
-@click.option("--key", "label", required=True, help="secp256k1 key label.")
-@click.option("--chain-id", required=True)
-@click.option("--nonce", required=True)
-@click.option("--to", required=True, help="Recipient address (checksum or lower case).")
-@click.option("--value", required=True, help="Amount in wei (integer).")
-@click.option("--data", default="0x", show_default=True, help="Call data as 0x-hex.")
-@click.option("--gas", required=True, help="Gas limit (>= 21000).")
-@click.option("--max-fee", help="maxFeePerGas in wei (type 2).")
-@click.option("--priority-fee", help="maxPriorityFeePerGas in wei (type 2).")
-@click.option("--gas-price", help="gasPrice in wei (type 0 or 1).")
-@click.option("--type", "tx_type", type=click.Choice(["0", "1", "2"]), help="Transaction type.")
-@click.option("--access-list", help='JSON: [{"address": "0x..", "storageKeys": ["0x.."]}]')
+@tx_options(nonce_required=True)
 @click.option("--json", "as_json", is_flag=True, help="Also print hash, sender and type.")
 @click.pass_context
-def evm_sign(
-    ctx: click.Context, label: str, as_json: bool, tx_type: str | None, **fields: Any
-) -> None:
+def evm_sign(ctx: click.Context, label: str, as_json: bool, **options: Any) -> None:
     """Sign a transaction in the HSM and print it as 0x-hex. Touches no queue, no network."""
-    intent = evm.make_intent(
-        chain_id=fields["chain_id"],
-        nonce=fields["nonce"],
-        to=fields["to"],
-        value=fields["value"],
-        gas=fields["gas"],
-        data=fields["data"],
-        gas_price=fields["gas_price"],
-        max_fee_per_gas=fields["max_fee"],
-        max_priority_fee_per_gas=fields["priority_fee"],
-        tx_type=int(tx_type) if tx_type is not None else None,
-        access_list=fields["access_list"],
-    )
-    with _keyring(ctx) as ring:
+    intent = evm.make_intent(**intent_fields(options), nonce=options["nonce"])
+    with common.keyring(ctx) as ring:
         signed = evm.sign_transaction(intent, ring.ecdsa_key(label, curve="secp256k1"))
     data = {
         "raw": signed.raw_hex,
@@ -222,7 +168,13 @@ def evm_sign(
         "nonce": signed.nonce,
         "chain_id": signed.chain_id,
     }
-    _emit(as_json, data, lambda: signed.raw_hex)
+    common.emit(as_json, data, lambda: signed.raw_hex)
+
+
+evm_group.add_command(evm_queue)
+cli.add_command(queue_group)
+cli.add_command(nonce_group)
+cli.add_command(keys_group)
 
 
 @cli.command()
@@ -232,7 +184,7 @@ def demo(as_json: bool) -> None:
     from airlock.sim.demo import run_demo  # sim/ is only ever imported by the demo
 
     result = run_demo(lambda line: click.echo(f"· {line}", err=True))
-    _emit(as_json, result, lambda: "\n".join(f"{k}: {v}" for k, v in result.items()))
+    common.emit(as_json, result, lambda: "\n".join(f"{k}: {v}" for k, v in result.items()))
 
 
 def main() -> None:

@@ -674,3 +674,49 @@ def _assemble(
         r=r,
         s=s,
     )
+
+
+def intent_as_json(intent: TxIntent) -> dict[str, Any]:
+    """A JSON form of ``intent`` that :func:`make_intent` accepts back unchanged.
+
+    Integers that can exceed 2^53 are decimal strings, so no JSON reader rounds them.
+    """
+    out: dict[str, Any] = {
+        "type": intent.tx_type,
+        "chain_id": intent.chain_id,
+        "nonce": intent.nonce,
+        "to": intent.to,
+        "value": str(intent.value),
+        "data": "0x" + intent.data.hex(),
+        "gas": intent.gas,
+    }
+    if intent.gas_price is not None:
+        out["gas_price"] = str(intent.gas_price)
+    else:
+        out["max_fee_per_gas"] = str(intent.max_fee_per_gas)
+        out["max_priority_fee_per_gas"] = str(intent.max_priority_fee_per_gas)
+    if intent.tx_type != 0:
+        out["access_list"] = [
+            {"address": address, "storageKeys": ["0x" + k.hex() for k in keys]}
+            for address, keys in intent.access_list
+        ]
+    return out
+
+
+def intent_from_json(data: dict[str, Any], **changes: Any) -> TxIntent:
+    """Rebuild an intent from :func:`intent_as_json` output, optionally changing fields."""
+    fields = {
+        "tx_type": data["type"],
+        "chain_id": data["chain_id"],
+        "nonce": data["nonce"],
+        "to": data["to"],
+        "value": data["value"],
+        "data": data["data"],
+        "gas": data["gas"],
+        "gas_price": data.get("gas_price"),
+        "max_fee_per_gas": data.get("max_fee_per_gas"),
+        "max_priority_fee_per_gas": data.get("max_priority_fee_per_gas"),
+        "access_list": data.get("access_list"),
+    }
+    fields.update(changes)
+    return make_intent(**fields)

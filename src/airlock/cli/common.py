@@ -1,0 +1,61 @@
+"""What every command shares: config, the HSM, the queue, error handling and output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from airlock.config import AirlockConfig, load_config
+from airlock.errors import AirlockError
+from airlock.hsm.keyring import KeyRing
+from airlock.hsm.pin import terminal_prompt
+from airlock.queue.kek import HsmKek
+from airlock.queue.store import Store
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+class AirlockGroup(click.Group):
+    """Turns AirlockError into 'error: ...' on stderr with exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AirlockError as exc:
+            fail(str(exc))
+
+
+def config(ctx: click.Context) -> AirlockConfig:
+    return load_config(ctx.obj.get("config_path"))
+
+
+def keyring(ctx: click.Context) -> KeyRing:
+    return KeyRing.open(config(ctx).hsm, prompt=terminal_prompt)
+
+
+@contextmanager
+def open_store(ctx: click.Context) -> Iterator[tuple[Store, KeyRing]]:
+    """The queue, with the HSM that holds its key-encryption key."""
+    settings = config(ctx)
+    with keyring(ctx) as ring:
+        kek = HsmKek(ring, settings.queue.kek_label)
+        with Store.open(
+            settings.queue.path, kek, rotate_after=settings.queue.rotate_after
+        ) as store:
+            yield store, ring
+
+
+def emit(as_json: bool, data: Any, text: Callable[[], str]) -> None:
+    click.echo(json.dumps(data, indent=2) if as_json else text())
+
+
+def warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)

@@ -1,0 +1,120 @@
+"""Queue an Ethereum transaction: allocate its nonce, sign its fee ladder, store it — at once.
+
+The caller's raw input is validated before the write transaction starts (so bad input
+never takes the write lock); the nonce is chosen, every variant signed by the HSM and all
+of it stored inside one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from airlock.errors import InvalidInput
+from airlock.hsm.interface import EcdsaSigningKey
+from airlock.queue.items import Kind, Priority
+from airlock.queue.store import Built, Draft, Enqueued, Store, VariantDraft
+from airlock.signer import evm
+from airlock.signer.ladder import LadderSpec, build_ladder, fee_of
+
+MAX_TTL_SECONDS = 365 * 24 * 3600
+
+
+def enqueue_transaction(
+    store: Store,
+    key: EcdsaSigningKey,
+    fields: Mapping[str, Any],
+    *,
+    nonce: Any = None,
+    ladder: LadderSpec | None = None,
+    ttl_seconds: int | None = None,
+    idempotency_key: str | None = None,
+    strategy: str = "default",
+    private: bool = False,
+    priority: int = Priority.NORMAL,
+) -> Enqueued:
+    """Sign ``fields`` (the :func:`airlock.signer.evm.make_intent` arguments except the
+    nonce) at every ladder level and store it durably. ``nonce=None`` allocates one."""
+    ladder = ladder or LadderSpec()
+    explicit = None if nonce is None else evm.make_intent(**fields, nonce=nonce).nonce
+    base = evm.make_intent(**fields, nonce=explicit or 0)  # validation, before any lock
+    sender = evm.address_from_public_key(key.public_key)
+    build_ladder(base, ladder, sender)  # a fee above the cap fails here, before any lock
+    ttl_ms = _ttl_ms(ttl_seconds)
+    request = {
+        "intent": evm.intent_as_json(base) | {"nonce": explicit},
+        "key": key.label,
+        "ladder": {
+            "levels": ladder.levels,
+            "bump_pct": ladder.bump_pct,
+            "max_fee_cap": None if ladder.max_fee_cap is None else str(ladder.max_fee_cap),
+            "with_cancel": ladder.with_cancel,
+        },
+        "ttl_seconds": ttl_seconds,
+        "private": private,
+        "priority": int(priority),
+    }
+    draft = Draft(
+        kind=Kind.EVM_TX,
+        account=sender,
+        strategy=_strategy(strategy),
+        idempotency_key=_idempotency_key(idempotency_key),
+        request=request,
+        priority=priority,
+        ttl_ms=ttl_ms,
+        chain_id=base.chain_id,
+        wants_nonce=True,
+        explicit_nonce=explicit,
+        private=private,
+        signer=key.label,
+    )
+
+    def build(allocated: int | None) -> Built:
+        assert allocated is not None
+        intent = evm.intent_from_json(evm.intent_as_json(base), nonce=allocated)
+        plan = build_ladder(intent, ladder, sender)
+        to_sign = [*plan.steps, *([plan.cancel] if plan.cancel else [])]
+        signed = evm.sign_transactions(to_sign, key)
+        variants = tuple(
+            VariantDraft(
+                kind="cancel" if i == len(plan.steps) else "step",
+                tx_hash=tx.hash_hex,
+                fee_per_gas=fee_of(intent_i),
+                tip_per_gas=intent_i.max_priority_fee_per_gas,
+                raw=tx.raw,
+            )
+            for i, (intent_i, tx) in enumerate(zip(to_sign, signed, strict=True))
+        )
+        payload = {
+            "intent": evm.intent_as_json(intent),
+            "sender": sender,
+            "ladder_truncated": plan.truncated,
+        }
+        return Built(payload=payload, variants=variants)
+
+    return store.enqueue(draft, build)
+
+
+def _ttl_ms(ttl_seconds: int | None) -> int | None:
+    if ttl_seconds is None:
+        return None
+    if not isinstance(ttl_seconds, int) or not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
+        raise InvalidInput(f"TTL must be 1..{MAX_TTL_SECONDS} seconds, got {ttl_seconds!r}")
+    return ttl_seconds * 1000
+
+
+def _idempotency_key(key: str | None) -> str:
+    if key is None:
+        return f"auto:{uuid.uuid4()}"
+    if not key or len(key) > 128 or not key.isprintable() or key != key.strip():
+        raise InvalidInput(
+            f"bad idempotency key {key!r}: use 1-128 printable characters, no edge spaces"
+        )
+    return key
+
+
+def _strategy(name: str) -> str:
+    if not name or len(name) > 64 or not name.isprintable() or name != name.strip():
+        raise InvalidInput(f"bad strategy id {name!r}: use 1-64 printable characters")
+    return name

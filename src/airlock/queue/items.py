@@ -1,0 +1,211 @@
+"""Items: the typed record, its priorities, and the SQL that reads and moves them."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+from airlock.queue.errors import ItemNotFound
+from airlock.queue.states import State, check_transition
+
+
+class Kind(StrEnum):
+    EVM_TX = "evm_tx"
+    BYBIT_ORDER = "bybit_order"
+    BYBIT_CANCEL = "bybit_cancel"
+
+
+class Priority(IntEnum):
+    """Lower goes first: cancels, then risk-reducing actions, then everything else."""
+
+    CANCEL = 0
+    RISK_REDUCING = 10
+    NORMAL = 50
+
+
+@dataclass(frozen=True)
+class Item:
+    """An item's clear metadata. The payload stays encrypted until asked for."""
+
+    id: str
+    kind: Kind
+    account: str
+    strategy: str
+    seq: int
+    idempotency_key: str
+    priority: int
+    state: State
+    state_reason: str | None
+    created_ms: int
+    updated_ms: int
+    expires_ms: int | None
+    chain_id: int | None
+    nonce: int | None
+    holds_nonce: bool
+    private: bool
+    cancel_requested: bool
+    signer: str | None
+    key_id: int
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Item:
+        return cls(
+            id=row["id"],
+            kind=Kind(row["kind"]),
+            account=row["account"],
+            strategy=row["strategy"],
+            seq=row["seq"],
+            idempotency_key=row["idempotency_key"],
+            priority=row["priority"],
+            state=State(row["state"]),
+            state_reason=row["state_reason"],
+            created_ms=row["created_ms"],
+            updated_ms=row["updated_ms"],
+            expires_ms=row["expires_ms"],
+            chain_id=row["chain_id"],
+            nonce=row["nonce"],
+            holds_nonce=bool(row["holds_nonce"]),
+            private=bool(row["private"]),
+            cancel_requested=bool(row["cancel_requested"]),
+            signer=row["signer"],
+            key_id=row["key_id"],
+        )
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "kind": str(self.kind),
+            "account": self.account,
+            "strategy": self.strategy,
+            "seq": self.seq,
+            "idempotency_key": self.idempotency_key,
+            "priority": self.priority,
+            "state": str(self.state),
+            "state_reason": self.state_reason,
+            "created_ms": self.created_ms,
+            "updated_ms": self.updated_ms,
+            "expires_ms": self.expires_ms,
+            "chain_id": self.chain_id,
+            "nonce": self.nonce,
+            "private": self.private,
+            "cancel_requested": self.cancel_requested,
+            "signer": self.signer,
+        }
+
+
+@dataclass(frozen=True)
+class Transition:
+    from_state: State | None
+    to_state: State
+    reason: str
+    at_ms: int
+
+
+_COLUMNS = (
+    "id, kind, account, strategy, seq, idempotency_key, priority, state, state_reason,"
+    " created_ms, updated_ms, expires_ms, chain_id, nonce, holds_nonce, private,"
+    " cancel_requested, signer, key_id"
+)
+
+
+def get(conn: sqlite3.Connection, item_id: str) -> Item:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
+    if row is None:
+        raise ItemNotFound(f"no item {item_id!r} in the queue")
+    return Item.from_row(row)
+
+
+def by_idempotency_key(conn: sqlite3.Connection, key: str) -> Item | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM items WHERE idempotency_key = ?", (key,)).fetchone()
+    return None if row is None else Item.from_row(row)
+
+
+def select(
+    conn: sqlite3.Connection, states: list[State] | None = None, limit: int | None = None
+) -> list[Item]:
+    """Items in creation order, optionally only in ``states``."""
+    sql = f"SELECT {_COLUMNS} FROM items"
+    params: list[object] = []
+    if states:
+        sql += f" WHERE state IN ({', '.join('?' for _ in states)})"
+        params += [str(s) for s in states]
+    sql += " ORDER BY id"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [Item.from_row(r) for r in conn.execute(sql, params)]
+
+
+def ready(conn: sqlite3.Connection, now_ms: int, limit: int) -> list[Item]:
+    """Queued, unexpired items in dispatch order: priority, then age.
+
+    A cancel requested for an expired EVM item still goes out: it fills the nonce.
+    """
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM items WHERE state = 'queued'"
+        " AND (expires_ms IS NULL OR expires_ms > ? OR cancel_requested = 1)"
+        " ORDER BY priority, created_ms, id LIMIT ?",
+        (now_ms, limit),
+    ).fetchall()
+    return [Item.from_row(r) for r in rows]
+
+
+def due_to_expire(conn: sqlite3.Connection, now_ms: int) -> list[Item]:
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM items WHERE state = 'queued' AND cancel_requested = 0"
+        " AND expires_ms IS NOT NULL AND expires_ms <= ? ORDER BY id",
+        (now_ms,),
+    ).fetchall()
+    return [Item.from_row(r) for r in rows]
+
+
+def next_seq(conn: sqlite3.Connection, strategy: str) -> int:
+    row = conn.execute(
+        "SELECT coalesce(max(seq), 0) + 1 FROM items WHERE strategy = ?", (strategy,)
+    ).fetchone()
+    return int(row[0])
+
+
+def record(
+    conn: sqlite3.Connection,
+    item_id: str,
+    from_state: State | None,
+    to_state: State,
+    reason: str,
+    now_ms: int,
+) -> None:
+    conn.execute(
+        "INSERT INTO transitions (item_id, from_state, to_state, reason, at_ms)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (item_id, None if from_state is None else str(from_state), str(to_state), reason, now_ms),
+    )
+
+
+def move(conn: sqlite3.Connection, item: Item, target: State, reason: str, now_ms: int) -> Item:
+    """Change ``item``'s state if the table allows it, and record why."""
+    src, dst = check_transition(item.state, target)
+    cursor = conn.execute(
+        "UPDATE items SET state = ?, state_reason = ?, updated_ms = ? WHERE id = ? AND state = ?",
+        (str(dst), reason, now_ms, item.id, str(src)),
+    )
+    if cursor.rowcount != 1:  # someone else moved it since it was read
+        return move(conn, get(conn, item.id), target, reason, now_ms)
+    record(conn, item.id, src, dst, reason, now_ms)
+    return get(conn, item.id)
+
+
+def history(conn: sqlite3.Connection, item_id: str) -> list[Transition]:
+    rows = conn.execute(
+        "SELECT from_state, to_state, reason, at_ms FROM transitions WHERE item_id = ? ORDER BY id",
+        (item_id,),
+    ).fetchall()
+    return [
+        Transition(
+            from_state=None if r["from_state"] is None else State(r["from_state"]),
+            to_state=State(r["to_state"]),
+            reason=r["reason"],
+            at_ms=r["at_ms"],
+        )
+        for r in rows
+    ]

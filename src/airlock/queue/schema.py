@@ -1,0 +1,158 @@
+"""The queue's schema, as numbered migrations, and the connection settings it relies on.
+
+``PRAGMA user_version`` holds the schema version. :func:`migrate` brings a fresh file or
+an older one up to :data:`CURRENT`, one migration per transaction, and refuses a file
+from a newer airlock without changing it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from airlock.queue.errors import SchemaTooNew, StoreUnavailable
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: data keys, items, their signed variants, nonce counters.
+    """
+    CREATE TABLE data_keys (
+        key_id       INTEGER PRIMARY KEY,
+        kek_label    TEXT    NOT NULL,
+        wrap_nonce   BLOB    NOT NULL,
+        wrapped      BLOB    NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        encryptions  INTEGER NOT NULL DEFAULT 0,
+        reason       TEXT    NOT NULL
+    );
+    CREATE TABLE items (
+        id               TEXT    PRIMARY KEY,
+        kind             TEXT    NOT NULL CHECK (kind IN ('evm_tx', 'bybit_order', 'bybit_cancel')),
+        account          TEXT    NOT NULL,
+        strategy         TEXT    NOT NULL,
+        seq              INTEGER NOT NULL,
+        idempotency_key  TEXT    NOT NULL UNIQUE,
+        priority         INTEGER NOT NULL,
+        state            TEXT    NOT NULL,
+        state_reason     TEXT,
+        created_ms       INTEGER NOT NULL,
+        updated_ms       INTEGER NOT NULL,
+        expires_ms       INTEGER,
+        chain_id         INTEGER,
+        nonce            INTEGER,
+        holds_nonce      INTEGER NOT NULL DEFAULT 0,
+        private          INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        signer           TEXT,
+        key_id           INTEGER NOT NULL REFERENCES data_keys (key_id),
+        payload          BLOB    NOT NULL,
+        UNIQUE (strategy, seq)
+    );
+    CREATE INDEX items_by_state ON items (state, priority, created_ms);
+    CREATE UNIQUE INDEX items_nonce_holder ON items (chain_id, account, nonce)
+        WHERE holds_nonce = 1;
+    CREATE TABLE variants (
+        item_id      TEXT    NOT NULL REFERENCES items (id),
+        idx          INTEGER NOT NULL,
+        kind         TEXT    NOT NULL CHECK (kind IN ('step', 'cancel')),
+        tx_hash      TEXT    NOT NULL,
+        fee_per_gas  TEXT    NOT NULL,
+        tip_per_gas  TEXT,
+        key_id       INTEGER NOT NULL REFERENCES data_keys (key_id),
+        raw          BLOB    NOT NULL,
+        PRIMARY KEY (item_id, idx)
+    );
+    CREATE INDEX variants_by_hash ON variants (tx_hash);
+    CREATE TABLE nonces (
+        chain_id      INTEGER NOT NULL,
+        sender        TEXT    NOT NULL,
+        next_nonce    INTEGER NOT NULL,
+        base_nonce    INTEGER NOT NULL,
+        chain_pending INTEGER,
+        synced_ms     INTEGER,
+        PRIMARY KEY (chain_id, sender)
+    );
+    """,
+    # 2: every state change, with its reason, for `queue show` and the auditors.
+    """
+    CREATE TABLE transitions (
+        id         INTEGER PRIMARY KEY,
+        item_id    TEXT    NOT NULL REFERENCES items (id),
+        from_state TEXT,
+        to_state   TEXT    NOT NULL,
+        reason     TEXT    NOT NULL,
+        at_ms      INTEGER NOT NULL
+    );
+    CREATE INDEX transitions_by_item ON transitions (item_id, id);
+    INSERT INTO transitions (item_id, from_state, to_state, reason, at_ms)
+        SELECT id, NULL, 'queued', 'enqueued (recorded by migration 2)', created_ms FROM items;
+    """,
+)
+CURRENT = len(MIGRATIONS)
+BUSY_TIMEOUT_MS = 10_000
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open ``path`` with the durability settings every queue write relies on.
+
+    WAL with ``synchronous=FULL``: a transaction is on disk when COMMIT returns. Autocommit
+    mode (``isolation_level=None``) so that transactions are explicit ``BEGIN IMMEDIATE``
+    blocks: the write lock is taken at the start, never upgraded mid-way.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        conn.row_factory = sqlite3.Row
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StoreUnavailable(f"cannot open queue database {path}: {exc}") from exc
+    if mode != "wal":
+        conn.close()
+        raise StoreUnavailable(f"queue database {path}: WAL mode unavailable (got {mode})")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, path: Path, target: int = CURRENT) -> int:
+    """Apply the missing migrations up to ``target``; return the version before."""
+    start = version(conn)
+    if start > CURRENT:
+        raise SchemaTooNew(
+            f"queue database {path} has schema version {start}, but this airlock knows "
+            f"versions up to {CURRENT}: it was written by a newer airlock. Upgrade airlock; "
+            "the file was not changed."
+        )
+    for number in range(start + 1, target + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version(conn) >= number:  # another process migrated meanwhile
+                conn.execute("ROLLBACK")
+                continue
+            for statement in _statements(MIGRATIONS[number - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return start
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit on its own)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {current!r}")
+    return statements

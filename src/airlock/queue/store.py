@@ -1,0 +1,526 @@
+"""The durable, encrypted queue: the one object the rest of airlock writes items through.
+
+Every change is one ``BEGIN IMMEDIATE`` transaction on a WAL database with
+``synchronous=FULL``: when a method returns, the change is on disk. Enqueue runs the
+idempotency check, nonce allocation, signing (through the caller's ``build``), encryption
+and all inserts inside that one transaction, so a crash leaves either all of it or none
+of it — a nonce is never burned and never handed out twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airlock.queue import items, nonces, schema
+from airlock.queue.envelope import DEFAULT_ROTATE_AFTER, Envelope, Kek
+from airlock.queue.errors import IdempotencyConflict, PayloadTampered
+from airlock.queue.items import Item, Kind, Transition
+from airlock.queue.states import LIVE, IllegalTransition, State
+from airlock.queue.ulid import UlidGenerator
+
+ClockMs = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What a caller wants queued, before signing. ``request`` is kept (encrypted) so a
+    retry with the same idempotency key can be told apart from a different request."""
+
+    kind: Kind
+    account: str
+    strategy: str
+    idempotency_key: str
+    request: dict[str, Any]
+    priority: int = items.Priority.NORMAL
+    ttl_ms: int | None = None
+    chain_id: int | None = None
+    wants_nonce: bool = False
+    explicit_nonce: int | None = None
+    private: bool = False
+    signer: str | None = None
+
+
+@dataclass(frozen=True)
+class VariantDraft:
+    kind: str  # "step" or "cancel"
+    tx_hash: str
+    fee_per_gas: int
+    tip_per_gas: int | None
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Built:
+    """The signed content of an item: an encrypted payload and any signed variants."""
+
+    payload: dict[str, Any]
+    variants: tuple[VariantDraft, ...] = ()
+
+
+@dataclass(frozen=True)
+class Variant:
+    idx: int
+    kind: str
+    tx_hash: str
+    fee_per_gas: int
+    tip_per_gas: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "idx": self.idx,
+            "kind": self.kind,
+            "hash": self.tx_hash,
+            "fee_per_gas": str(self.fee_per_gas),
+            "tip_per_gas": None if self.tip_per_gas is None else str(self.tip_per_gas),
+        }
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    item: Item
+    existing: bool  # the idempotency key already named this item; nothing new was stored
+    variants: list[Variant]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    item: Item
+    action: str  # "cancelled" or "cancel_requested" (the pre-signed cancel fills the nonce)
+    message: str
+
+
+Builder = Callable[[int | None], Built]
+
+
+class Store:
+    """One queue database. Safe to share between threads; several processes may open it."""
+
+    def __init__(
+        self, path: Path, conn: sqlite3.Connection, envelope: Envelope, clock_ms: ClockMs
+    ) -> None:
+        self.path = path
+        self._conn = conn
+        self._envelope = envelope
+        self._clock_ms = clock_ms
+        self._lock = threading.RLock()
+        self._ids = UlidGenerator()
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        kek: Kek,
+        *,
+        clock_ms: ClockMs = wall_clock_ms,
+        rotate_after: int = DEFAULT_ROTATE_AFTER,
+    ) -> Store:
+        """Open (creating or migrating) the queue at ``path``; prove the KEK works."""
+        conn = schema.connect(path)
+        try:
+            schema.migrate(conn, path)
+            store = cls(path, conn, Envelope(conn, kek, clock_ms, rotate_after), clock_ms)
+            with store.transaction():
+                store._envelope.ensure_primary()
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One durable write transaction; the write lock is held from the start."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                self._envelope.forget_uncommitted()
+                raise
+            self._conn.execute("COMMIT")
+
+    def now_ms(self) -> int:
+        return self._clock_ms()
+
+    # -- enqueue ----------------------------------------------------------------------
+
+    def enqueue(self, draft: Draft, build: Builder) -> Enqueued:
+        """Store a new item, or return the one its idempotency key already names.
+
+        ``build`` receives the allocated nonce (None for items without one) and returns
+        the signed content; it runs inside the write transaction, so the nonce it signs
+        with is stored together with the signature or not at all.
+        """
+        with self.transaction() as conn:
+            existing = items.by_idempotency_key(conn, draft.idempotency_key)
+            if existing is not None:
+                return self._existing(existing, draft)
+            warnings: list[str] = []
+            nonce = None
+            if draft.wants_nonce:
+                assert draft.chain_id is not None
+                allocation = nonces.allocate(
+                    conn, draft.chain_id, draft.account, draft.explicit_nonce
+                )
+                nonce = allocation.nonce
+                warnings += allocation.warnings
+                nonces.claim(conn, draft.chain_id, draft.account, nonce)
+            built = build(nonce)
+            item = self._insert(conn, draft, nonce, built)
+            return Enqueued(item, False, self._variants(conn, item.id), warnings)
+
+    def _existing(self, item: Item, draft: Draft) -> Enqueued:
+        stored = self._open_payload(item)
+        if stored.get("request") != draft.request:
+            raise IdempotencyConflict(
+                f"idempotency key {draft.idempotency_key!r} already names item {item.id}, "
+                "which was queued with different content; use a new key for a new request"
+            )
+        return Enqueued(item, True, self._variants(self._conn, item.id))
+
+    def _insert(
+        self, conn: sqlite3.Connection, draft: Draft, nonce: int | None, built: Built
+    ) -> Item:
+        now = self._clock_ms()
+        item_id = self._ids.new(now)
+        payload = dict(built.payload, request=draft.request)
+        sealed = self._envelope.seal("items", item_id, "payload", _json_bytes(payload))
+        conn.execute(
+            "INSERT INTO items (id, kind, account, strategy, seq, idempotency_key, priority,"
+            " state, state_reason, created_ms, updated_ms, expires_ms, chain_id, nonce,"
+            " holds_nonce, private, signer, key_id, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', 'enqueued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                item_id,
+                str(draft.kind),
+                draft.account,
+                draft.strategy,
+                items.next_seq(conn, draft.strategy),
+                draft.idempotency_key,
+                int(draft.priority),
+                now,
+                now,
+                None if draft.ttl_ms is None else now + draft.ttl_ms,
+                draft.chain_id,
+                nonce,
+                int(nonce is not None),
+                int(draft.private),
+                draft.signer,
+                sealed.key_id,
+                sealed.blob,
+            ),
+        )
+        for idx, variant in enumerate(built.variants):
+            row_id = f"{item_id}/{idx}"
+            raw = self._envelope.seal("variants", row_id, "raw", variant.raw)
+            conn.execute(
+                "INSERT INTO variants (item_id, idx, kind, tx_hash, fee_per_gas, tip_per_gas,"
+                " key_id, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    item_id,
+                    idx,
+                    variant.kind,
+                    variant.tx_hash,
+                    str(variant.fee_per_gas),
+                    None if variant.tip_per_gas is None else str(variant.tip_per_gas),
+                    raw.key_id,
+                    raw.blob,
+                ),
+            )
+        items.record(conn, item_id, None, State.QUEUED, "enqueued", now)
+        return items.get(conn, item_id)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, item_id: str) -> Item:
+        with self._lock:
+            return items.get(self._conn, item_id)
+
+    def list(self, states: list[State] | None = None, limit: int | None = None) -> list[Item]:
+        with self._lock:
+            return items.select(self._conn, states, limit)
+
+    def ready(self, limit: int = 100) -> list[Item]:
+        """Queued items the dispatcher may send now, most urgent first."""
+        with self._lock:
+            return items.ready(self._conn, self._clock_ms(), limit)
+
+    def history(self, item_id: str) -> list[Transition]:
+        with self._lock:
+            return items.history(self._conn, item_id)
+
+    def variants(self, item_id: str) -> list[Variant]:
+        with self._lock:
+            return self._variants(self._conn, item_id)
+
+    def variant_for_hash(self, tx_hash: str) -> tuple[str, int] | None:
+        """The (item id, variant index) that signed ``tx_hash``, if any."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT item_id, idx FROM variants WHERE tx_hash = ?", (tx_hash.lower(),)
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    @staticmethod
+    def _variants(conn: sqlite3.Connection, item_id: str) -> list[Variant]:
+        return [
+            Variant(
+                idx=r["idx"],
+                kind=r["kind"],
+                tx_hash=r["tx_hash"],
+                fee_per_gas=int(r["fee_per_gas"]),
+                tip_per_gas=None if r["tip_per_gas"] is None else int(r["tip_per_gas"]),
+            )
+            for r in conn.execute(
+                "SELECT idx, kind, tx_hash, fee_per_gas, tip_per_gas FROM variants"
+                " WHERE item_id = ? ORDER BY idx",
+                (item_id,),
+            )
+        ]
+
+    def payload(self, item_id: str) -> dict[str, Any]:
+        """The decrypted payload; a tampered one quarantines its item and raises."""
+        return self._open_payload(self.get(item_id))
+
+    def signed_variants(self, item_id: str) -> list[tuple[Variant, bytes]]:
+        """Every variant with its decrypted signed bytes; tampering quarantines the item."""
+        item = self.get(item_id)
+        out = []
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT idx, key_id, raw FROM variants WHERE item_id = ? ORDER BY idx",
+                (item_id,),
+            ).fetchall()
+            metas = self._variants(self._conn, item_id)
+        for meta, row in zip(metas, rows, strict=True):
+            raw = self._guarded(
+                item,
+                lambda r=row: self._envelope.open(
+                    "variants", f"{item_id}/{r['idx']}", "raw", r["key_id"], r["raw"]
+                ),
+            )
+            out.append((meta, raw))
+        return out
+
+    def _open_payload(self, item: Item) -> dict[str, Any]:
+        with self._lock:
+            blob = self._conn.execute(
+                "SELECT payload FROM items WHERE id = ?", (item.id,)
+            ).fetchone()[0]
+        plain = self._guarded(
+            item, lambda: self._envelope.open("items", item.id, "payload", item.key_id, blob)
+        )
+        return json.loads(plain)
+
+    def _guarded(self, item: Item, decrypt: Callable[[], bytes]) -> bytes:
+        try:
+            with self._lock:
+                return decrypt()
+        except PayloadTampered as exc:
+            self._quarantine(item.id, str(exc))
+            raise PayloadTampered(f"item {item.id}: {exc}") from None
+
+    def _quarantine(self, item_id: str, why: str) -> None:
+        """Never send an item whose ciphertext failed: quarantine it (or flag it for a human
+        when it may already be on the network)."""
+        with self.transaction() as conn:
+            item = items.get(conn, item_id)
+            reason = f"payload failed authentication: {why}"
+            if item.state in (State.QUEUED, State.SENDING):
+                self._leave_queue(conn, item, State.QUARANTINED, reason)
+            elif item.state is State.SENT:
+                items.move(conn, item, State.NEEDS_OPERATOR, reason, self._clock_ms())
+
+    # -- changes --------------------------------------------------------------------
+
+    def transition(self, item_id: str, target: State, reason: str) -> Item:
+        """Move an item through the state machine; illegal moves raise IllegalTransition."""
+        with self.transaction() as conn:
+            item = items.get(conn, item_id)
+            if item.state is State.QUEUED and target in (State.CANCELLED, State.EXPIRED):
+                return self._leave_queue(conn, item, target, reason)
+            return items.move(conn, item, target, reason, self._clock_ms())
+
+    def cancel(self, item_id: str, reason: str = "cancelled by the operator") -> CancelResult:
+        """Withdraw an item that has not been sent, without touching the network.
+
+        An EVM item with later live nonces behind it and a pre-signed cancel keeps its
+        place and sends the cancel instead, so the sender's sequence is not stuck.
+        """
+        with self.transaction() as conn:
+            item = items.get(conn, item_id)
+            if item.state is not State.QUEUED:
+                raise _not_queued(item)
+            if item.cancel_requested:
+                return CancelResult(item, "cancel_requested", "a cancel is already requested")
+            return self._withdraw(conn, item, State.CANCELLED, reason)
+
+    def expire_due(self) -> list[CancelResult]:
+        """Expire queued items whose TTL has passed (or switch them to their cancel)."""
+        results = []
+        with self.transaction() as conn:
+            for item in items.due_to_expire(conn, self._clock_ms()):
+                results.append(self._withdraw(conn, item, State.EXPIRED, "TTL passed before send"))
+        return results
+
+    def _withdraw(
+        self, conn: sqlite3.Connection, item: Item, target: State, reason: str
+    ) -> CancelResult:
+        if item.kind is Kind.EVM_TX and item.holds_nonce and self._later_live(conn, item):
+            has_cancel = conn.execute(
+                "SELECT 1 FROM variants WHERE item_id = ? AND kind = 'cancel'", (item.id,)
+            ).fetchone()
+            if has_cancel:
+                now = self._clock_ms()
+                conn.execute(
+                    "UPDATE items SET cancel_requested = 1, state_reason = ?, updated_ms = ?"
+                    " WHERE id = ?",
+                    (
+                        f"{reason}; later nonces wait on it: its pre-signed cancel will be sent",
+                        now,
+                        item.id,
+                    ),
+                )
+                items.record(
+                    conn,
+                    item.id,
+                    item.state,
+                    item.state,
+                    f"{reason}: pre-signed cancel requested to fill nonce {item.nonce}",
+                    now,
+                )
+                return CancelResult(
+                    items.get(conn, item.id),
+                    "cancel_requested",
+                    f"later nonces of {item.account} wait on nonce {item.nonce}: its "
+                    "pre-signed cancel (a 0-value self-transfer) will be sent instead",
+                )
+        moved = self._leave_queue(conn, item, target, reason)
+        message = f"{target} locally; nothing was sent"
+        if moved.kind is Kind.EVM_TX and self._later_live(conn, moved):
+            message += (
+                f". Nonce {moved.nonce} of {moved.account} is now free and later nonces wait "
+                "on it: the next transaction queued for this sender takes it"
+            )
+        return CancelResult(moved, str(target), message)
+
+    def _later_live(self, conn: sqlite3.Connection, item: Item) -> bool:
+        live = tuple(str(s) for s in LIVE)
+        row = conn.execute(
+            "SELECT 1 FROM items WHERE holds_nonce = 1 AND chain_id = ? AND account = ?"
+            f" AND nonce > ? AND state IN ({', '.join('?' for _ in live)}) LIMIT 1",
+            (item.chain_id, item.account, item.nonce, *live),
+        ).fetchone()
+        return row is not None
+
+    def _leave_queue(
+        self, conn: sqlite3.Connection, item: Item, target: State, reason: str
+    ) -> Item:
+        """A queued item that never left the machine ends; its nonce slot is freed."""
+        was_queued = item.state is State.QUEUED
+        moved = items.move(conn, item, target, reason, self._clock_ms())
+        if was_queued and moved.holds_nonce:
+            assert moved.chain_id is not None
+            nonces.release(conn, moved.id, moved.chain_id, moved.account)
+            moved = items.get(conn, moved.id)
+        return moved
+
+    # -- nonces -----------------------------------------------------------------------
+
+    def nonce_status(self) -> list[nonces.NonceStatus]:
+        with self._lock:
+            return nonces.status(self._conn)
+
+    def nonce_senders(self, chain_id: int) -> list[str]:
+        with self._lock:
+            return nonces.senders(self._conn, chain_id)
+
+    def nonce_sync(self, chain_id: int, pending: dict[str, int]) -> list[nonces.SyncResult]:
+        """Record the chain's pending nonce per sender (one reading each)."""
+        with self.transaction() as conn:
+            now = self._clock_ms()
+            return [
+                nonces.sync(conn, chain_id, sender, value, now)
+                for sender, value in sorted(pending.items())
+            ]
+
+    # -- data keys --------------------------------------------------------------------
+
+    def rotate_key(self, reason: str = "rotated by the operator") -> int:
+        with self.transaction():
+            return self._envelope.rotate(reason)
+
+    def data_keys(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._envelope.key_rows()]
+
+    # -- checks and export ----------------------------------------------------------------
+
+    def verify(self, states: frozenset[State] = LIVE) -> list[tuple[str, str]]:
+        """Decrypt every item in ``states``; quarantine the bad ones. Returns (id, problem)."""
+        problems = []
+        for item in self.list(sorted(states)):
+            try:
+                self._open_payload(item)
+                self.signed_variants(item.id)
+            except PayloadTampered as exc:
+                problems.append((item.id, str(exc)))
+        return problems
+
+    def export(self, states: list[State] | None = None) -> Iterator[dict[str, Any]]:
+        """Each item decrypted, with its variants' signed bytes and its history."""
+        for item in self.list(states):
+            yield self.export_one(item)
+
+    def export_one(self, item: Item) -> dict[str, Any]:
+        """One item as a JSON-ready record; ``error`` instead of a payload if it is tampered."""
+        record: dict[str, Any] = {"item": item.as_json()}
+        try:
+            record["payload"] = self._open_payload(item)
+            record["variants"] = [
+                dict(meta.as_json(), raw="0x" + raw.hex())
+                for meta, raw in self.signed_variants(item.id)
+            ]
+        except PayloadTampered as exc:
+            record["error"] = str(exc)
+            record["item"] = self.get(item.id).as_json()
+        record["history"] = [
+            {"from": t.from_state, "to": t.to_state, "reason": t.reason, "at_ms": t.at_ms}
+            for t in self.history(item.id)
+        ]
+        return record
+
+
+def _not_queued(item: Item) -> IllegalTransition:
+    if item.state in (State.SENDING, State.SENT):
+        return IllegalTransition(
+            f"item {item.id} is {item.state}: it may already be on the network, so it "
+            "cannot be cancelled locally"
+        )
+    return IllegalTransition(f"item {item.id} is {item.state}; only queued items can be cancelled")
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()

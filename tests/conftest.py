@@ -17,6 +17,8 @@ from airlock.config import HsmConfig, embedded_paths, load_config
 from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
 from airlock.hsm.pin import read_pin_file
 from airlock.hsm.softhsm import init_embedded
+from airlock.queue.kek import HsmKek
+from airlock.queue.store import Store
 
 
 def unique_label(prefix: str) -> str:
@@ -53,3 +55,16 @@ def eth_key(keyring: KeyRing) -> HsmEcdsaKey:
     label = unique_label("eth")
     keyring.generate("secp256k1", label)
     return keyring.ecdsa_key(label, curve="secp256k1")
+
+
+@pytest.fixture(scope="session")
+def kek(keyring: KeyRing) -> HsmKek:
+    """The session's key-encryption key (created on first use, like a fresh install)."""
+    return HsmKek(keyring, unique_label("kek"))
+
+
+@pytest.fixture
+def store(tmp_path: Path, kek: HsmKek) -> Iterator[Store]:
+    """A fresh queue database in a temporary directory."""
+    with Store.open(tmp_path / "queue.db", kek) as opened:
+        yield opened

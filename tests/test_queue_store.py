@@ -525,3 +525,19 @@ def test_export_holds_the_signed_bytes(store: Store, eth_key):
     for variant in record["variants"]:
         assert "0x" + keccak(bytes.fromhex(variant["raw"][2:])).hex() == variant["hash"]
     assert record["history"][0]["to"] == "queued"
+
+
+def test_retry_of_a_tampered_item_quarantines_it(store: Store, eth_key):
+    item = queue_tx(store, eth_key, idempotency_key="tampered-retry").item
+    flip_byte(store, "items", "payload", "id = ?", (item.id,))
+    with pytest.raises(PayloadTampered):
+        queue_tx(store, eth_key, idempotency_key="tampered-retry")
+    assert store.get(item.id).state is State.QUARANTINED
+    assert len(store.list()) == 1
+
+
+def test_quarantine_by_transition_frees_the_nonce(store: Store, eth_key):
+    item = queue_tx(store, eth_key).item
+    moved = store.transition(item.id, State.QUARANTINED, "intent signature did not verify")
+    assert not moved.holds_nonce
+    assert queue_tx(store, eth_key).item.nonce == item.nonce

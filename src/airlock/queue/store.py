@@ -23,7 +23,7 @@ from airlock.queue import items, nonces, schema
 from airlock.queue.envelope import DEFAULT_ROTATE_AFTER, Envelope, Kek
 from airlock.queue.errors import IdempotencyConflict, PayloadTampered
 from airlock.queue.items import Item, Kind, Transition
-from airlock.queue.states import LIVE, IllegalTransition, State
+from airlock.queue.states import LIVE, TERMINAL, IllegalTransition, State
 from airlock.queue.ulid import UlidGenerator
 
 ClockMs = Callable[[], int]
@@ -175,21 +175,26 @@ class Store:
         """
         with self.transaction() as conn:
             existing = items.by_idempotency_key(conn, draft.idempotency_key)
-            if existing is not None:
-                return self._existing(existing, draft)
-            warnings: list[str] = []
-            nonce = None
-            if draft.wants_nonce:
-                assert draft.chain_id is not None
-                allocation = nonces.allocate(
-                    conn, draft.chain_id, draft.account, draft.explicit_nonce
-                )
-                nonce = allocation.nonce
-                warnings += allocation.warnings
-                nonces.claim(conn, draft.chain_id, draft.account, nonce)
-            built = build(nonce)
-            item = self._insert(conn, draft, nonce, built)
-            return Enqueued(item, False, self._variants(conn, item.id), warnings)
+            if existing is None:
+                return self._enqueue_new(conn, draft, build)
+        # Compared after the transaction: a tampered payload quarantines its item, and
+        # that must not be rolled back with this read-only transaction.
+        return self._existing(existing, draft)
+
+    def _enqueue_new(self, conn: sqlite3.Connection, draft: Draft, build: Builder) -> Enqueued:
+        warnings: list[str] = []
+        nonce = None
+        if draft.wants_nonce:
+            assert draft.chain_id is not None
+            allocation = nonces.allocate(
+                conn, draft.chain_id, draft.account, draft.explicit_nonce
+            )
+            nonce = allocation.nonce
+            warnings += allocation.warnings
+            nonces.claim(conn, draft.chain_id, draft.account, nonce)
+        built = build(nonce)
+        item = self._insert(conn, draft, nonce, built)
+        return Enqueued(item, False, self._variants(conn, item.id), warnings)
 
     def _existing(self, item: Item, draft: Draft) -> Enqueued:
         stored = self._open_payload(item)
@@ -359,7 +364,7 @@ class Store:
         """Move an item through the state machine; illegal moves raise IllegalTransition."""
         with self.transaction() as conn:
             item = items.get(conn, item_id)
-            if item.state is State.QUEUED and target in (State.CANCELLED, State.EXPIRED):
+            if item.state is State.QUEUED and target in TERMINAL:
                 return self._leave_queue(conn, item, target, reason)
             return items.move(conn, item, target, reason, self._clock_ms())
 

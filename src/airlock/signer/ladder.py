@@ -31,6 +31,8 @@ class LadderSpec:
     with_cancel: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.levels, bool) or not isinstance(self.levels, int):
+            raise InvalidInput(f"ladder levels must be a whole number, got {self.levels!r}")
         if not 1 <= self.levels <= MAX_LADDER:
             raise InvalidInput(f"ladder must have 1..{MAX_LADDER} levels, got {self.levels}")
         if not MIN_BUMP_PCT <= self.bump_pct <= 1000:

@@ -20,6 +20,7 @@ test: deps
 
 bench: deps
 	$(VENV)/bin/python bench/sign.py --n 1000 --rounds 7
+	$(VENV)/bin/python bench/enqueue.py --n 500 --rounds 7
 
 lint: deps
 	$(VENV)/bin/ruff check src tests bench

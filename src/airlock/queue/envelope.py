@@ -138,9 +138,10 @@ class Envelope:
             ).fetchone()
             if latest is None or latest["encryptions"] >= self._rotate_after:
                 key_id = self.rotate("automatic: encryption count reached the rotation limit")
+                used = 0
             else:
-                key_id = int(latest["key_id"])
-            block = min(RESERVE_BLOCK, self._rotate_after)
+                key_id, used = int(latest["key_id"]), int(latest["encryptions"])
+            block = min(RESERVE_BLOCK, self._rotate_after - used)  # never past the limit
             self._conn.execute(
                 "UPDATE data_keys SET encryptions = encryptions + ? WHERE key_id = ?",
                 (block, key_id),

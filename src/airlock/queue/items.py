@@ -109,6 +109,35 @@ _COLUMNS = (
 )
 
 
+def insert(conn: sqlite3.Connection, item: Item, payload: bytes) -> None:
+    conn.execute(
+        f"INSERT INTO items ({_COLUMNS}, payload)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            item.id,
+            str(item.kind),
+            item.account,
+            item.strategy,
+            item.seq,
+            item.idempotency_key,
+            item.priority,
+            str(item.state),
+            item.state_reason,
+            item.created_ms,
+            item.updated_ms,
+            item.expires_ms,
+            item.chain_id,
+            item.nonce,
+            int(item.holds_nonce),
+            int(item.private),
+            int(item.cancel_requested),
+            item.signer,
+            item.key_id,
+            payload,
+        ),
+    )
+
+
 def get(conn: sqlite3.Connection, item_id: str) -> Item:
     row = conn.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
     if row is None:
@@ -175,10 +204,18 @@ def record(
     reason: str,
     now_ms: int,
 ) -> None:
+    """Append one row to the item's history (``n`` counts from 0 per item)."""
     conn.execute(
-        "INSERT INTO transitions (item_id, from_state, to_state, reason, at_ms)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (item_id, None if from_state is None else str(from_state), str(to_state), reason, now_ms),
+        "INSERT INTO transitions (item_id, n, from_state, to_state, reason, at_ms)"
+        " SELECT ?, coalesce(max(n) + 1, 0), ?, ?, ?, ? FROM transitions WHERE item_id = ?",
+        (
+            item_id,
+            None if from_state is None else str(from_state),
+            str(to_state),
+            reason,
+            now_ms,
+            item_id,
+        ),
     )
 
 
@@ -197,7 +234,7 @@ def move(conn: sqlite3.Connection, item: Item, target: State, reason: str, now_m
 
 def history(conn: sqlite3.Connection, item_id: str) -> list[Transition]:
     rows = conn.execute(
-        "SELECT from_state, to_state, reason, at_ms FROM transitions WHERE item_id = ? ORDER BY id",
+        "SELECT from_state, to_state, reason, at_ms FROM transitions WHERE item_id = ? ORDER BY n",
         (item_id,),
     ).fetchall()
     return [

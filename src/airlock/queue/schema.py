@@ -12,6 +12,8 @@ from pathlib import Path
 
 from airlock.queue.errors import SchemaTooNew, StoreUnavailable
 
+# Tables keyed by text are WITHOUT ROWID: one B-tree per table instead of two, which is
+# fewer pages written (and fsynced) per enqueue.
 MIGRATIONS: tuple[str, ...] = (
     # 1: data keys, items, their signed variants, nonce counters.
     """
@@ -46,7 +48,7 @@ MIGRATIONS: tuple[str, ...] = (
         key_id           INTEGER NOT NULL REFERENCES data_keys (key_id),
         payload          BLOB    NOT NULL,
         UNIQUE (strategy, seq)
-    );
+    ) WITHOUT ROWID;
     CREATE INDEX items_by_state ON items (state, priority, created_ms);
     CREATE UNIQUE INDEX items_nonce_holder ON items (chain_id, account, nonce)
         WHERE holds_nonce = 1;
@@ -60,7 +62,7 @@ MIGRATIONS: tuple[str, ...] = (
         key_id       INTEGER NOT NULL REFERENCES data_keys (key_id),
         raw          BLOB    NOT NULL,
         PRIMARY KEY (item_id, idx)
-    );
+    ) WITHOUT ROWID;
     CREATE INDEX variants_by_hash ON variants (tx_hash);
     CREATE TABLE nonces (
         chain_id      INTEGER NOT NULL,
@@ -75,16 +77,17 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: every state change, with its reason, for `queue show` and the auditors.
     """
     CREATE TABLE transitions (
-        id         INTEGER PRIMARY KEY,
         item_id    TEXT    NOT NULL REFERENCES items (id),
+        n          INTEGER NOT NULL,
         from_state TEXT,
         to_state   TEXT    NOT NULL,
         reason     TEXT    NOT NULL,
-        at_ms      INTEGER NOT NULL
-    );
-    CREATE INDEX transitions_by_item ON transitions (item_id, id);
-    INSERT INTO transitions (item_id, from_state, to_state, reason, at_ms)
-        SELECT id, NULL, 'queued', 'enqueued (recorded by migration 2)', created_ms FROM items;
+        at_ms      INTEGER NOT NULL,
+        PRIMARY KEY (item_id, n)
+    ) WITHOUT ROWID;
+    INSERT INTO transitions (item_id, n, from_state, to_state, reason, at_ms)
+        SELECT id, 0, NULL, 'queued', 'enqueued (recorded by migration 2)', created_ms
+        FROM items;
     """,
 )
 CURRENT = len(MIGRATIONS)

@@ -186,15 +186,17 @@ class Store:
         nonce = None
         if draft.wants_nonce:
             assert draft.chain_id is not None
-            allocation = nonces.allocate(
-                conn, draft.chain_id, draft.account, draft.explicit_nonce
-            )
+            allocation = nonces.allocate(conn, draft.chain_id, draft.account, draft.explicit_nonce)
             nonce = allocation.nonce
             warnings += allocation.warnings
             nonces.claim(conn, draft.chain_id, draft.account, nonce)
         built = build(nonce)
         item = self._insert(conn, draft, nonce, built)
-        return Enqueued(item, False, self._variants(conn, item.id), warnings)
+        variants = [
+            Variant(i, v.kind, v.tx_hash, v.fee_per_gas, v.tip_per_gas)
+            for i, v in enumerate(built.variants)
+        ]
+        return Enqueued(item, False, variants, warnings)
 
     def _existing(self, item: Item, draft: Draft) -> Enqueued:
         stored = self._open_payload(item)
@@ -212,31 +214,28 @@ class Store:
         item_id = self._ids.new(now)
         payload = dict(built.payload, request=draft.request)
         sealed = self._envelope.seal("items", item_id, "payload", _json_bytes(payload))
-        conn.execute(
-            "INSERT INTO items (id, kind, account, strategy, seq, idempotency_key, priority,"
-            " state, state_reason, created_ms, updated_ms, expires_ms, chain_id, nonce,"
-            " holds_nonce, private, signer, key_id, payload)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', 'enqueued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                item_id,
-                str(draft.kind),
-                draft.account,
-                draft.strategy,
-                items.next_seq(conn, draft.strategy),
-                draft.idempotency_key,
-                int(draft.priority),
-                now,
-                now,
-                None if draft.ttl_ms is None else now + draft.ttl_ms,
-                draft.chain_id,
-                nonce,
-                int(nonce is not None),
-                int(draft.private),
-                draft.signer,
-                sealed.key_id,
-                sealed.blob,
-            ),
+        item = Item(
+            id=item_id,
+            kind=draft.kind,
+            account=draft.account,
+            strategy=draft.strategy,
+            seq=items.next_seq(conn, draft.strategy),
+            idempotency_key=draft.idempotency_key,
+            priority=int(draft.priority),
+            state=State.QUEUED,
+            state_reason="enqueued",
+            created_ms=now,
+            updated_ms=now,
+            expires_ms=None if draft.ttl_ms is None else now + draft.ttl_ms,
+            chain_id=draft.chain_id,
+            nonce=nonce,
+            holds_nonce=nonce is not None,
+            private=draft.private,
+            cancel_requested=False,
+            signer=draft.signer,
+            key_id=sealed.key_id,
         )
+        items.insert(conn, item, sealed.blob)
         for idx, variant in enumerate(built.variants):
             row_id = f"{item_id}/{idx}"
             raw = self._envelope.seal("variants", row_id, "raw", variant.raw)
@@ -254,8 +253,12 @@ class Store:
                     raw.blob,
                 ),
             )
-        items.record(conn, item_id, None, State.QUEUED, "enqueued", now)
-        return items.get(conn, item_id)
+        conn.execute(
+            "INSERT INTO transitions (item_id, n, from_state, to_state, reason, at_ms)"
+            " VALUES (?, 0, NULL, 'queued', 'enqueued', ?)",
+            (item_id, now),
+        )
+        return item
 
     # -- reading ----------------------------------------------------------------------
 

@@ -39,14 +39,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from airlock.config import load_config
-from airlock.hsm.keyring import KeyRing
-from airlock.hsm.softhsm import init_embedded
 from airlock.queue.envelope import NONCE_BYTES, TAG_BYTES
 from airlock.queue.items import Kind
 from airlock.queue.kek import HsmKek
 from airlock.queue.store import Built, Draft, Store, VariantDraft
 from airlock.signer import evm
+from benchkit import open_bench_token, transfers
 
 P99_TARGET_MS = 2.0
 RATIO_TARGET = 0.5
@@ -247,23 +245,10 @@ def main() -> None:
     n, rounds = args.n, args.rounds
     with tempfile.TemporaryDirectory(prefix="airlock-bench-", dir=args.dir) as tmp:
         home = Path(tmp)
-        init_embedded(home)
-        config = load_config(env={"AIRLOCK_HOME": tmp})
-        with KeyRing.open(config.hsm) as ring:
+        with open_bench_token(home) as ring:
             ring.generate("secp256k1", "bench")
             key = ring.ecdsa_key("bench", curve="secp256k1")
-            intents = [
-                evm.make_intent(
-                    chain_id=1,
-                    nonce=i,
-                    to="0x000000000000000000000000000000000000dEaD",
-                    value=10**15 + i,
-                    gas=21000,
-                    max_fee_per_gas=30 * 10**9,
-                    max_priority_fee_per_gas=10**9,
-                )
-                for i in range(n)
-            ]
+            intents = transfers(n)
             items = Items(evm.sign_transactions(intents, key), intents)  # signed once
             account = evm.address_from_public_key(key.public_key)
             kek = CountingKek(HsmKek(ring))

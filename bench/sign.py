@@ -27,11 +27,9 @@ from pathlib import Path
 
 from eth_account import Account
 
-from airlock.config import load_config
 from airlock.hsm import keys as hsm_keys
-from airlock.hsm.keyring import KeyRing
-from airlock.hsm.softhsm import init_embedded
 from airlock.signer import evm
+from benchkit import open_bench_token, transfers
 
 TARGET = 0.85
 
@@ -47,51 +45,40 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     n = args.n
-    with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
-        init_embedded(Path(tmp))
-        config = load_config(env={"AIRLOCK_HOME": tmp})
-        with KeyRing.open(config.hsm) as ring:
-            ring.generate("secp256k1", "bench")
-            key = ring.ecdsa_key("bench", curve="secp256k1")
-            intents = [
-                evm.make_intent(
-                    chain_id=1,
-                    nonce=i,
-                    to="0x000000000000000000000000000000000000dEaD",
-                    value=10**15 + i,
-                    gas=21000,
-                    max_fee_per_gas=30 * 10**9,
-                    max_priority_fee_per_gas=10**9,
-                )
-                for i in range(n)
-            ]
-            digest = evm.signing_digest(intents[0])
-            evm.sign_transactions(intents[:50], key)  # warm up caches and handles
+    with (
+        tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp,
+        open_bench_token(Path(tmp)) as ring,
+    ):
+        ring.generate("secp256k1", "bench")
+        key = ring.ecdsa_key("bench", curve="secp256k1")
+        intents = transfers(n)
+        digest = evm.signing_digest(intents[0])
+        evm.sign_transactions(intents[:50], key)  # warm up caches and handles
 
-            def raw_loop(conn: hsm_keys.Connection) -> float:
-                from airlock.hsm.keyring import _ecdsa_sign
-
-                start = time.perf_counter()
-                for _ in range(n):
-                    _ecdsa_sign(conn, "bench", digest)
-                return time.perf_counter() - start
-
-            # Alternate baseline and subject over several rounds and take medians, so
-            # that a burst of load from elsewhere hits both sides alike.
-            raw_rates, airlock_rates, ratios = [], [], []
-            for _ in range(args.rounds):
-                raw_rates.append(rate(n, ring.worker.run(raw_loop, timeout=600)))
-                start = time.perf_counter()
-                signed = evm.sign_transactions(intents, key)
-                airlock_rates.append(rate(n, time.perf_counter() - start))
-                ratios.append(airlock_rates[-1] / raw_rates[-1])
-            raw_rate = statistics.median(raw_rates)
-            airlock_rate = statistics.median(airlock_rates)
+        def raw_loop(conn: hsm_keys.Connection) -> float:
+            from airlock.hsm.keyring import _ecdsa_sign
 
             start = time.perf_counter()
-            for intent in intents:
-                evm.sign_transaction(intent, key)
-            single_rate = rate(n, time.perf_counter() - start)
+            for _ in range(n):
+                _ecdsa_sign(conn, "bench", digest)
+            return time.perf_counter() - start
+
+        # Alternate baseline and subject over several rounds and take medians, so
+        # that a burst of load from elsewhere hits both sides alike.
+        raw_rates, airlock_rates, ratios = [], [], []
+        for _ in range(args.rounds):
+            raw_rates.append(rate(n, ring.worker.run(raw_loop, timeout=600)))
+            start = time.perf_counter()
+            signed = evm.sign_transactions(intents, key)
+            airlock_rates.append(rate(n, time.perf_counter() - start))
+            ratios.append(airlock_rates[-1] / raw_rates[-1])
+        raw_rate = statistics.median(raw_rates)
+        airlock_rate = statistics.median(airlock_rates)
+
+        start = time.perf_counter()
+        for intent in intents:
+            evm.sign_transaction(intent, key)
+        single_rate = rate(n, time.perf_counter() - start)
 
     account = Account.create()
     tx_dicts = [

@@ -93,9 +93,10 @@ def test_older_file_is_migrated_and_keeps_its_items(tmp_path: Path, kek: HsmKek,
     path = tmp_path / "old.db"
     with Store.open(path, kek) as store:
         item = queue_tx(store, eth_key).item
-    # Make it a version-1 file: migration 2 added the transitions table.
+    # Make it a version-1 file: later migrations added these tables.
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("DROP TABLE transitions")
+    for table in ("transitions", "audit_entries", "audit_checkpoints", "meta"):
+        conn.execute(f"DROP TABLE {table}")
     conn.execute("PRAGMA user_version=1")
     conn.close()
     with Store.open(path, kek) as store:

@@ -66,11 +66,21 @@ class EvmConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The audit log's checkpoint key and how often a checkpoint is signed."""
+
+    key_label: str = "airlock-audit"
+    checkpoint_every: int = 1000  # entries
+    checkpoint_seconds: int = 60
+
+
+@dataclass(frozen=True)
 class AirlockConfig:
     home: Path
     hsm: HsmConfig
     queue: QueueConfig
     evm: EvmConfig = EvmConfig()
+    audit: AuditConfig = AuditConfig()
     source: Path | None = None  # the TOML file read, if any
 
 
@@ -124,6 +134,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -
         hsm=hsm,
         queue=_queue_config(home, _table(data, "queue", path)),
         evm=_evm_config(_table(data, "evm", path)),
+        audit=_audit_config(_table(data, "audit", path)),
         source=path if path.exists() else None,
     )
 
@@ -165,6 +176,23 @@ def _queue_config(home: Path, table: Mapping[str, Any]) -> QueueConfig:
     if "rotate_after" in table:
         value = _int_setting("queue", "rotate_after", table["rotate_after"], 1, (1 << 32) - 1)
         config = replace(config, rotate_after=value)
+    return config
+
+
+def _audit_config(table: Mapping[str, Any]) -> AuditConfig:
+    _check_keys("audit", table, {"key_label", "checkpoint_every", "checkpoint_seconds"})
+    config = AuditConfig()
+    if "key_label" in table:
+        label = table["key_label"]
+        if not isinstance(label, str) or not 1 <= len(label) <= 64:
+            raise ConfigError("[audit] key_label must be a string of 1-64 characters")
+        config = replace(config, key_label=label)
+    if "checkpoint_every" in table:
+        value = _int_setting("audit", "checkpoint_every", table["checkpoint_every"], 1, 10**9)
+        config = replace(config, checkpoint_every=value)
+    if "checkpoint_seconds" in table:
+        value = _int_setting("audit", "checkpoint_seconds", table["checkpoint_seconds"], 1, 86400)
+        config = replace(config, checkpoint_seconds=value)
     return config
 
 

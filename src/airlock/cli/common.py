@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from airlock.audit.log import AuditKey, checkpoint_if_due
 from airlock.config import AirlockConfig, load_config
 from airlock.errors import AirlockError
 from airlock.hsm.keyring import KeyRing
@@ -43,7 +44,11 @@ def keyring(ctx: click.Context) -> KeyRing:
 
 @contextmanager
 def open_store(ctx: click.Context) -> Iterator[tuple[Store, KeyRing]]:
-    """The queue, with the HSM that holds its key-encryption key."""
+    """The queue, with the HSM that holds its key-encryption key.
+
+    On the way out a checkpoint of the audit log is signed when one is due, so the log is
+    checkpointed periodically even when only the CLI writes to it.
+    """
     settings = config(ctx)
     with keyring(ctx) as ring:
         kek = HsmKek(ring, settings.queue.kek_label)
@@ -51,6 +56,12 @@ def open_store(ctx: click.Context) -> Iterator[tuple[Store, KeyRing]]:
             settings.queue.path, kek, rotate_after=settings.queue.rotate_after
         ) as store:
             yield store, ring
+            checkpoint_if_due(
+                store,
+                AuditKey(ring, settings.audit.key_label),
+                max_entries=settings.audit.checkpoint_every,
+                max_age_ms=settings.audit.checkpoint_seconds * 1000,
+            )
 
 
 def emit(as_json: bool, data: Any, text: Callable[[], str]) -> None:

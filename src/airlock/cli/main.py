@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from airlock.cli import common
+from airlock.cli.audit_cmds import audit_group
 from airlock.cli.queue_cmds import evm_queue, keys_group, nonce_group, queue_group
 from airlock.cli.tx_options import intent_fields, tx_options
 from airlock.errors import InvalidInput
@@ -175,6 +176,7 @@ evm_group.add_command(evm_queue)
 cli.add_command(queue_group)
 cli.add_command(nonce_group)
 cli.add_command(keys_group)
+cli.add_command(audit_group)
 
 
 @cli.command()

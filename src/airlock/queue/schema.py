@@ -89,6 +89,29 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT id, 0, NULL, 'queued', 'enqueued (recorded by migration 2)', created_ms
         FROM items;
     """,
+    # 3: the audit log (entries encrypted like every payload) and its signed checkpoints.
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO meta (key, value)
+        VALUES ('audit_origin', 'airlock.local/' || lower(hex(randomblob(8))));
+    CREATE TABLE audit_entries (
+        seq        INTEGER PRIMARY KEY,
+        entry_hash BLOB    NOT NULL,
+        leaf_hash  BLOB    NOT NULL,
+        key_id     INTEGER NOT NULL REFERENCES data_keys (key_id),
+        body       BLOB    NOT NULL
+    );
+    CREATE TABLE audit_checkpoints (
+        id         INTEGER PRIMARY KEY,
+        size       INTEGER NOT NULL,
+        root       BLOB    NOT NULL,
+        note       TEXT    NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    """,
 )
 CURRENT = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 10_000

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airlock.audit import entries as audit_entries
 from airlock.queue import items, nonces, schema
 from airlock.queue.envelope import DEFAULT_ROTATE_AFTER, Envelope, Kek
 from airlock.queue.errors import IdempotencyConflict, PayloadTampered
 from airlock.queue.items import Item, Kind, Transition
+from airlock.queue.journal import CheckpointRecord, Journal
 from airlock.queue.states import LIVE, TERMINAL, IllegalTransition, State
 from airlock.queue.ulid import UlidGenerator
 
@@ -117,6 +119,7 @@ class Store:
         self._clock_ms = clock_ms
         self._lock = threading.RLock()
         self._ids = UlidGenerator()
+        self._journal = Journal(envelope, clock_ms)
 
     @classmethod
     def open(
@@ -258,6 +261,9 @@ class Store:
             " VALUES (?, 0, NULL, 'queued', 'enqueued', ?)",
             (item_id, now),
         )
+        self._journal.append(
+            conn, audit_entries.ITEM_ENQUEUED, item_id, _enqueued_entry(item, built)
+        )
         return item
 
     # -- reading ----------------------------------------------------------------------
@@ -359,7 +365,7 @@ class Store:
             if item.state in (State.QUEUED, State.SENDING):
                 self._leave_queue(conn, item, State.QUARANTINED, reason)
             elif item.state is State.SENT:
-                items.move(conn, item, State.NEEDS_OPERATOR, reason, self._clock_ms())
+                self._move(conn, item, State.NEEDS_OPERATOR, reason)
 
     # -- changes --------------------------------------------------------------------
 
@@ -369,7 +375,7 @@ class Store:
             item = items.get(conn, item_id)
             if item.state is State.QUEUED and target in TERMINAL:
                 return self._leave_queue(conn, item, target, reason)
-            return items.move(conn, item, target, reason, self._clock_ms())
+            return self._move(conn, item, target, reason)
 
     def cancel(self, item_id: str, reason: str = "cancelled by the operator") -> CancelResult:
         """Withdraw an item that has not been sent, without touching the network.
@@ -411,13 +417,10 @@ class Store:
                         item.id,
                     ),
                 )
-                items.record(
-                    conn,
-                    item.id,
-                    item.state,
-                    item.state,
-                    f"{reason}: pre-signed cancel requested to fill nonce {item.nonce}",
-                    now,
+                note = f"{reason}: pre-signed cancel requested to fill nonce {item.nonce}"
+                items.record(conn, item.id, item.state, item.state, note, now)
+                self._journal.append(
+                    conn, audit_entries.ITEM_CANCEL_REQUESTED, item.id, {"reason": note}
                 )
                 return CancelResult(
                     items.get(conn, item.id),
@@ -443,12 +446,23 @@ class Store:
         ).fetchone()
         return row is not None
 
+    def _move(self, conn: sqlite3.Connection, item: Item, target: State, reason: str) -> Item:
+        """A state change, its history row and its audit entry: one transaction."""
+        moved = items.move(conn, item, target, reason, self._clock_ms())
+        self._journal.append(
+            conn,
+            audit_entries.ITEM_TRANSITION,
+            item.id,
+            {"from": str(item.state), "to": str(moved.state), "reason": reason},
+        )
+        return moved
+
     def _leave_queue(
         self, conn: sqlite3.Connection, item: Item, target: State, reason: str
     ) -> Item:
         """A queued item that never left the machine ends; its nonce slot is freed."""
         was_queued = item.state is State.QUEUED
-        moved = items.move(conn, item, target, reason, self._clock_ms())
+        moved = self._move(conn, item, target, reason)
         if was_queued and moved.holds_nonce:
             assert moved.chain_id is not None
             nonces.release(conn, moved.id, moved.chain_id, moved.account)
@@ -469,20 +483,60 @@ class Store:
         """Record the chain's pending nonce per sender (one reading each)."""
         with self.transaction() as conn:
             now = self._clock_ms()
-            return [
-                nonces.sync(conn, chain_id, sender, value, now)
-                for sender, value in sorted(pending.items())
-            ]
+            results = []
+            for sender, value in sorted(pending.items()):
+                result = nonces.sync(conn, chain_id, sender, value, now)
+                self._journal.append(conn, audit_entries.NONCE_SYNC, None, result.as_json())
+                results.append(result)
+            return results
 
     # -- data keys --------------------------------------------------------------------
 
     def rotate_key(self, reason: str = "rotated by the operator") -> int:
-        with self.transaction():
-            return self._envelope.rotate(reason)
+        with self.transaction() as conn:
+            key_id = self._envelope.rotate(reason)
+            self._journal.append(
+                conn, audit_entries.DATA_KEY_ROTATED, None, {"key_id": key_id, "reason": reason}
+            )
+            return key_id
 
     def data_keys(self) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(r) for r in self._envelope.key_rows()]
+
+    # -- audit log --------------------------------------------------------------------
+
+    def audit_origin(self) -> str:
+        """The log's name in its checkpoints: unique per database, fixed at creation."""
+        with self._lock:
+            return self._journal.origin(self._conn)
+
+    def audit_size(self) -> int:
+        with self._lock:
+            return self._journal.size(self._conn)
+
+    def audit_leaves(self, stop: int | None = None) -> list[bytes]:
+        with self._lock:
+            return self._journal.leaves(self._conn, stop)
+
+    def audit_entries(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """Decrypted entries ``start .. stop-1``, read in chunks so the lock is not held
+        between them."""
+        stop = self.audit_size() if stop is None else stop
+        chunk = 4096
+        for first in range(start, stop, chunk):
+            with self._lock:
+                batch = list(self._journal.read(self._conn, first, min(first + chunk, stop)))
+            yield from batch
+
+    def audit_checkpoints(self) -> list[CheckpointRecord]:
+        with self._lock:
+            return self._journal.checkpoints(self._conn)
+
+    def sign_checkpoint(self, sign_note: Callable[[str, int, bytes], str]) -> CheckpointRecord:
+        """Sign (through ``sign_note``) the current tree, consistent with the last one."""
+        with self.transaction() as conn:
+            return self._journal.checkpoint(conn, sign_note)
 
     # -- checks and export ----------------------------------------------------------------
 
@@ -528,6 +582,23 @@ def _not_queued(item: Item) -> IllegalTransition:
             "cannot be cancelled locally"
         )
     return IllegalTransition(f"item {item.id} is {item.state}; only queued items can be cancelled")
+
+
+def _enqueued_entry(item: Item, built: Built) -> dict[str, Any]:
+    """What the audit log keeps of a new item: its metadata and every signed variant."""
+    data = {k: v for k, v in item.as_json().items() if k not in ("id", "state_reason")}
+    data["variants"] = [
+        {
+            "idx": idx,
+            "kind": v.kind,
+            "hash": v.tx_hash,
+            "fee_per_gas": str(v.fee_per_gas),
+            "tip_per_gas": None if v.tip_per_gas is None else str(v.tip_per_gas),
+            "raw": "0x" + v.raw.hex(),
+        }
+        for idx, v in enumerate(built.variants)
+    ]
+    return data
 
 
 def _json_bytes(value: Any) -> bytes:

@@ -1,0 +1,52 @@
+"""Audit entries: their canonical bytes, their hashes, and the kinds airlock writes.
+
+An entry is the canonical JSON (see :mod:`airlock.audit.canonical`) of::
+
+    {"v": 1, "seq": N, "prev": "<hex SHA-256 of entry N-1, or 64 zeros>",
+     "time_ms": T, "type": "<type>", "item": "<item id>" | null, "data": {...}}
+
+Entry N is leaf N of the RFC 6962 tree. Pure module with no airlock imports beyond this
+package: the queue writes entries with it and an auditor's verifier reads them with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from airlock.audit.canonical import canonical
+
+VERSION = 1
+GENESIS_PREV = "00" * 32
+
+# The kinds of entry. A verifier must accept kinds it does not know (and say so).
+ITEM_ENQUEUED = "item.enqueued"  # an item and every signed variant, in full
+ITEM_TRANSITION = "item.transition"  # a state change and its reason
+ITEM_CANCEL_REQUESTED = "item.cancel_requested"  # the pre-signed cancel replaces the item
+NONCE_SYNC = "nonce.sync"  # a nonce counter raised (or not) from a node's reading
+DATA_KEY_ROTATED = "data_key.rotated"  # an operator made a new primary data key
+KINDS = frozenset(
+    {ITEM_ENQUEUED, ITEM_TRANSITION, ITEM_CANCEL_REQUESTED, NONCE_SYNC, DATA_KEY_ROTATED}
+)
+
+
+def encode(
+    seq: int, prev: str, time_ms: int, kind: str, item: str | None, data: dict[str, Any]
+) -> bytes:
+    """The canonical bytes of one entry."""
+    return canonical(
+        {
+            "v": VERSION,
+            "seq": seq,
+            "prev": prev,
+            "time_ms": time_ms,
+            "type": kind,
+            "item": item,
+            "data": data,
+        }
+    )
+
+
+def entry_hash(entry: bytes) -> bytes:
+    """What the next entry's ``prev`` holds (hex): SHA-256 of the canonical bytes."""
+    return hashlib.sha256(entry).digest()

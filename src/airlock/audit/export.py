@@ -1,0 +1,90 @@
+"""Write an audit export: everything an auditor needs, in one directory.
+
+Layout (see docs/audit-format.md)::
+
+    DIR/manifest.json          what is in the export, and how to continue the tree
+    DIR/entries.jsonl          entries first .. first+count-1, canonical bytes, one per line
+    DIR/checkpoints/NNNNNN.note signed notes, by checkpoint id
+    DIR/audit-key.pem          the audit public key (an auditor should have it from elsewhere)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airlock.audit import merkle
+from airlock.audit.log import AuditKey, checkpoint
+from airlock.errors import InvalidInput
+from airlock.queue.journal import CheckpointRecord
+from airlock.queue.store import Store
+
+FORMAT = "airlock-audit-export/1"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out: Path
+    first: int
+    count: int
+    checkpoints: int
+
+
+def export(
+    store: Store, key: AuditKey, out: Path, first: int = 0, last: int | None = None
+) -> ExportResult:
+    """Export entries ``first .. last`` (inclusive; default: to the end).
+
+    A full export signs a checkpoint of the whole log first, so every entry is covered.
+    A range that ends before the log does comes with a consistency proof from its end to
+    the first checkpoint that covers it.
+    """
+    if last is None:
+        checkpoint(store, key)
+    size = store.audit_size()
+    stop = size if last is None else last + 1
+    if not 0 <= first < stop <= size:
+        raise InvalidInput(
+            f"no entries {first}..{stop - 1} to export: the log holds entries 0..{size - 1}"
+        )
+    records = store.audit_checkpoints()
+    cover = next((c for c in records if c.size >= stop), None)
+    if cover is None:
+        cover = checkpoint(store, key)
+        records.append(cover)
+    included = [c for c in records if first < c.size <= stop]
+    leaves = store.audit_leaves(cover.size)
+    tail = None
+    if cover.size > stop:
+        included.append(cover)
+        tail = {
+            "checkpoint": _note_name(cover),
+            "proof": [h.hex() for h in merkle.consistency_proof(stop, leaves)],
+        }
+    out.mkdir(parents=True, exist_ok=True)
+    notes = out / "checkpoints"
+    notes.mkdir(exist_ok=True)
+    for record in included:
+        (notes / _note_name(record)).write_text(record.note)
+    with open(out / "entries.jsonl", "wb") as handle:
+        for entry in store.audit_entries(first, stop):
+            handle.write(entry + b"\n")
+    (out / "audit-key.pem").write_text(key.pem)
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "origin": store.audit_origin(),
+        "key_name": store.audit_origin(),
+        "first": first,
+        "count": stop - first,
+        "frontier": [h.hex() for h in merkle.Frontier.of(leaves[:first]).hashes()],
+        "checkpoints": [_note_name(c) for c in included],
+        "tail": tail,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return ExportResult(out, first, stop - first, len(included))
+
+
+def _note_name(record: CheckpointRecord) -> str:
+    return f"{record.id:06d}.note"

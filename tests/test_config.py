@@ -48,6 +48,10 @@ def test_overrides(tmp_path):
         ('[evm]\nbump_pct = "12"\n', "bump_pct must be a number"),
         ("[evm]\nmax_fee_cap = -1\n", "max_fee_cap must be an integer"),
         ('queue = "x"\n', r"\[queue\] must be a table"),
+        ("[audit]\ncheckpoint_every = 0\n", "checkpoint_every must be an integer"),
+        ("[audit]\ncheckpoint_seconds = 90000\n", "checkpoint_seconds must be an integer"),
+        ('[audit]\nkey_label = ""\n', "key_label must be a string"),
+        ("[audit]\nsign = true\n", r"\[audit\]: unknown setting"),
     ],
 )
 def test_bad_values(tmp_path, text, message):

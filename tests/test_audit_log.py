@@ -1,0 +1,116 @@
+"""The audit log inside the queue: one entry per change, in the same transaction, and
+checkpoints that are never inconsistent."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from airlock.audit import entries, merkle
+from airlock.audit.checkpoint import verify_note
+from airlock.audit.log import AuditKey, checkpoint, checkpoint_if_due
+from airlock.queue.errors import NonceConflict
+from airlock.queue.journal import AuditIntegrityError
+from airlock.queue.states import IllegalTransition, State
+from airlock.signer.ladder import LadderSpec
+from tests.conftest import unique_label
+from tests.test_queue_store import FakeClock, queue_tx
+
+
+@pytest.fixture(scope="module")
+def audit_key(keyring) -> AuditKey:
+    return AuditKey(keyring, unique_label("audit"))
+
+
+def kinds(store) -> list[str]:
+    return [json.loads(e)["type"] for e in store.audit_entries()]
+
+
+def test_every_change_is_one_entry(store, eth_key):
+    item = queue_tx(store, eth_key, ladder=LadderSpec(levels=2, with_cancel=True)).item
+    store.transition(item.id, State.SENDING, "dispatch")
+    store.transition(item.id, State.SENT, "accepted by rpc-a")
+    sender = item.account
+    store.nonce_sync(31337, {sender: 1})
+    store.rotate_key()
+    assert kinds(store) == [
+        entries.ITEM_ENQUEUED,
+        entries.ITEM_TRANSITION,
+        entries.ITEM_TRANSITION,
+        entries.NONCE_SYNC,
+        entries.DATA_KEY_ROTATED,
+    ]
+    first = json.loads(next(store.audit_entries(0, 1)))
+    assert first["item"] == item.id and first["prev"] == entries.GENESIS_PREV
+    assert [v["kind"] for v in first["data"]["variants"]] == ["step", "step", "cancel"]
+    signed = {meta.tx_hash: raw for meta, raw in store.signed_variants(item.id)}
+    for variant in first["data"]["variants"]:
+        assert bytes.fromhex(variant["raw"][2:]) == signed[variant["hash"]]
+
+
+def test_entries_are_chained_and_encrypted(store, eth_key):
+    for _ in range(3):
+        queue_tx(store, eth_key)
+    bodies = list(store.audit_entries())
+    for before, after in zip(bodies, bodies[1:], strict=False):
+        assert json.loads(after)["prev"] == entries.entry_hash(before).hex()
+    raw_file = store.path.read_bytes() + (store.path.parent / "queue.db-wal").read_bytes()
+    for body in bodies:
+        assert body not in raw_file
+        for variant in json.loads(body)["data"]["variants"]:
+            assert variant["raw"][2:].encode() not in raw_file  # only inside ciphertexts
+
+
+def test_a_refused_change_writes_no_entry(store, eth_key):
+    item = queue_tx(store, eth_key).item
+    before = store.audit_size()
+    with pytest.raises(IllegalTransition):
+        store.transition(item.id, State.CONFIRMED, "skip")
+    with pytest.raises(NonceConflict):
+        queue_tx(store, eth_key, nonce=0)
+    assert store.audit_size() == before
+
+
+def test_checkpoint_signs_the_tree_and_is_idempotent(store, eth_key, audit_key):
+    queue_tx(store, eth_key)
+    first = checkpoint(store, audit_key)
+    assert first.size == store.audit_size()
+    assert first.root == merkle.root(store.audit_leaves())
+    note = verify_note(first.note, audit_key.public_key, store.audit_origin())
+    assert (note.size, note.root) == (first.size, first.root)
+    assert checkpoint(store, audit_key) == first  # nothing new: no second signature
+    queue_tx(store, eth_key)
+    second = checkpoint(store, audit_key)
+    assert (second.id, second.size) == (first.id + 1, first.size + 1)
+
+
+def test_never_signs_over_a_rewritten_history(store, eth_key, audit_key):
+    queue_tx(store, eth_key)
+    queue_tx(store, eth_key)
+    checkpoint(store, audit_key)
+    queue_tx(store, eth_key)
+    conn = sqlite3.connect(store.path, isolation_level=None)
+    conn.execute("UPDATE audit_entries SET leaf_hash = ? WHERE seq = 0", (b"\x00" * 32,))
+    conn.close()
+    with pytest.raises(AuditIntegrityError, match="no longer hash to the root"):
+        checkpoint(store, audit_key)
+    assert len(store.audit_checkpoints()) == 1
+
+
+def test_checkpoint_when_due(tmp_path, kek, eth_key, audit_key):
+    from airlock.queue.store import Store
+
+    clock = FakeClock()
+    with Store.open(tmp_path / "q.db", kek, clock_ms=clock) as store:
+        assert checkpoint_if_due(store, audit_key) is None  # empty log
+        queue_tx(store, eth_key)
+        assert checkpoint_if_due(store, audit_key, max_entries=3).size == 1  # the first one
+        queue_tx(store, eth_key)
+        assert checkpoint_if_due(store, audit_key, max_entries=3, max_age_ms=5000) is None
+        clock.now += 5000
+        assert checkpoint_if_due(store, audit_key, max_entries=3, max_age_ms=5000).size == 2
+        for _ in range(3):
+            queue_tx(store, eth_key)
+        assert checkpoint_if_due(store, audit_key, max_entries=3).size == 5

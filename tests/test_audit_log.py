@@ -3,10 +3,13 @@ checkpoints that are never inconsistent."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 
 import pytest
+from tests.conftest import unique_label
+from tests.test_queue_store import FakeClock, queue_tx
 
 from airlock.audit import entries, merkle
 from airlock.audit.checkpoint import verify_note
@@ -15,8 +18,6 @@ from airlock.queue.errors import NonceConflict
 from airlock.queue.journal import AuditIntegrityError
 from airlock.queue.states import IllegalTransition, State
 from airlock.signer.ladder import LadderSpec
-from tests.conftest import unique_label
-from tests.test_queue_store import FakeClock, queue_tx
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_entries_are_chained_and_encrypted(store, eth_key):
     for _ in range(3):
         queue_tx(store, eth_key)
     bodies = list(store.audit_entries())
-    for before, after in zip(bodies, bodies[1:], strict=False):
+    for before, after in itertools.pairwise(bodies):
         assert json.loads(after)["prev"] == entries.entry_hash(before).hex()
     raw_file = store.path.read_bytes() + (store.path.parent / "queue.db-wal").read_bytes()
     for body in bodies:

@@ -79,11 +79,17 @@ def parse_canonical(data: bytes) -> Any:
         )
     except UnicodeDecodeError:
         raise CanonicalError("not UTF-8") from None
+    except RecursionError:
+        raise CanonicalError("nested too deeply") from None
     except CanonicalError:
         raise
     except ValueError as exc:
         raise CanonicalError(f"not JSON: {exc}") from None
-    if canonical(value) != data:
+    try:
+        again = canonical(value)
+    except RecursionError:
+        raise CanonicalError("nested too deeply") from None
+    if again != data:
         raise CanonicalError("valid JSON, but not in canonical form")
     return value
 

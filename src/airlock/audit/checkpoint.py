@@ -44,8 +44,10 @@ class Checkpoint:
 
 
 def body(origin: str, size: int, root: bytes) -> str:
-    if not origin or "\n" in origin or origin != origin.strip():
-        raise CheckpointError(f"bad origin {origin!r}")
+    if not origin or not origin.isprintable() or any(c in origin for c in " +"):
+        raise CheckpointError(f"bad origin {origin!r}: printable, no spaces, no '+'")
+    if size < 0 or len(root) != 32:
+        raise CheckpointError("a checkpoint needs a size >= 0 and a 32-byte root")
     return f"{origin}\n{size}\n{base64.b64encode(root).decode()}\n"
 
 
@@ -83,11 +85,15 @@ def parse_note(note: str) -> Checkpoint:
     if len(lines) < 4 or lines[-1] != "":
         raise CheckpointError("the checkpoint body needs origin, size and root lines")
     origin, size_text, root_text = lines[0], lines[1], lines[2]
-    if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+    if (
+        not size_text.isascii()
+        or not size_text.isdigit()
+        or (size_text != "0" and size_text.startswith("0"))
+    ):
         raise CheckpointError(f"tree size {size_text!r} is not a decimal number")
     try:
         root = base64.b64decode(root_text, validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):
         raise CheckpointError("the root is not base64") from None
     if len(root) != 32:
         raise CheckpointError("the root is not 32 bytes")
@@ -100,7 +106,7 @@ def parse_note(note: str) -> Checkpoint:
             raise CheckpointError(f"malformed signature line {line[:60]!r}")
         try:
             blob = base64.b64decode(parts[2], validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):
             raise CheckpointError("a signature is not base64") from None
         if len(blob) < 5:
             raise CheckpointError("a signature is too short")

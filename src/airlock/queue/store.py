@@ -208,7 +208,7 @@ class Store:
                 f"idempotency key {draft.idempotency_key!r} already names item {item.id}, "
                 "which was queued with different content; use a new key for a new request"
             )
-        return Enqueued(item, True, self._variants(self._conn, item.id))
+        return Enqueued(item, True, self.variants(item.id))
 
     def _insert(
         self, conn: sqlite3.Connection, draft: Draft, nonce: int | None, built: Built

@@ -24,23 +24,31 @@ def decode_fields(raw: bytes) -> dict[str, Any]:
         if raw and raw[0] in (1, 2):
             fields = rlp.decode(raw[1:])
             to_at = 4 if raw[0] == 1 else 5
-            chain_id = int.from_bytes(fields[0], "big")
+            chain_id = _uint(fields[0])
             nonce, to, value = fields[1], fields[to_at], fields[to_at + 1]
         else:
             fields = rlp.decode(raw)
             nonce, to, value = fields[0], fields[3], fields[4]
-            v = int.from_bytes(fields[6], "big")
+            v = _uint(fields[6])
             if v < 35:
                 raise EvmCheckError("a legacy transaction without EIP-155 replay protection")
             chain_id = (v - 35) // 2
-    except (rlp.exceptions.DecodingError, IndexError, TypeError):
+        return {
+            "chain_id": chain_id,
+            "nonce": _uint(nonce),
+            "to": to_checksum_address(to) if to else None,
+            "value": _uint(value),
+        }
+    except EvmCheckError:
+        raise
+    except (rlp.exceptions.DecodingError, IndexError, TypeError, ValueError):
         raise EvmCheckError("the raw bytes are not a signed transaction") from None
-    return {
-        "chain_id": chain_id,
-        "nonce": int.from_bytes(nonce, "big"),
-        "to": to_checksum_address(to) if to else None,
-        "value": int.from_bytes(value, "big"),
-    }
+
+
+def _uint(value: Any) -> int:
+    if not isinstance(value, bytes):
+        raise TypeError("not a byte string")
+    return int.from_bytes(value, "big")
 
 
 def check_enqueued_evm(data: dict[str, Any]) -> str:
@@ -59,7 +67,10 @@ def check_enqueued_evm(data: dict[str, Any]) -> str:
             raise EvmCheckError(f"{label}: raw is not hex") from None
         if "0x" + keccak(raw).hex() != variant.get("hash"):
             raise EvmCheckError(f"{label}: recorded hash is not the hash of its raw bytes")
-        fields = decode_fields(raw)
+        try:
+            fields = decode_fields(raw)
+        except EvmCheckError as exc:
+            raise EvmCheckError(f"{label}: {exc}") from None
         try:
             recovered = Account.recover_transaction(raw)
         except Exception:  # eth-account raises many types for garbage input

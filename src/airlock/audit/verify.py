@@ -103,10 +103,15 @@ def _verify(directory: Path, public_key_pem: bytes | None, report: Report) -> No
         if frontier.size in by_size:
             name, cp = by_size[frontier.size]
             if frontier.root() != cp.root:
+                blame = f"entry {number} (the last it covers) was altered"
+                if first > 0:
+                    blame += " or the manifest's frontier (unsigned) is wrong"
                 raise VerifyFailure(
                     f"entry {number}: the entries up to it do not hash to the root signed in "
-                    f"checkpoint {name}: entry {number} (the last it covers) was altered"
+                    f"checkpoint {name}: {blame}"
                 )
+    if not lines:
+        raise VerifyFailure("entries.jsonl holds no entries")
     end = first + len(lines)
     beyond = [name for name, cp in notes if cp.size > end and name != tail_name]
     if beyond:
@@ -176,7 +181,11 @@ def _manifest(directory: Path) -> dict[str, Any]:
     }
     for key, kind in shape.items():
         if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
-            raise VerifyFailure(f"manifest.json: {key} is missing or not a {kind.__name__}")
+            raise VerifyFailure(f"manifest.json: {key} is missing or not of type {kind.__name__}")
+    if not all(isinstance(name, str) for name in manifest["checkpoints"]):
+        raise VerifyFailure("manifest.json: checkpoints must be a list of file names")
+    if not all(isinstance(h, str) for h in manifest["frontier"]):
+        raise VerifyFailure("manifest.json: frontier must be a list of hex hashes")
     if manifest["first"] < 0 or manifest["count"] < 1:
         raise VerifyFailure("manifest.json: first must be >= 0 and count >= 1")
     tail = manifest.get("tail")
@@ -193,7 +202,7 @@ def _public_key(directory: Path, given: bytes | None, report: Report) -> ec.Elli
     exported_path = directory / "audit-key.pem"
     try:
         exported = load_public_key(exported_path.read_bytes()) if exported_path.exists() else None
-    except CheckpointError as exc:
+    except (CheckpointError, OSError) as exc:
         raise VerifyFailure(f"audit-key.pem: {exc}") from None
     if given is None:
         if exported is None:
@@ -290,7 +299,7 @@ def _entry(number: int, line: bytes) -> dict[str, Any]:
         raise VerifyFailure(f"entry {number}: not an airlock audit entry (wrong fields)")
     for key, kind in shape.items():
         if not isinstance(entry[key], kind) or isinstance(entry[key], bool):
-            raise VerifyFailure(f"entry {number}: {key} is not a {kind.__name__}")
+            raise VerifyFailure(f"entry {number}: {key} is not of type {kind.__name__}")
     if entry["seq"] != number:
         raise VerifyFailure(
             f"entry {number}: found entry number {entry['seq']} in its place: entries were "

@@ -126,8 +126,11 @@ def audit_prove(ctx: click.Context, entry: int, checkpoint_id: int, out: Path | 
 @audit_group.command("verify-inclusion")
 @click.argument("proof_file", type=_FILE)
 @click.option("--pubkey", required=True, type=_FILE, help="The audit public key (PEM).")
+@click.option("--origin", help="The log it must come from (airlock.local/...).")
 @click.option("--json", "as_json", is_flag=True)
-def audit_verify_inclusion(proof_file: Path, pubkey: Path, as_json: bool) -> None:
+def audit_verify_inclusion(
+    proof_file: Path, pubkey: Path, origin: str | None, as_json: bool
+) -> None:
     """Check that one entry is in the log signed by the audit key. No HSM, no database."""
     try:
         proof = json.loads(proof_file.read_text())
@@ -135,6 +138,8 @@ def audit_verify_inclusion(proof_file: Path, pubkey: Path, as_json: bool) -> Non
     except (ValueError, proofs.InclusionError) as exc:
         common.fail(f"inclusion proof FAILED: {exc}")
         return
+    if origin is not None and proof["origin"] != origin:
+        common.fail(f"inclusion proof FAILED: it is for log {proof['origin']!r}, not {origin!r}")
     data = {
         "ok": True,
         "index": proof["index"],

@@ -1,0 +1,1156 @@
+"""The offline verifier against an attacker: one realistic log, exported once, then copied
+and tampered with in every way we can think of. Each tamper must fail, naming the entry or
+the checkpoint file it touched."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rlp
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from eth_account import Account
+from eth_utils import keccak
+from tests.conftest import unique_label
+from tests.test_queue_store import queue_tx
+
+from airlock.audit import entries, merkle
+from airlock.audit.canonical import canonical
+from airlock.audit.checkpoint import DASH, body, make_note, parse_note
+from airlock.audit.evm_check import EvmCheckError, check_enqueued_evm
+from airlock.audit.export import export
+from airlock.audit.log import AuditKey, checkpoint
+from airlock.audit.proof import InclusionError, prove, verify_inclusion_proof
+from airlock.audit.verify import verify_export
+from airlock.hsm.keyring import HsmEcdsaKey
+from airlock.queue.evm import enqueue_transaction
+from airlock.queue.journal import CheckpointRecord
+from airlock.queue.states import State
+from airlock.queue.store import Store
+from airlock.signer import evm
+from airlock.signer.ladder import LadderSpec
+
+ATTACKER_ETH = Account.from_key("0x" + "42" * 32)
+LEGACY = {
+    "chain_id": 31337,
+    "to": "0x" + "22" * 20,
+    "value": 5,
+    "gas": 21000,
+    "gas_price": 3 * 10**9,
+    "tx_type": 0,
+}
+SIZES = [3, 8, 13, 16]  # the checkpoints the log fixture signs, in order
+TOTAL = 16
+
+
+class TickingClock:
+    """Deterministic milliseconds: every reading is a little later than the last."""
+
+    def __init__(self, start: int = 1_800_000_000_000) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        self.now += 7
+        return self.now
+
+
+@dataclass
+class Log:
+    store: Store
+    audit_key: AuditKey
+    pem: bytes
+    eth: HsmEcdsaKey  # the first sender's key
+    senders: list[str]
+    checkpoints: list[CheckpointRecord]
+    pristine: Path  # full export: entries 0..15, checkpoints at sizes 3, 8, 13, 16
+    ranged: Path  # entries 3..9: checkpoint of size 8 inside, size 13 as the tail
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory, keyring, kek) -> Iterator[Log]:
+    base = tmp_path_factory.mktemp("audit-tamper")
+    clock = TickingClock()
+    keys = []
+    for _ in range(2):
+        label = unique_label("tamper-eth")
+        keyring.generate("secp256k1", label)
+        keys.append(keyring.ecdsa_key(label, curve="secp256k1"))
+    audit_key = AuditKey(keyring, unique_label("tamper-audit"))
+    ladder = LadderSpec(levels=3, with_cancel=True)
+    with Store.open(base / "queue.db", kek, clock_ms=clock) as store:
+        a1 = queue_tx(store, keys[0], ladder=ladder).item  # entry 0
+        a2 = queue_tx(store, keys[0], ladder=ladder).item  # 1
+        b1 = enqueue_transaction(
+            store, keys[1], LEGACY, ladder=LadderSpec(levels=2, with_cancel=True)
+        ).item  # 2: a legacy (type 0) transaction
+        checkpoint(store, audit_key)  # size 3
+        store.transition(a1.id, State.SENDING, "dispatch")  # 3
+        store.transition(a1.id, State.SENT, "accepted by rpc-a")  # 4
+        a3 = queue_tx(store, keys[0], ladder=ladder).item  # 5
+        assert store.cancel(a2.id).action == "cancel_requested"  # 6
+        store.transition(a1.id, State.CONFIRMED, "mined in block 1234")  # 7
+        checkpoint(store, audit_key)  # size 8
+        assert store.cancel(b1.id).action == "cancelled"  # 8
+        queue_tx(store, keys[1], ttl_seconds=1)  # 9
+        clock.now += 5_000
+        assert [r.action for r in store.expire_due()] == ["expired"]  # 10
+        store.nonce_sync(31337, {a1.account: 1, b1.account: 0})  # 11, 12
+        checkpoint(store, audit_key)  # size 13
+        store.rotate_key("quarterly rotation")  # 13
+        store.transition(a3.id, State.SENDING, "dispatch")  # 14
+        store.transition(a3.id, State.SENT, "accepted by rpc-b")  # 15
+        export(store, audit_key, base / "pristine")  # signs size 16
+        export(store, audit_key, base / "ranged", first=3, last=9)
+        records = store.audit_checkpoints()
+        assert [c.size for c in records] == SIZES
+        yield Log(
+            store=store,
+            audit_key=audit_key,
+            pem=audit_key.pem.encode(),
+            eth=keys[0],
+            senders=[a1.account, b1.account],
+            checkpoints=records,
+            pristine=base / "pristine",
+            ranged=base / "ranged",
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def copy(src: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(src, tmp_path / "export"))
+
+
+def read_lines(export_dir: Path) -> list[bytes]:
+    return (export_dir / "entries.jsonl").read_bytes().split(b"\n")[:-1]
+
+
+def write_lines(export_dir: Path, lines: list[bytes]) -> None:
+    (export_dir / "entries.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
+
+
+def edit_line(export_dir: Path, number: int, edit: Callable[[bytes], bytes]) -> None:
+    """Change entry ``number`` of a full export (line index = entry number)."""
+    lines = read_lines(export_dir)
+    changed = edit(lines[number])
+    assert changed != lines[number], "the tamper changed nothing"
+    lines[number] = changed
+    write_lines(export_dir, lines)
+
+
+def replace_once(old: bytes, new: bytes) -> Callable[[bytes], bytes]:
+    def edit(line: bytes) -> bytes:
+        assert old in line, (old, line[:200])
+        return line.replace(old, new, 1)
+
+    return edit
+
+
+def bump_digit(field: str) -> Callable[[bytes], bytes]:
+    """One byte changed: the last digit of an integer member (the JSON stays canonical)."""
+
+    def edit(line: bytes) -> bytes:
+        match = re.search(b'"' + field.encode() + rb'":(\d+)', line)
+        assert match, (field, line[:200])
+        end = match.end(1) - 1
+        digit = (line[end] - ord("0") + 1) % 10
+        return line[:end] + str(digit).encode() + line[end + 1 :]
+
+    return edit
+
+
+bump_time_digit = bump_digit("time_ms")
+
+
+def entry(export_dir: Path, number: int) -> dict[str, Any]:
+    return json.loads(read_lines(export_dir)[number])
+
+
+def manifest(export_dir: Path) -> dict[str, Any]:
+    return json.loads((export_dir / "manifest.json").read_text())
+
+
+def write_manifest(export_dir: Path, data: dict[str, Any]) -> None:
+    (export_dir / "manifest.json").write_text(json.dumps(data, indent=2))
+
+
+def failed(export_dir: Path, pem: bytes | None) -> str:
+    report = verify_export(export_dir, pem)
+    assert not report.ok, "the tampered export verified"
+    assert report.problem is not None
+    return report.problem
+
+
+def note_name(size: int) -> str:
+    return f"{SIZES.index(size) + 1:06d}.note"
+
+
+class Attacker:
+    """A P-256 key that is not the audit key."""
+
+    def __init__(self) -> None:
+        self.private = ec.generate_private_key(ec.SECP256R1())
+        self.public = self.private.public_key()
+        self.pem = self.public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def sign_der(self, message: bytes) -> bytes:
+        return self.private.sign(message, ec.ECDSA(hashes.SHA256()))
+
+    def note(self, origin: str, size: int, root: bytes) -> str:
+        return make_note(origin, size, root, self.public, self.sign_der)
+
+
+def reforge(
+    export_dir: Path,
+    attacker: Attacker,
+    edit: Callable[[list[dict[str, Any]]], None] | None = None,
+    replace_pem: bool = True,
+) -> None:
+    """A consistent forgery of a full export: edit the entries, rebuild the hash chain and
+    re-sign every checkpoint with the attacker's key (and, by default, ship its PEM)."""
+    parsed = [json.loads(line) for line in read_lines(export_dir)]
+    if edit is not None:
+        edit(parsed)
+    prev, lines = entries.GENESIS_PREV, []
+    for data in parsed:
+        data["prev"] = prev
+        line = canonical(data)
+        lines.append(line)
+        prev = entries.entry_hash(line).hex()
+    write_lines(export_dir, lines)
+    leaves = [merkle.leaf_hash(line) for line in lines]
+    info = manifest(export_dir)
+    for name in info["checkpoints"]:
+        path = export_dir / "checkpoints" / name
+        size = parse_note(path.read_text()).size
+        path.write_text(attacker.note(info["origin"], size, merkle.root(leaves[:size])))
+    if replace_pem:
+        (export_dir / "audit-key.pem").write_bytes(attacker.pem)
+
+
+# --------------------------------------------------------------------------- pristine
+
+
+def test_the_log_has_what_the_fixture_wrote(log):
+    kinds = [entry(log.pristine, n)["type"] for n in range(TOTAL)]
+    assert kinds == [
+        entries.ITEM_ENQUEUED,
+        entries.ITEM_ENQUEUED,
+        entries.ITEM_ENQUEUED,
+        entries.ITEM_TRANSITION,
+        entries.ITEM_TRANSITION,
+        entries.ITEM_ENQUEUED,
+        entries.ITEM_CANCEL_REQUESTED,
+        entries.ITEM_TRANSITION,
+        entries.ITEM_TRANSITION,
+        entries.ITEM_ENQUEUED,
+        entries.ITEM_TRANSITION,
+        entries.NONCE_SYNC,
+        entries.NONCE_SYNC,
+        entries.DATA_KEY_ROTATED,
+        entries.ITEM_TRANSITION,
+        entries.ITEM_TRANSITION,
+    ]
+    assert entry(log.pristine, 10)["data"]["to"] == "expired"
+    assert entry(log.pristine, 8)["data"]["to"] == "cancelled"
+    assert [v["kind"] for v in entry(log.pristine, 0)["data"]["variants"]] == [
+        "step",
+        "step",
+        "step",
+        "cancel",
+    ]
+    assert manifest(log.pristine)["checkpoints"] == [note_name(s) for s in SIZES]
+
+
+def test_pristine_export_verifies_with_the_given_key(log):
+    report = verify_export(log.pristine, log.pem)
+    assert report.ok, report.problem
+    assert report.problem is None and report.warnings == []
+    assert (report.entries, report.first, report.checkpoints) == (TOTAL, 0, 4)
+    assert report.signed_size == TOTAL and report.key_source == "given"
+    assert report.signers == set(log.senders)
+    assert report.origin == log.store.audit_origin()
+    assert report.kinds[entries.ITEM_ENQUEUED] == 5 and report.kinds[entries.NONCE_SYNC] == 2
+
+
+def test_pristine_export_without_a_key_warns_that_the_key_came_from_it(log):
+    report = verify_export(log.pristine, None)
+    assert report.ok, report.problem
+    assert report.key_source == "export"
+    assert len(report.warnings) == 1
+    assert "the public key came from the export itself" in report.warnings[0]
+    assert "not who signed it" in report.warnings[0]
+
+
+# --------------------------------------------------------------------------- one changed entry
+
+
+@pytest.mark.parametrize(
+    ("number", "edit"),
+    [
+        (4, bump_time_digit),
+        (5, bump_time_digit),  # an item.enqueued entry: its variants still check out
+        (3, replace_once(b'"reason":"dispatch"', b'"reason":"dispatcH"')),
+        (10, replace_once(b'"to":"expired"', b'"to":"queued!"')),
+        (11, bump_digit("chain_pending")),
+        (13, replace_once(b'"reason":"quarterly rotation"', b'"reason":"quarterly_rotation"')),
+    ],
+    ids=["time-4", "time-5", "reason-3", "state-10", "nonce-11", "rotation-13"],
+)
+def test_one_byte_in_a_middle_entry_names_it(log, tmp_path, number, edit):
+    assert number + 1 not in SIZES  # not the last entry a checkpoint covers
+    tampered = copy(log.pristine, tmp_path)
+    edit_line(tampered, number, edit)
+    problem = failed(tampered, log.pem)
+    assert problem.startswith(f"entry {number}: its hash is not the prev of entry {number + 1}")
+    assert f"entry {number} was altered" in problem
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_change_to_the_last_entry_a_checkpoint_covers_is_named_by_the_root(log, tmp_path, size):
+    tampered = copy(log.pristine, tmp_path)
+    edit_line(tampered, size - 1, bump_time_digit)
+    problem = failed(tampered, log.pem)
+    assert problem == (
+        f"entry {size - 1}: the entries up to it do not hash to the root signed in checkpoint "
+        f"{note_name(size)}: entry {size - 1} (the last it covers) was altered"
+    )
+
+
+def test_a_change_to_the_prev_of_an_entry_names_the_pair(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    prev = entry(tampered, 5)["prev"].encode()
+    edit_line(tampered, 5, replace_once(prev, prev[:-1] + (b"0" if prev[-1:] != b"0" else b"1")))
+    assert failed(tampered, log.pem).startswith(
+        "entry 4: its hash is not the prev of entry 5: entry 4 was altered (or entry 5's prev was)"
+    )
+
+
+def test_entry_zero_must_start_from_the_zero_hash(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    edit_line(tampered, 0, replace_once(b'"prev":"' + b"0" * 64, b'"prev":"' + b"0" * 63 + b"1"))
+    assert failed(tampered, log.pem) == "entry 0: prev must be 64 zeros (the start of the log)"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (replace_once(b'"type":', b"'type':"), "entry 6: not JSON"),
+        (replace_once(b',"type":', b', "type":'), "entry 6: valid JSON, but not in canonical form"),
+        (replace_once(b'"time_ms":', b'"time_ms":1.5e0,"x":'), "entry 6: floating point number"),
+        (replace_once(b'"v":1}', b'"v":1,"x":1}'), "entry 6: not an airlock audit entry"),
+        (replace_once(b'"v":1}', b'"v":2}'), "entry 6: unknown entry version 2"),
+        (replace_once(b'"v":1}', b'"v":true}'), "entry 6: v is not of type int"),
+        (replace_once(b'"seq":6', b'"seq":7'), "entry 6: found entry number 7 in its place"),
+        (replace_once(b'"reason":"', b'"reason":"\xff'), "entry 6: not UTF-8"),
+    ],
+    ids=["quote", "space", "float", "extra-field", "version", "bool", "seq", "utf8"],
+)
+def test_a_byte_that_breaks_the_entry_format_names_the_entry(log, tmp_path, edit, message):
+    tampered = copy(log.pristine, tmp_path)
+    edit_line(tampered, 6, edit)
+    assert failed(tampered, log.pem).startswith(message)
+
+
+# --------------------------------------------------------------------------- signed transactions
+
+
+def variant_edit(number: int, change: Callable[[dict[str, Any]], None]):
+    """Edit entry ``number``'s data in place, keeping it canonical (the chain then breaks,
+    but the transaction check runs first and names the entry)."""
+
+    def edit(line: bytes) -> bytes:
+        data = json.loads(line)
+        change(data["data"])
+        return canonical(data)
+
+    return edit
+
+
+def other_key_tx(data: dict[str, Any], **overrides: Any) -> str:
+    tx = {
+        "chainId": data["chain_id"],
+        "nonce": data["nonce"],
+        "to": "0x" + "11" * 20,
+        "value": 1000,
+        "gas": 21000,
+        "maxFeePerGas": 2 * 10**9,
+        "maxPriorityFeePerGas": 10**9,
+    }
+    tx.update(overrides)
+    return "0x" + bytes(ATTACKER_ETH.sign_transaction(tx).raw_transaction).hex()
+
+
+def set_raw(variant: dict[str, Any], raw_hex: str) -> None:
+    variant["raw"] = raw_hex
+    variant["hash"] = "0x" + keccak(bytes.fromhex(raw_hex[2:])).hex()
+
+
+def test_a_changed_tx_hash_names_the_entry(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    old = entry(tampered, 1)["data"]["variants"][2]["hash"].encode()
+    new = old[:-1] + (b"a" if old[-1:] != b"a" else b"b")
+    edit_line(tampered, 1, replace_once(old, new))
+    assert failed(tampered, log.pem) == (
+        "entry 1: variant 2: recorded hash is not the hash of its raw bytes"
+    )
+
+
+def test_a_changed_raw_byte_names_the_entry(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    raw = entry(tampered, 2)["data"]["variants"][1]["raw"].encode()
+    flipped = raw[:40] + (b"0" if raw[40:41] != b"0" else b"1") + raw[41:]
+    edit_line(tampered, 2, replace_once(raw, flipped))
+    assert failed(tampered, log.pem) == (
+        "entry 2: variant 1: recorded hash is not the hash of its raw bytes"
+    )
+
+
+def test_a_variant_replaced_by_another_signers_tx_names_the_entry(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+
+    def swap(data: dict[str, Any]) -> None:
+        set_raw(data["variants"][0], other_key_tx(data))
+
+    edit_line(tampered, 5, variant_edit(5, swap))
+    sender = log.senders[0]
+    assert failed(tampered, log.pem) == (
+        f"entry 5: variant 0: signed by {ATTACKER_ETH.address}, not by the declared sender {sender}"
+    )
+
+
+def test_a_declared_nonce_that_is_not_the_signed_one_names_the_entry(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    edit_line(tampered, 5, variant_edit(5, lambda d: d.update(nonce=d["nonce"] + 7)))
+    assert failed(tampered, log.pem) == (
+        "entry 5: variant 0: signed for chain 31337 nonce 2, declared chain 31337 nonce 9"
+    )
+
+
+@pytest.fixture(scope="module")
+def evm_data(log) -> dict[str, Any]:
+    """Entry 0's data: a type-2 transaction of sender 0, three steps and a cancel."""
+    return entry(log.pristine, 0)["data"]
+
+
+def own_tx(log: Log, data: dict[str, Any], **fields: Any) -> str:
+    """A transaction the real sender's HSM key signs (for a cancel that is not one)."""
+    intent = evm.make_intent(
+        **dict(
+            {
+                "chain_id": data["chain_id"],
+                "nonce": data["nonce"],
+                "to": data["account"],
+                "value": 0,
+                "gas": 21000,
+                "max_fee_per_gas": 4 * 10**9,
+                "max_priority_fee_per_gas": 2 * 10**9,
+            },
+            **fields,
+        )
+    )
+    return evm.sign_transaction(intent, log.eth).raw_hex
+
+
+def test_the_recorded_transactions_pass_the_check(log, evm_data):
+    assert check_enqueued_evm(evm_data) == log.senders[0]
+    legacy = entry(log.pristine, 2)["data"]
+    assert legacy["variants"][0]["raw"].startswith("0xf8")  # an RLP list: type 0
+    assert check_enqueued_evm(legacy) == log.senders[1]
+
+
+def mutate(data: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    copied = json.loads(json.dumps(data))
+    change(copied)
+    return copied
+
+
+def drop_r(raw_hex: str) -> str:
+    raw = bytes.fromhex(raw_hex[2:])
+    fields = rlp.decode(raw[1:])
+    fields[-2] = b""  # r = 0: no point to recover
+    return "0x" + (raw[:1] + rlp.encode(fields)).hex()
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("sender", "variant 0: signed by {real}, not by the declared sender {attacker}"),
+        ("other-key", "variant 1: signed by {attacker}, not by the declared sender {real}"),
+        ("nonce", "variant 0: signed for chain 31337 nonce 0, declared chain 31337 nonce 1"),
+        ("chain", "variant 0: signed for chain 31337 nonce 0, declared chain 1 nonce 0"),
+        ("cancel-value", "variant 3: a cancel must be a 0-value transfer to the sender"),
+        ("cancel-elsewhere", "variant 3: a cancel must be a 0-value transfer to the sender"),
+        ("no-eip155", "a legacy transaction without EIP-155 replay protection"),
+        ("not-a-tx", "the raw bytes are not a signed transaction"),
+        ("not-hex", "variant 2: raw is not hex"),
+        ("no-recover", "variant 0: the signature does not recover"),
+        ("no-variants", "an EVM item without an account or variants"),
+        ("variant-not-object", "a variant is not an object"),
+    ],
+)
+def test_check_enqueued_evm_refuses(log, evm_data, case, message):
+    real, attacker = log.senders[0], ATTACKER_ETH.address
+    changes: dict[str, Callable[[dict[str, Any]], None]] = {
+        "sender": lambda d: d.update(account=attacker),
+        "other-key": lambda d: set_raw(d["variants"][1], other_key_tx(d)),
+        "nonce": lambda d: d.update(nonce=1),
+        "chain": lambda d: d.update(chain_id=1),
+        "cancel-value": lambda d: set_raw(d["variants"][3], own_tx(log, d, value=1)),
+        "cancel-elsewhere": lambda d: set_raw(d["variants"][3], own_tx(log, d, to=attacker)),
+        "no-eip155": lambda d: set_raw(
+            d["variants"][0],
+            "0x"
+            + bytes(
+                Account.from_key("0x" + "43" * 32)
+                .sign_transaction({"nonce": 0, "to": real, "value": 0, "gas": 21000, "gasPrice": 1})
+                .raw_transaction
+            ).hex(),
+        ),
+        "not-a-tx": lambda d: set_raw(d["variants"][0], "0x02c0"),
+        "not-hex": lambda d: d["variants"][2].update(raw="0xzz"),
+        "no-recover": lambda d: set_raw(d["variants"][0], drop_r(d["variants"][0]["raw"])),
+        "no-variants": lambda d: d.update(variants=[]),
+        "variant-not-object": lambda d: d["variants"].append("0x00"),
+    }
+    with pytest.raises(EvmCheckError) as caught:
+        check_enqueued_evm(mutate(evm_data, changes[case]))
+    assert str(caught.value).endswith(message.format(real=real, attacker=attacker))
+
+
+def crafted_raw(data: dict[str, Any], field: int, value: Any) -> str:
+    """Variant 0 of ``data`` (type 2) with one RLP field replaced: decodes, but is wrong."""
+    raw = bytes.fromhex(data["variants"][0]["raw"][2:])
+    fields = rlp.decode(raw[1:])
+    fields[field] = value
+    return "0x" + (raw[:1] + rlp.encode(fields)).hex()
+
+
+MALFORMED = [(5, b"\x01\x02"), (1, [b"\x01"]), (6, [b""])]  # to of 2 bytes; list nonce, value
+MALFORMED_IDS = ["short-to", "list-nonce", "list-value"]
+
+
+@pytest.mark.parametrize(("field", "value"), MALFORMED, ids=MALFORMED_IDS)
+def test_check_enqueued_evm_refuses_malformed_fields(evm_data, field, value):
+    def change(data: dict[str, Any]) -> None:
+        set_raw(data["variants"][0], crafted_raw(data, field, value))
+
+    with pytest.raises(EvmCheckError, match="the raw bytes are not a signed transaction"):
+        check_enqueued_evm(mutate(evm_data, change))
+
+
+@pytest.mark.parametrize(("field", "value"), MALFORMED, ids=MALFORMED_IDS)
+def test_a_malformed_transaction_in_an_entry_is_named(log, tmp_path, field, value):
+    tampered = copy(log.pristine, tmp_path)
+
+    def change(data: dict[str, Any]) -> None:
+        set_raw(data["variants"][0], crafted_raw(data, field, value))
+
+    edit_line(tampered, 5, variant_edit(5, change))
+    assert failed(tampered, log.pem).startswith("entry 5: ")
+
+
+# --------------------------------------------------------------------------- missing, extra, moved
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda ls: ls.pop(6), "entry 6: found entry number 7 in its place"),
+        (lambda ls: ls.insert(7, ls[6]), "entry 7: found entry number 6 in its place"),
+        (lambda ls: ls.insert(6, ls.pop(7)), "entry 6: found entry number 7 in its place"),
+        (lambda ls: ls.insert(0, ls.pop()), "entry 0: found entry number 15 in its place"),
+    ],
+    ids=["delete", "duplicate", "swap", "last-first"],
+)
+def test_deleted_duplicated_reordered_entries(log, tmp_path, change, message):
+    tampered = copy(log.pristine, tmp_path)
+    lines = read_lines(tampered)
+    change(lines)
+    write_lines(tampered, lines)
+    problem = failed(tampered, log.pem)
+    assert problem == f"{message}: entries were deleted, inserted, duplicated or reordered"
+
+
+@pytest.mark.parametrize(("cut", "named"), [(1, 16), (3, 16), (4, 13), (8, 13), (9, 8)])
+@pytest.mark.parametrize("fix_count", [False, True])
+def test_truncation_is_named_by_the_checkpoint_it_leaves_uncovered(
+    log, tmp_path, cut, named, fix_count
+):
+    tampered = copy(log.pristine, tmp_path)
+    lines = read_lines(tampered)
+    write_lines(tampered, lines[:-cut])
+    if fix_count:
+        write_manifest(tampered, manifest(tampered) | {"count": TOTAL - cut})
+    assert failed(tampered, log.pem) == (
+        f"checkpoint {note_name(named)} signs {named} entries but the export ends at entry "
+        f"{TOTAL - cut - 1}: entries were removed from the end (truncated)"
+    )
+
+
+def test_truncation_with_the_later_checkpoints_removed_leaves_entries_unsigned(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    write_lines(tampered, read_lines(tampered)[:11])
+    for size in (13, 16):
+        (tampered / "checkpoints" / note_name(size)).unlink()
+    info = manifest(tampered)
+    write_manifest(tampered, info | {"count": 11, "checkpoints": [note_name(3), note_name(8)]})
+    assert failed(tampered, log.pem) == (
+        "entries 8..10 are not covered by any checkpoint: they are unsigned"
+    )
+
+
+def test_truncation_to_an_earlier_checkpoint_is_an_older_but_valid_export(log, tmp_path):
+    """Not detectable from the export alone (it is exactly what an export made earlier
+    looks like): the report's signed_size is what the auditor compares with the newest
+    checkpoint they know of."""
+    tampered = copy(log.pristine, tmp_path)
+    write_lines(tampered, read_lines(tampered)[:13])
+    (tampered / "checkpoints" / note_name(16)).unlink()
+    info = manifest(tampered)
+    write_manifest(tampered, info | {"count": 13, "checkpoints": info["checkpoints"][:3]})
+    report = verify_export(tampered, log.pem)
+    assert report.ok, report.problem
+    assert report.signed_size == 13 < TOTAL
+
+
+def test_a_count_that_does_not_match_the_lines(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    write_manifest(tampered, manifest(tampered) | {"count": TOTAL + 1})
+    assert failed(tampered, log.pem) == (
+        f"entries.jsonl holds {TOTAL} entries but the manifest lists {TOTAL + 1}: entries "
+        "were removed or added"
+    )
+
+
+def test_an_appended_entry_is_unsigned(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    lines = read_lines(tampered)
+    last = json.loads(lines[-1])
+    extra = entries.encode(
+        TOTAL,
+        entries.entry_hash(lines[-1]).hex(),
+        last["time_ms"] + 1,
+        "item.transition",
+        last["item"],
+        {"from": "sent", "to": "confirmed", "reason": "forged"},
+    )
+    write_lines(tampered, [*lines, extra])
+    write_manifest(tampered, manifest(tampered) | {"count": TOTAL + 1})
+    assert failed(tampered, log.pem) == (
+        f"entries {TOTAL}..{TOTAL} are not covered by any checkpoint: they are unsigned"
+    )
+
+
+def test_a_missing_final_newline(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    path = tampered / "entries.jsonl"
+    path.write_bytes(path.read_bytes()[:-1])
+    assert failed(tampered, log.pem) == (
+        "entries.jsonl: the last line is cut short (no final newline)"
+    )
+
+
+def test_a_cut_last_line(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    path = tampered / "entries.jsonl"
+    path.write_bytes(path.read_bytes()[:-20] + b"\n")
+    assert failed(tampered, log.pem).startswith(f"entry {TOTAL - 1}: not JSON")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def resign(note: str, blob_edit: Callable[[bytes], bytes]) -> str:
+    """Apply ``blob_edit`` to the base64 (hint || signature) of the note's one signature."""
+    head, _, line = note.rstrip("\n").rpartition("\n")
+    dash, name, sig = line.split(" ")
+    blob = blob_edit(base64.b64decode(sig))
+    return f"{head}\n{dash} {name} {base64.b64encode(blob).decode()}\n"
+
+
+def flip(at: int) -> Callable[[bytes], bytes]:
+    return lambda blob: blob[:at] + bytes([blob[at] ^ 0x01]) + blob[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (lambda n: resign(n, flip(12)), "the signature does not verify: the note was altered"),
+        (lambda n: resign(n, flip(-3)), "the signature does not verify: the note was altered"),
+        (lambda n: resign(n, flip(1)), "signed by another key"),
+        (lambda n: n.replace("\n8\n", "\n9\n", 1), "the signature does not verify"),
+        (
+            lambda n: n.replace(n.split("\n")[2], base64.b64encode(b"\x00" * 32).decode(), 1),
+            "the signature does not verify",
+        ),
+        (lambda n: n.replace(" ", "  ", 1), "malformed signature line"),
+        (lambda n: n[: n.rindex(" ") + 5] + "!" + n[n.rindex(" ") + 6 :], "is not base64"),
+        (lambda n: n.replace("\n\n", "\n", 1), "no blank line between"),
+        (lambda n: n.rstrip("\n"), "the signature block must end with a newline"),
+    ],
+    ids=["sig-r", "sig-s", "hint", "size", "root", "sig-line", "base64", "blank", "newline"],
+)
+def test_a_changed_checkpoint_names_its_file(log, tmp_path, tamper, message):
+    tampered = copy(log.pristine, tmp_path)
+    path = tampered / "checkpoints" / note_name(8)
+    path.write_text(tamper(path.read_text()))
+    problem = failed(tampered, log.pem)
+    assert problem.startswith(f"checkpoint {note_name(8)}: ")
+    assert message in problem
+
+
+def test_a_forged_checkpoint_with_its_own_key_hint(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    origin = manifest(tampered)["origin"]
+    path = tampered / "checkpoints" / note_name(16)
+    real = parse_note(path.read_text())
+    path.write_text(Attacker().note(origin, TOTAL, real.root))
+    problem = failed(tampered, log.pem)
+    assert problem.startswith(f"checkpoint {note_name(16)}: no signature by key {origin!r}")
+    assert problem.endswith("signed by another key")
+
+
+def test_a_forged_checkpoint_that_claims_the_audit_key_hint(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    origin = manifest(tampered)["origin"]
+    path = tampered / "checkpoints" / note_name(16)
+    real = parse_note(path.read_text())
+    forged = make_note(origin, TOTAL, real.root, log.audit_key.public_key, Attacker().sign_der)
+    path.write_text(forged)
+    assert failed(tampered, log.pem) == (
+        f"checkpoint {note_name(16)}: the signature does not verify: the note was altered or forged"
+    )
+
+
+def test_an_older_checkpoint_replayed_over_the_newest(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    folder = tampered / "checkpoints"
+    shutil.copyfile(folder / note_name(3), folder / note_name(16))
+    assert failed(tampered, log.pem) == (
+        f"checkpoint {note_name(16)}: size 3 does not grow past the previous checkpoint's 13 "
+        "(replayed or reordered checkpoint)"
+    )
+
+
+def test_an_older_checkpoint_replayed_under_a_new_name(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    folder = tampered / "checkpoints"
+    shutil.copyfile(folder / note_name(8), folder / "000005.note")
+    info = manifest(tampered)
+    write_manifest(tampered, info | {"checkpoints": [*info["checkpoints"], "000005.note"]})
+    assert failed(tampered, log.pem) == (
+        "checkpoint 000005.note: size 8 does not grow past the previous checkpoint's 16 "
+        "(replayed or reordered checkpoint)"
+    )
+
+
+def test_reordered_checkpoints_in_the_manifest(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    info = manifest(tampered)
+    names = info["checkpoints"]
+    write_manifest(tampered, info | {"checkpoints": [names[1], names[0], *names[2:]]})
+    assert failed(tampered, log.pem) == (
+        f"checkpoint {note_name(3)}: size 3 does not grow past the previous checkpoint's 8 "
+        "(replayed or reordered checkpoint)"
+    )
+
+
+def test_a_checkpoint_file_not_in_the_manifest(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    folder = tampered / "checkpoints"
+    shutil.copyfile(folder / note_name(8), folder / "000009.note")
+    assert failed(tampered, log.pem) == (
+        "checkpoints/: files 000009.note differ from the manifest's list (a checkpoint was "
+        "added or removed)"
+    )
+
+
+def test_a_checkpoint_listed_but_missing(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    (tampered / "checkpoints" / note_name(8)).unlink()
+    assert failed(tampered, log.pem) == (
+        f"checkpoints/: files {note_name(8)} differ from the manifest's list (a checkpoint "
+        "was added or removed)"
+    )
+
+
+def test_all_checkpoints_removed(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    shutil.rmtree(tampered / "checkpoints")
+    write_manifest(tampered, manifest(tampered) | {"checkpoints": []})
+    assert failed(tampered, log.pem) == ("the export holds no checkpoint: nothing in it is signed")
+
+
+@pytest.mark.parametrize("names", [[None, None, None, None], ["000001.note", 2, 3, 4]])
+def test_checkpoint_names_that_are_not_strings(log, tmp_path, names):
+    tampered = copy(log.pristine, tmp_path)
+    write_manifest(tampered, manifest(tampered) | {"checkpoints": names})
+    assert failed(tampered, log.pem).startswith("manifest.json: checkpoints")
+
+
+def test_a_checkpoint_of_another_log_signed_with_the_same_audit_key(log, tmp_path):
+    """Two databases may share one HSM audit key: their notes name their own origin."""
+    tampered = copy(log.pristine, tmp_path)
+    origin = manifest(tampered)["origin"]
+    path = tampered / "checkpoints" / note_name(8)
+    real = parse_note(path.read_text())
+    key = log.audit_key
+    # Its key name is the other log's origin (as airlock writes it) ...
+    other = make_note("airlock.local/0000000000000000", 8, real.root, key.public_key, key.sign_der)
+    path.write_text(other)
+    problem = failed(tampered, log.pem)
+    assert problem.startswith(f"checkpoint {note_name(8)}: no signature by key {origin!r}")
+    # ... or, crafted, this log's key name over the other log's body.
+    text = body("airlock.local/0000000000000000", 8, real.root)
+    blob = base64.b64encode(parse_note(other).signatures[0][1] + key.sign_der(text.encode()))
+    path.write_text(f"{text}\n{DASH} {origin} {blob.decode()}\n")
+    assert failed(tampered, log.pem) == (
+        f"checkpoint {note_name(8)}: it is for log 'airlock.local/0000000000000000', not "
+        f"{origin!r} (a checkpoint from another log)"
+    )
+
+
+def test_a_checkpoint_of_another_log_with_its_key_substituted(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    attacker = Attacker()
+    path = tampered / "checkpoints" / note_name(8)
+    path.write_text(attacker.note("attacker.example/log", 8, parse_note(path.read_text()).root))
+    (tampered / "audit-key.pem").write_bytes(attacker.pem)
+    assert failed(tampered, log.pem) == (
+        "audit-key.pem in the export is not the public key you gave: the export's key was "
+        "substituted"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"origin": "airlock.local/ffffffffffffffff"},
+            "checkpoint 000001.note: it is for log {origin!r}, not "
+            "'airlock.local/ffffffffffffffff' (a checkpoint from another log)",
+        ),
+        (
+            {"key_name": "airlock.local/ffffffffffffffff"},
+            "checkpoint 000001.note: no signature by key 'airlock.local/ffffffffffffffff'",
+        ),
+        ({"first": 1}, "manifest.json: frontier: a frontier of a 1-leaf tree has 1 hashes"),
+        ({"format": "airlock-audit-export/2"}, "manifest.json: format is not"),
+        ({"count": 0}, "manifest.json: first must be >= 0 and count >= 1"),
+        ({"count": "16"}, "manifest.json: count is missing or not of type int"),
+        ({"tail": {"checkpoint": 1}}, "manifest.json: tail must hold a checkpoint name"),
+    ],
+    ids=["origin", "key-name", "first", "format", "count", "count-type", "tail"],
+)
+def test_a_changed_manifest(log, tmp_path, change, message):
+    tampered = copy(log.pristine, tmp_path)
+    write_manifest(tampered, manifest(tampered) | change)
+    origin = manifest(log.pristine)["origin"]
+    assert failed(tampered, log.pem).startswith(message.format(origin=origin))
+
+
+# --------------------------------------------------------------------------- the public key
+
+
+def test_a_substituted_key_and_checkpoints(log, tmp_path):
+    """The attacker rewrites an entry, rebuilds the chain and the tree and signs every
+    checkpoint with their own key. The real key catches it; the export's own key cannot."""
+    tampered = copy(log.pristine, tmp_path)
+
+    def rewrite(parsed: list[dict[str, Any]]) -> None:
+        parsed[7]["data"]["reason"] = "never mined"
+
+    reforge(tampered, Attacker(), rewrite)
+    assert failed(tampered, log.pem) == (
+        "audit-key.pem in the export is not the public key you gave: the export's key was "
+        "substituted"
+    )
+    report = verify_export(tampered, None)
+    assert report.ok  # documented: without --pubkey only integrity is shown, not the signer
+    assert report.key_source == "export"
+    assert "the public key came from the export itself" in report.warnings[0]
+
+
+def test_checkpoints_resigned_without_substituting_the_key(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    reforge(tampered, Attacker(), replace_pem=False)
+    for pem in (log.pem, None):
+        problem = failed(tampered, pem)
+        assert problem.startswith(f"checkpoint {note_name(3)}: no signature by key")
+        assert problem.endswith("signed by another key")
+
+
+def test_a_substituted_key_without_the_pem_in_the_export(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    reforge(tampered, Attacker())
+    (tampered / "audit-key.pem").unlink()
+    problem = failed(tampered, log.pem)
+    assert problem.startswith(f"checkpoint {note_name(3)}: no signature by key")
+    assert failed(tampered, None) == "no public key: pass --pubkey (audit-key.pem is missing)"
+
+
+def test_a_consistent_forgery_still_fails_the_transaction_check(log, tmp_path):
+    """Even when the checkpoints are the attacker's (no --pubkey), a variant signed by
+    another Ethereum key does not pass as the declared sender's."""
+    tampered = copy(log.pristine, tmp_path)
+
+    def swap(parsed: list[dict[str, Any]]) -> None:
+        data = parsed[9]["data"]
+        set_raw(data["variants"][0], other_key_tx(data))
+
+    reforge(tampered, Attacker(), swap)
+    assert failed(tampered, None) == (
+        f"entry 9: variant 0: signed by {ATTACKER_ETH.address}, not by the declared sender "
+        f"{log.senders[1]}"
+    )
+
+
+def test_a_bad_pubkey(log, tmp_path):
+    rsa_like = b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+    assert failed(log.pristine, rsa_like).startswith("--pubkey: not a PEM public key")
+    k1 = ec.generate_private_key(ec.SECP256K1()).public_key()
+    k1_pem = k1.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert failed(log.pristine, k1_pem) == (
+        "--pubkey: the audit key must be an ECDSA P-256 public key"
+    )
+    assert failed(log.pristine, Attacker().pem) == (
+        "audit-key.pem in the export is not the public key you gave: the export's key was "
+        "substituted"
+    )
+
+
+# --------------------------------------------------------------------------- a range export
+
+
+def test_a_range_export_verifies(log):
+    info = manifest(log.ranged)
+    assert (info["first"], info["count"]) == (3, 7)
+    assert len(info["frontier"]) == 2  # 3 = 0b11: a 2-leaf and a 1-leaf subtree
+    assert info["checkpoints"] == [note_name(8), note_name(13)]
+    assert info["tail"]["checkpoint"] == note_name(13) and info["tail"]["proof"]
+    for pem in (log.pem, None):
+        report = verify_export(log.ranged, pem)
+        assert report.ok, report.problem
+        assert (report.first, report.entries, report.signed_size) == (3, 7, 13)
+    assert read_lines(log.ranged) == read_lines(log.pristine)[3:10]
+
+
+def test_a_range_export_with_a_changed_frontier_hash(log, tmp_path):
+    tampered = copy(log.ranged, tmp_path)
+    info = manifest(tampered)
+    info["frontier"][1] = "00" * 32
+    write_manifest(tampered, info)
+    problem = failed(tampered, log.pem)
+    # The frontier is only checked through the first root it leads to (checkpoint 8).
+    assert problem.startswith(
+        f"entry 7: the entries up to it do not hash to the root signed in checkpoint {note_name(8)}"
+    )
+
+
+def test_a_changed_frontier_is_named_as_the_frontier(log, tmp_path):
+    tampered = copy(log.ranged, tmp_path)
+    info = manifest(tampered)
+    info["frontier"][1] = "00" * 32
+    write_manifest(tampered, info)
+    assert "frontier" in failed(tampered, log.pem)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.pop(), "manifest.json: frontier: a frontier of a 3-leaf tree has 2 hashes"),
+        (lambda f: f.__setitem__(0, "zz"), "manifest frontier: 'zz' is not a 32-byte hex hash"),
+    ],
+    ids=["short", "not-hex"],
+)
+def test_a_range_export_with_a_malformed_frontier(log, tmp_path, change, message):
+    tampered = copy(log.ranged, tmp_path)
+    info = manifest(tampered)
+    change(info["frontier"])
+    write_manifest(tampered, info)
+    assert failed(tampered, log.pem) == message
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p.__setitem__(0, "00" * 32), "consistency proof does not lead to the"),
+        (lambda p: p.append("00" * 32), "consistency proof is too long"),
+        (lambda p: p.pop(), "consistency proof is too short"),
+        (lambda p: p.__setitem__(0, "xyz"), "tail proof: 'xyz' is not a 32-byte hex hash"),
+    ],
+    ids=["hash", "longer", "shorter", "not-hex"],
+)
+def test_a_range_export_with_a_changed_tail_proof(log, tmp_path, change, message):
+    tampered = copy(log.ranged, tmp_path)
+    info = manifest(tampered)
+    change(info["tail"]["proof"])
+    write_manifest(tampered, info)
+    problem = failed(tampered, log.pem)
+    if not message.startswith("tail proof"):
+        assert problem.startswith(
+            f"entries 3..9 are not a prefix of the log signed in checkpoint {note_name(13)}: "
+        )
+    assert message in problem
+
+
+def test_a_range_export_with_a_changed_last_entry_fails_the_tail_proof(log, tmp_path):
+    tampered = copy(log.ranged, tmp_path)
+    lines = read_lines(tampered)
+    lines[-1] = bump_time_digit(lines[-1])  # entry 9: no checkpoint ends there
+    write_lines(tampered, lines)
+    assert failed(tampered, log.pem) == (
+        f"entries 3..9 are not a prefix of the log signed in checkpoint {note_name(13)}: "
+        "consistency proof does not lead to the old root (size 10)"
+    )
+
+
+def test_a_range_export_with_a_changed_middle_entry(log, tmp_path):
+    tampered = copy(log.ranged, tmp_path)
+    lines = read_lines(tampered)
+    lines[2] = bump_time_digit(lines[2])  # entry 5
+    write_lines(tampered, lines)
+    assert failed(tampered, log.pem).startswith("entry 5: its hash is not the prev of entry 6")
+
+
+def test_a_range_export_without_its_tail(log, tmp_path):
+    tampered = copy(log.ranged, tmp_path)
+    (tampered / "checkpoints" / note_name(13)).unlink()
+    info = manifest(tampered)
+    write_manifest(tampered, info | {"tail": None, "checkpoints": [note_name(8)]})
+    assert failed(tampered, log.pem) == (
+        "entries 8..9 are not covered by any checkpoint: they are unsigned"
+    )
+
+
+def test_a_range_export_with_its_tail_named_but_missing(log, tmp_path):
+    tampered = copy(log.ranged, tmp_path)
+    info = manifest(tampered)
+    info["tail"]["checkpoint"] = "000007.note"
+    write_manifest(tampered, info)
+    assert failed(tampered, log.pem) == (
+        "checkpoint 000003.note signs 13 entries but the export ends at entry 9: entries "
+        "were removed from the end (truncated)"
+    )
+
+
+def test_a_range_export_whose_tail_checkpoint_was_removed(log, tmp_path):
+    tampered = copy(log.ranged, tmp_path)
+    (tampered / "checkpoints" / note_name(13)).unlink()
+    write_manifest(tampered, manifest(tampered) | {"checkpoints": [note_name(8)]})
+    assert failed(tampered, log.pem) == (
+        f"manifest.json: tail checkpoint {note_name(13)} is missing"
+    )
+
+
+# --------------------------------------------------------------------------- inclusion proofs
+
+
+@pytest.fixture(scope="module")
+def proof(log) -> dict[str, Any]:
+    """Entry 5 (an item.enqueued) in checkpoint 2 (size 8)."""
+    return prove(log.store, 5, log.checkpoints[1].id)
+
+
+def test_every_entry_has_a_proof_in_every_checkpoint_that_covers_it(log):
+    for record in log.checkpoints:
+        for index in range(record.size):
+            found = verify_inclusion_proof(prove(log.store, index, record.id), log.pem)
+            assert found["seq"] == index
+
+
+def test_an_inclusion_proof_verifies(log, proof):
+    found = verify_inclusion_proof(json.loads(json.dumps(proof)), log.pem)
+    assert found == entry(log.pristine, 5)
+    assert proof["tree_size"] == 8 and len(proof["path"]) == 3
+
+
+def other_note(log: Log) -> str:
+    return log.checkpoints[2].note
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda p, _: p.update(entry=bump_time_digit(p["entry"].encode()).decode()),
+            "inclusion proof of leaf 5 does not lead to the tree's root: the entry is not in "
+            "the signed log as given",
+        ),
+        (
+            lambda p, _: p["path"].__setitem__(1, "00" * 32),
+            "inclusion proof of leaf 5 does not lead to the tree's root",
+        ),
+        (lambda p, _: p["path"].append("00" * 32), "inclusion proof is longer than the tree"),
+        (lambda p, _: p["path"].pop(), "inclusion proof is shorter than the tree is deep"),
+        (lambda p, _: p.update(index=4), "the entry is not entry number 4"),
+        (lambda p, _: p.update(tree_size=9), "the checkpoint signs size 8, not 9"),
+        (lambda p, log: p.update(checkpoint=other_note(log)), "the checkpoint signs size 13"),
+        (
+            lambda p, _: p.update(checkpoint=p["checkpoint"].replace("\n8\n", "\n9\n")),
+            "the signature does not verify: the note was altered or forged",
+        ),
+        (lambda p, _: p.update(origin="airlock.local/x"), "the checkpoint is for log"),
+        (lambda p, _: p.update(key_name="airlock.local/x"), "signed by another key"),
+        (lambda p, _: p.update(entry=p["entry"].replace(",", ", ", 1)), "not in canonical"),
+        (lambda p, _: p["path"].__setitem__(0, "zz"), "malformed proof"),
+        (lambda p, _: p.pop("path"), "malformed proof"),
+        (lambda p, _: p.update(format="x"), "not an airlock-inclusion-proof/1 file"),
+    ],
+    ids=[
+        "entry",
+        "path-hash",
+        "path-longer",
+        "path-shorter",
+        "index",
+        "tree-size",
+        "other-checkpoint",
+        "note-body",
+        "origin",
+        "key-name",
+        "entry-form",
+        "path-not-hex",
+        "no-path",
+        "format",
+    ],
+)
+def test_a_tampered_inclusion_proof(log, proof, change, message):
+    tampered = json.loads(json.dumps(proof))
+    change(tampered, log)
+    with pytest.raises(InclusionError, match=re.escape(message)):
+        verify_inclusion_proof(tampered, log.pem)
+
+
+def test_an_entry_moved_to_another_index_with_its_path(log, proof):
+    """Entry 4 with entry 5's path and index 4: both the seq and the root check refuse."""
+    tampered = dict(proof, entry=read_lines(log.pristine)[4].decode())
+    with pytest.raises(InclusionError, match="the entry is not entry number 5"):
+        verify_inclusion_proof(tampered, log.pem)
+    tampered["index"] = 4
+    with pytest.raises(InclusionError, match="inclusion proof of leaf 4 does not lead"):
+        verify_inclusion_proof(tampered, log.pem)
+
+
+def test_an_inclusion_proof_with_another_key(log, proof):
+    with pytest.raises(InclusionError, match="signed by another key"):
+        verify_inclusion_proof(proof, Attacker().pem)
+    attacker = Attacker()
+    note = parse_note(proof["checkpoint"])
+    forged = dict(proof, checkpoint=attacker.note(note.origin, note.size, note.root))
+    with pytest.raises(InclusionError, match="signed by another key"):
+        verify_inclusion_proof(forged, log.pem)
+    assert verify_inclusion_proof(forged, attacker.pem)["seq"] == 5  # what a wrong key shows

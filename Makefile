@@ -21,6 +21,7 @@ test: deps
 bench: deps
 	$(VENV)/bin/python bench/sign.py --n 1000 --rounds 7
 	$(VENV)/bin/python bench/enqueue.py --n 500 --rounds 7
+	$(VENV)/bin/python bench/audit_verify.py --entries 100000 --rounds 5
 
 lint: deps
 	$(VENV)/bin/ruff check src tests bench

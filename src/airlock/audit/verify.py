@@ -86,6 +86,43 @@ def _verify(directory: Path, public_key_pem: bytes | None, report: Report) -> No
     by_size = {cp.size: (name, cp) for name, cp in notes if name != tail_name}
     frontier = _frontier(manifest)
     lines = _lines(directory)
+    _check_entries(lines, first, frontier, by_size, report)
+    if not lines:
+        raise VerifyFailure("entries.jsonl holds no entries")
+    end = first + len(lines)
+    beyond = [name for name, cp in notes if cp.size > end and name != tail_name]
+    if beyond:
+        raise VerifyFailure(
+            f"checkpoint {beyond[0]} signs {_size_of(notes, beyond[0])} entries but the "
+            f"export ends at entry {end - 1}: entries were removed from the end (truncated)"
+        )
+    if len(lines) != manifest["count"]:
+        raise VerifyFailure(
+            f"entries.jsonl holds {len(lines)} entries but the manifest lists "
+            f"{manifest['count']}: entries were removed or added"
+        )
+    if tail_name is not None:
+        _check_tail(manifest, notes, end, frontier)
+    if not notes:
+        raise VerifyFailure("the export holds no checkpoint: nothing in it is signed")
+    covered = max(cp.size for _, cp in notes)
+    if covered < end:
+        raise VerifyFailure(
+            f"entries {covered}..{end - 1} are not covered by any checkpoint: they are unsigned"
+        )
+    report.entries = len(lines)
+    report.signed_size = covered
+
+
+def _check_entries(
+    lines: list[bytes],
+    first: int,
+    frontier: merkle.Frontier,
+    by_size: dict[int, tuple[str, Checkpoint]],
+    report: Report,
+) -> None:
+    """Each entry in order: its form, its number, its link to the one before, its content,
+    and the signed root wherever a checkpoint ends."""
     prev_hash: bytes | None = None
     for offset, line in enumerate(lines):
         number = first + offset
@@ -110,34 +147,9 @@ def _verify(directory: Path, public_key_pem: bytes | None, report: Report) -> No
                     f"entry {number}: the entries up to it do not hash to the root signed in "
                     f"checkpoint {name}: {blame}"
                 )
-    if not lines:
-        raise VerifyFailure("entries.jsonl holds no entries")
-    end = first + len(lines)
-    beyond = [name for name, cp in notes if cp.size > end and name != tail_name]
-    if beyond:
-        raise VerifyFailure(
-            f"checkpoint {beyond[0]} signs {by_size_of(notes, beyond[0])} entries but the "
-            f"export ends at entry {end - 1}: entries were removed from the end (truncated)"
-        )
-    if len(lines) != manifest["count"]:
-        raise VerifyFailure(
-            f"entries.jsonl holds {len(lines)} entries but the manifest lists "
-            f"{manifest['count']}: entries were removed or added"
-        )
-    if tail_name is not None:
-        _check_tail(manifest, notes, end, frontier)
-    if not notes:
-        raise VerifyFailure("the export holds no checkpoint: nothing in it is signed")
-    covered = max(cp.size for _, cp in notes)
-    if covered < end:
-        raise VerifyFailure(
-            f"entries {covered}..{end - 1} are not covered by any checkpoint: they are unsigned"
-        )
-    report.entries = len(lines)
-    report.signed_size = covered
 
 
-def by_size_of(notes: list[tuple[str, Checkpoint]], name: str) -> int:
+def _size_of(notes: list[tuple[str, Checkpoint]], name: str) -> int:
     return next(cp.size for n, cp in notes if n == name)
 
 

@@ -495,7 +495,7 @@ def drop_r(raw_hex: str) -> str:
         ("no-eip155", "a legacy transaction without EIP-155 replay protection"),
         ("not-a-tx", "the raw bytes are not a signed transaction"),
         ("not-hex", "variant 2: raw is not hex"),
-        ("no-recover", "variant 0: the signature does not recover"),
+        ("no-recover", "variant 0: y, r or s out of range: the signature does not recover"),
         ("no-variants", "an EVM item without an account or variants"),
         ("variant-not-object", "a variant is not an object"),
     ],
@@ -1154,3 +1154,28 @@ def test_an_inclusion_proof_with_another_key(log, proof):
     with pytest.raises(InclusionError, match="signed by another key"):
         verify_inclusion_proof(forged, log.pem)
     assert verify_inclusion_proof(forged, attacker.pem)["seq"] == 5  # what a wrong key shows
+
+
+def test_high_s_signature_is_refused():
+    """Nodes refuse high-s signatures (EIP-2), so a log holding one records something that
+    was never broadcastable: the verifier says so."""
+    from airlock.audit.evm_check import SECP256K1_N, decode, recover_address
+
+    account = Account.create()
+    signed = account.sign_transaction(
+        {
+            "type": 2,
+            "chainId": 1,
+            "nonce": 0,
+            "to": "0x" + "11" * 20,
+            "value": 1,
+            "gas": 21000,
+            "maxFeePerGas": 2,
+            "maxPriorityFeePerGas": 1,
+        }
+    )
+    fields = decode(bytes(signed.raw_transaction))
+    assert recover_address(fields) == bytes.fromhex(account.address[2:])
+    flipped = dict(fields, s=SECP256K1_N - fields["s"], y=1 - fields["y"])
+    with pytest.raises(EvmCheckError, match="high-s"):
+        recover_address(flipped)

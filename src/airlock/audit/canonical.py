@@ -61,6 +61,64 @@ def canonical(value: Any) -> bytes:
     ).encode("utf-8")
 
 
+MAX_DEPTH = 64
+
+
+def _depth(data: bytes) -> int:
+    """How deeply arrays and objects nest, ignoring brackets inside strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def parse_canonical(data: bytes) -> Any:
+    """Parse ``data`` and insist it is exactly the canonical form of what it holds.
+
+    Checked by re-encoding: whatever the parser tolerates (whitespace, other key orders,
+    duplicate keys, other escapes) re-encodes to different bytes. Integers are range
+    checked while parsing; the value walk for keys and surrogates runs only on lines that
+    are not pure ASCII, the only ones where it can find something.
+    """
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
+        raise CanonicalError(f"nested more than {MAX_DEPTH} levels deep")
+    try:
+        text = data.decode("utf-8")
+        value = json.loads(text, parse_float=_no_float, parse_constant=_no_float, parse_int=_int)
+    except UnicodeDecodeError:
+        raise CanonicalError("not UTF-8") from None
+    except CanonicalError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise CanonicalError(f"not JSON: {exc}") from None
+    if not data.isascii():
+        _check(value, "$")
+    try:
+        again = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CanonicalError("a string holds a lone surrogate") from None
+    if again != data:
+        json.loads(text, object_pairs_hook=_reject_duplicates)  # the likelier, clearer reason
+        raise CanonicalError("valid JSON, but not in canonical form")
+    return value
+
+
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys):
@@ -68,29 +126,10 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def parse_canonical(data: bytes) -> Any:
-    """Parse ``data`` and insist it is exactly the canonical form of what it holds."""
-    try:
-        value = json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=_reject_duplicates,
-            parse_float=_no_float,
-            parse_constant=_no_float,
-        )
-    except UnicodeDecodeError:
-        raise CanonicalError("not UTF-8") from None
-    except RecursionError:
-        raise CanonicalError("nested too deeply") from None
-    except CanonicalError:
-        raise
-    except ValueError as exc:
-        raise CanonicalError(f"not JSON: {exc}") from None
-    try:
-        again = canonical(value)
-    except RecursionError:
-        raise CanonicalError("nested too deeply") from None
-    if again != data:
-        raise CanonicalError("valid JSON, but not in canonical form")
+def _int(text: str) -> int:
+    value = int(text)
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise CanonicalError(f"integer {text} is too large; use a decimal string")
     return value
 
 

@@ -18,6 +18,7 @@ from airlock.audit.canonical import canonical
 
 VERSION = 1
 GENESIS_PREV = "00" * 32
+EXPORT_FORMAT = "airlock-audit-export/1"
 
 # The kinds of entry. A verifier must accept kinds it does not know (and say so).
 ITEM_ENQUEUED = "item.enqueued"  # an item and every signed variant, in full

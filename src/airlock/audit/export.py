@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airlock.audit import merkle
+from airlock.audit import entries, merkle
 from airlock.audit.log import AuditKey, checkpoint
 from airlock.errors import InvalidInput
 from airlock.queue.journal import CheckpointRecord
 from airlock.queue.store import Store
 
-FORMAT = "airlock-audit-export/1"
+FORMAT = entries.EXPORT_FORMAT
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from airlock.audit.checkpoint import (
     verify_note,
 )
 from airlock.audit.evm_check import EvmCheckError, check_enqueued_evm
-from airlock.audit.export import FORMAT
 
 
 class VerifyFailure(Exception):
@@ -82,7 +81,7 @@ def _verify(directory: Path, public_key_pem: bytes | None, report: Report) -> No
     report.first = first = manifest["first"]
     key = _public_key(directory, public_key_pem, report)
     notes = _checkpoints(directory, manifest, key, report)
-    tail_name = manifest["tail"]["checkpoint"] if manifest["tail"] else None
+    tail_name = manifest["tail"]["checkpoint"] if manifest.get("tail") else None
     by_size = {cp.size: (name, cp) for name, cp in notes if name != tail_name}
     frontier = _frontier(manifest)
     lines = _lines(directory)
@@ -102,7 +101,7 @@ def _verify(directory: Path, public_key_pem: bytes | None, report: Report) -> No
             f"{manifest['count']}: entries were removed or added"
         )
     if tail_name is not None:
-        _check_tail(manifest, notes, end, frontier)
+        _check_tail(manifest["tail"], manifest["first"], notes, end, frontier)
     if not notes:
         raise VerifyFailure("the export holds no checkpoint: nothing in it is signed")
     covered = max(cp.size for _, cp in notes)
@@ -154,12 +153,12 @@ def _size_of(notes: list[tuple[str, Checkpoint]], name: str) -> int:
 
 
 def _check_tail(
-    manifest: dict[str, Any],
+    tail: dict[str, Any],
+    first: int,
     notes: list[tuple[str, Checkpoint]],
     end: int,
     frontier: merkle.Frontier,
 ) -> None:
-    tail = manifest["tail"]
     found = [cp for name, cp in notes if name == tail["checkpoint"]]
     if not found:
         raise VerifyFailure(f"manifest.json: tail checkpoint {tail['checkpoint']} is missing")
@@ -168,7 +167,7 @@ def _check_tail(
         merkle.verify_consistency(end, found[0].size, frontier.root(), found[0].root, proof)
     except merkle.ProofError as exc:
         raise VerifyFailure(
-            f"entries {manifest['first']}..{end - 1} are not a prefix of the log signed in "
+            f"entries {first}..{end - 1} are not a prefix of the log signed in "
             f"checkpoint {tail['checkpoint']}: {exc}"
         ) from None
 
@@ -181,8 +180,8 @@ def _manifest(directory: Path) -> dict[str, Any]:
         raise VerifyFailure(f"{path} is missing: not an airlock audit export") from None
     except (OSError, ValueError) as exc:
         raise VerifyFailure(f"manifest.json cannot be read: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise VerifyFailure(f"manifest.json: format is not {FORMAT!r}")
+    if not isinstance(manifest, dict) or manifest.get("format") != entries.EXPORT_FORMAT:
+        raise VerifyFailure(f"manifest.json: format is not {entries.EXPORT_FORMAT!r}")
     shape = {
         "origin": str,
         "key_name": str,
@@ -301,15 +300,18 @@ def _lines(directory: Path) -> list[bytes]:
     return data.split(b"\n")[:-1] if data else []
 
 
+_ENTRY_SHAPE = {"v": int, "seq": int, "prev": str, "time_ms": int, "type": str, "data": dict}
+_ENTRY_KEYS = {*_ENTRY_SHAPE, "item"}
+
+
 def _entry(number: int, line: bytes) -> dict[str, Any]:
     try:
         entry = parse_canonical(line)
     except CanonicalError as exc:
         raise VerifyFailure(f"entry {number}: {exc}") from None
-    shape = {"v": int, "seq": int, "prev": str, "time_ms": int, "type": str, "data": dict}
-    if not isinstance(entry, dict) or set(entry) != {*shape, "item"}:
+    if not isinstance(entry, dict) or entry.keys() != _ENTRY_KEYS:
         raise VerifyFailure(f"entry {number}: not an airlock audit entry (wrong fields)")
-    for key, kind in shape.items():
+    for key, kind in _ENTRY_SHAPE.items():
         if not isinstance(entry[key], kind) or isinstance(entry[key], bool):
             raise VerifyFailure(f"entry {number}: {key} is not of type {kind.__name__}")
     if entry["seq"] != number:

@@ -6,7 +6,8 @@ even when the absolute rates do not:
 - airlock: ``Store.enqueue`` of an already-signed EIP-1559 transaction (signed once by
   the HSM before timing), one item per ``BEGIN IMMEDIATE ... COMMIT`` on WAL with
   ``synchronous=FULL``: idempotency check, sequence number, AES-256-GCM of the payload and
-  of the signed bytes, the item, variant and transition rows, and the read-back;
+  of the signed bytes, the item and variant rows, and the audit entry (canonical JSON,
+  encrypted, chained);
 - bare: a plain sqlite3 connection to another file in the same directory, same pragmas,
   one ``BEGIN IMMEDIATE; INSERT INTO t (id, payload); COMMIT`` per item, with a plaintext
   payload of exactly the size airlock stores as ciphertext for the same item.

@@ -179,11 +179,12 @@ def check_database(
         sealed_per_key = dict(
             raw.execute(
                 "SELECT key_id, count(*) FROM (SELECT key_id FROM items"
-                " UNION ALL SELECT key_id FROM variants) GROUP BY key_id"
+                " UNION ALL SELECT key_id FROM variants"
+                " UNION ALL SELECT key_id FROM audit_entries) GROUP BY key_id"
             ).fetchall()
         )
         counters = dict(raw.execute("SELECT key_id, encryptions FROM data_keys").fetchall())
-        transitions = raw.execute("SELECT count(*) FROM transitions").fetchone()[0]
+        audit_entries = raw.execute("SELECT count(*) FROM audit_entries").fetchone()[0]
     finally:
         raw.close()
     for key_id, used in sealed_per_key.items():
@@ -195,7 +196,9 @@ def check_database(
         by_id = {item.id: item for item in stored}
         missing = sorted(set(reported) - set(by_id))
         assert not missing, f"{why}: reported items lost: {missing}"
-        assert transitions == len(stored), why
+        assert audit_entries == len(stored), why  # one item.enqueued entry per item, no more
+        assert store.audit_size() == len(stored), why
+        assert len(list(store.audit_entries())) == len(stored), why  # all decrypt
         for item in stored:  # committed but unreported items must be whole too
             where = f"{why}: item {item.id}"
             assert item.state is State.QUEUED, where

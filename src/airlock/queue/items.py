@@ -204,10 +204,11 @@ def record(
     reason: str,
     now_ms: int,
 ) -> None:
-    """Append one row to the item's history (``n`` counts from 0 per item)."""
+    """Append one row to the item's history (``n`` counts from 1 per item; the enqueue
+    itself is not a row)."""
     conn.execute(
         "INSERT INTO transitions (item_id, n, from_state, to_state, reason, at_ms)"
-        " SELECT ?, coalesce(max(n) + 1, 0), ?, ?, ?, ? FROM transitions WHERE item_id = ?",
+        " SELECT ?, coalesce(max(n), 0) + 1, ?, ?, ?, ? FROM transitions WHERE item_id = ?",
         (
             item_id,
             None if from_state is None else str(from_state),

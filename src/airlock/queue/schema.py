@@ -63,7 +63,6 @@ MIGRATIONS: tuple[str, ...] = (
         raw          BLOB    NOT NULL,
         PRIMARY KEY (item_id, idx)
     ) WITHOUT ROWID;
-    CREATE INDEX variants_by_hash ON variants (tx_hash);
     CREATE TABLE nonces (
         chain_id      INTEGER NOT NULL,
         sender        TEXT    NOT NULL,
@@ -74,7 +73,7 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (chain_id, sender)
     );
     """,
-    # 2: every state change, with its reason, for `queue show` and the auditors.
+    # 2: every state change after the enqueue, with its reason, for `queue show`.
     """
     CREATE TABLE transitions (
         item_id    TEXT    NOT NULL REFERENCES items (id),
@@ -85,9 +84,6 @@ MIGRATIONS: tuple[str, ...] = (
         at_ms      INTEGER NOT NULL,
         PRIMARY KEY (item_id, n)
     ) WITHOUT ROWID;
-    INSERT INTO transitions (item_id, n, from_state, to_state, reason, at_ms)
-        SELECT id, 0, NULL, 'queued', 'enqueued (recorded by migration 2)', created_ms
-        FROM items;
     """,
     # 3: the audit log (entries encrypted like every payload) and its signed checkpoints.
     """

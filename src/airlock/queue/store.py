@@ -256,11 +256,6 @@ class Store:
                     raw.blob,
                 ),
             )
-        conn.execute(
-            "INSERT INTO transitions (item_id, n, from_state, to_state, reason, at_ms)"
-            " VALUES (?, 0, NULL, 'queued', 'enqueued', ?)",
-            (item_id, now),
-        )
         self._journal.append(
             conn, audit_entries.ITEM_ENQUEUED, item_id, _enqueued_entry(item, built)
         )
@@ -282,20 +277,15 @@ class Store:
             return items.ready(self._conn, self._clock_ms(), limit)
 
     def history(self, item_id: str) -> list[Transition]:
+        """Every state change, the enqueue first (it is the item's creation: not a row)."""
         with self._lock:
-            return items.history(self._conn, item_id)
+            item = items.get(self._conn, item_id)
+            later = items.history(self._conn, item_id)
+        return [Transition(None, State.QUEUED, "enqueued", item.created_ms), *later]
 
     def variants(self, item_id: str) -> list[Variant]:
         with self._lock:
             return self._variants(self._conn, item_id)
-
-    def variant_for_hash(self, tx_hash: str) -> tuple[str, int] | None:
-        """The (item id, variant index) that signed ``tx_hash``, if any."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT item_id, idx FROM variants WHERE tx_hash = ?", (tx_hash.lower(),)
-            ).fetchone()
-        return None if row is None else (row[0], row[1])
 
     @staticmethod
     def _variants(conn: sqlite3.Connection, item_id: str) -> list[Variant]:

@@ -112,6 +112,12 @@ def test_import_secret_from_stdin_and_pubkey(ready):
     assert pem.startswith("-----BEGIN PUBLIC KEY-----")
 
 
+def command_line(command: list[str], options: dict[str, str], overrides: dict[str, str]):
+    """``command`` with ``--name value`` for each option; overrides replace (``_`` -> ``-``)."""
+    merged = dict(options, **{name.replace("_", "-"): v for name, v in overrides.items()})
+    return [*command, *(part for name, value in merged.items() for part in (f"--{name}", value))]
+
+
 def sign_args(**overrides: str) -> list[str]:
     """An `evm sign` command line for key cli-eth; keyword overrides replace one option."""
     options = {
@@ -122,11 +128,7 @@ def sign_args(**overrides: str) -> list[str]:
         "gas": "21000",
         "gas-price": "1",
     }
-    options.update({name.replace("_", "-"): value for name, value in overrides.items()})
-    args = ["evm", "sign", "--key", "cli-eth"]
-    for name, value in options.items():
-        args += [f"--{name}", value]
-    return args
+    return command_line(["evm", "sign", "--key", "cli-eth"], options, overrides)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
-from tests.test_cli import run
+from tests.test_cli import command_line, run
 
 from airlock.sim.anvil import Anvil, start_anvil
 
@@ -32,11 +32,7 @@ def queue_args(*extra: str, **overrides: str) -> list[str]:
         "max-fee": "3000000000",
         "priority-fee": "1000000000",
     }
-    options.update({name.replace("_", "-"): value for name, value in overrides.items()})
-    args = ["evm", "queue", "--key", "q"]
-    for name, value in options.items():
-        args += [f"--{name}", value]
-    return [*args, *extra]
+    return [*command_line(["evm", "queue", "--key", "q"], options, overrides), *extra]
 
 
 def queue_json(home: Path, *extra: str, **overrides: str) -> dict:

@@ -161,6 +161,13 @@ def _int_setting(section: str, key: str, value: Any, low: int, high: int) -> int
     return value
 
 
+def _label_setting(section: str, key: str, table: Mapping[str, Any]) -> str:
+    label = table[key]
+    if not isinstance(label, str) or not 1 <= len(label) <= 64:
+        raise ConfigError(f"[{section}] {key} must be a string of 1-64 characters")
+    return label
+
+
 def _queue_config(home: Path, table: Mapping[str, Any]) -> QueueConfig:
     _check_keys("queue", table, {"path", "kek_label", "rotate_after"})
     config = QueueConfig(path=home / "queue.db")
@@ -169,10 +176,7 @@ def _queue_config(home: Path, table: Mapping[str, Any]) -> QueueConfig:
             raise ConfigError("[queue] path must be a non-empty string")
         config = replace(config, path=Path(table["path"]).expanduser())
     if "kek_label" in table:
-        label = table["kek_label"]
-        if not isinstance(label, str) or not 1 <= len(label) <= 64:
-            raise ConfigError("[queue] kek_label must be a string of 1-64 characters")
-        config = replace(config, kek_label=label)
+        config = replace(config, kek_label=_label_setting("queue", "kek_label", table))
     if "rotate_after" in table:
         value = _int_setting("queue", "rotate_after", table["rotate_after"], 1, (1 << 32) - 1)
         config = replace(config, rotate_after=value)
@@ -183,10 +187,7 @@ def _audit_config(table: Mapping[str, Any]) -> AuditConfig:
     _check_keys("audit", table, {"key_label", "checkpoint_every", "checkpoint_seconds"})
     config = AuditConfig()
     if "key_label" in table:
-        label = table["key_label"]
-        if not isinstance(label, str) or not 1 <= len(label) <= 64:
-            raise ConfigError("[audit] key_label must be a string of 1-64 characters")
-        config = replace(config, key_label=label)
+        config = replace(config, key_label=_label_setting("audit", "key_label", table))
     if "checkpoint_every" in table:
         value = _int_setting("audit", "checkpoint_every", table["checkpoint_every"], 1, 10**9)
         config = replace(config, checkpoint_every=value)

@@ -233,6 +233,23 @@ def move(conn: sqlite3.Connection, item: Item, target: State, reason: str, now_m
     return get(conn, item.id)
 
 
+def has_cancel_variant(conn: sqlite3.Connection, item_id: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM variants WHERE item_id = ? AND kind = 'cancel'", (item_id,)
+    ).fetchone()
+    return row is not None
+
+
+def request_cancel(conn: sqlite3.Connection, item: Item, note: str, now_ms: int) -> Item:
+    """Keep ``item`` queued but send its pre-signed cancel in its place; record why."""
+    conn.execute(
+        "UPDATE items SET cancel_requested = 1, state_reason = ?, updated_ms = ? WHERE id = ?",
+        (note, now_ms, item.id),
+    )
+    record(conn, item.id, item.state, item.state, note, now_ms)
+    return get(conn, item.id)
+
+
 def history(conn: sqlite3.Connection, item_id: str) -> list[Transition]:
     rows = conn.execute(
         "SELECT from_state, to_state, reason, at_ms FROM transitions WHERE item_id = ? ORDER BY n",

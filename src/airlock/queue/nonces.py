@@ -17,6 +17,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from airlock.queue.errors import NonceConflict
+from airlock.queue.items import Item
 from airlock.queue.states import LIVE
 
 
@@ -152,6 +153,19 @@ def _check_explicit(
             ),
         )
     return Allocation(nonce)
+
+
+def later_live(conn: sqlite3.Connection, item: Item) -> bool:
+    """Whether a live item of the same sender holds a higher nonce (and waits on this one)."""
+    if not item.holds_nonce:
+        return False
+    live = tuple(str(s) for s in LIVE)
+    row = conn.execute(
+        "SELECT 1 FROM items WHERE holds_nonce = 1 AND chain_id = ? AND account = ?"
+        f" AND nonce > ? AND state IN ({', '.join('?' for _ in live)}) LIMIT 1",
+        (item.chain_id, item.account, item.nonce, *live),
+    ).fetchone()
+    return row is not None
 
 
 def claim(conn: sqlite3.Connection, chain_id: int, sender: str, nonce: int) -> None:

@@ -392,49 +392,27 @@ class Store:
     def _withdraw(
         self, conn: sqlite3.Connection, item: Item, target: State, reason: str
     ) -> CancelResult:
-        if item.kind is Kind.EVM_TX and item.holds_nonce and self._later_live(conn, item):
-            has_cancel = conn.execute(
-                "SELECT 1 FROM variants WHERE item_id = ? AND kind = 'cancel'", (item.id,)
-            ).fetchone()
-            if has_cancel:
-                now = self._clock_ms()
-                conn.execute(
-                    "UPDATE items SET cancel_requested = 1, state_reason = ?, updated_ms = ?"
-                    " WHERE id = ?",
-                    (
-                        f"{reason}; later nonces wait on it: its pre-signed cancel will be sent",
-                        now,
-                        item.id,
-                    ),
-                )
-                note = f"{reason}: pre-signed cancel requested to fill nonce {item.nonce}"
-                items.record(conn, item.id, item.state, item.state, note, now)
-                self._journal.append(
-                    conn, audit_entries.ITEM_CANCEL_REQUESTED, item.id, {"reason": note}
-                )
-                return CancelResult(
-                    items.get(conn, item.id),
-                    "cancel_requested",
-                    f"later nonces of {item.account} wait on nonce {item.nonce}: its "
-                    "pre-signed cancel (a 0-value self-transfer) will be sent instead",
-                )
+        waiting = item.kind is Kind.EVM_TX and nonces.later_live(conn, item)
+        if waiting and items.has_cancel_variant(conn, item.id):
+            note = f"{reason}: pre-signed cancel requested to fill nonce {item.nonce}"
+            requested = items.request_cancel(conn, item, note, self._clock_ms())
+            self._journal.append(
+                conn, audit_entries.ITEM_CANCEL_REQUESTED, item.id, {"reason": note}
+            )
+            return CancelResult(
+                requested,
+                "cancel_requested",
+                f"later nonces of {item.account} wait on nonce {item.nonce}: its "
+                "pre-signed cancel (a 0-value self-transfer) will be sent instead",
+            )
         moved = self._leave_queue(conn, item, target, reason)
         message = f"{target} locally; nothing was sent"
-        if moved.kind is Kind.EVM_TX and self._later_live(conn, moved):
+        if waiting:
             message += (
                 f". Nonce {moved.nonce} of {moved.account} is now free and later nonces wait "
                 "on it: the next transaction queued for this sender takes it"
             )
         return CancelResult(moved, str(target), message)
-
-    def _later_live(self, conn: sqlite3.Connection, item: Item) -> bool:
-        live = tuple(str(s) for s in LIVE)
-        row = conn.execute(
-            "SELECT 1 FROM items WHERE holds_nonce = 1 AND chain_id = ? AND account = ?"
-            f" AND nonce > ? AND state IN ({', '.join('?' for _ in live)}) LIMIT 1",
-            (item.chain_id, item.account, item.nonce, *live),
-        ).fetchone()
-        return row is not None
 
     def _move(self, conn: sqlite3.Connection, item: Item, target: State, reason: str) -> Item:
         """A state change, its history row and its audit entry: one transaction."""

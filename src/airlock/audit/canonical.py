@@ -108,9 +108,9 @@ def parse_canonical(data: bytes) -> Any:
     if not data.isascii():
         _check(value, "$")
     try:
-        again = json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+        again = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8"
+        )
     except UnicodeEncodeError:
         raise CanonicalError("a string holds a lone surrogate") from None
     if again != data:

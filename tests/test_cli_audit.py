@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.test_cli import run
+from tests.test_cli import command_line, run
 
 
 @dataclass(frozen=True)
@@ -25,28 +25,17 @@ class Audited:
 
 
 def queue_args() -> list[str]:
-    return [
-        "evm",
-        "queue",
-        "--key",
-        "audit-eth",
-        "--chain-id",
-        "31337",
-        "--to",
-        "0x000000000000000000000000000000000000dead",
-        "--value",
-        "1000",
-        "--gas",
-        "21000",
-        "--max-fee",
-        "3000000000",
-        "--priority-fee",
-        "1000000000",
-        "--ladder",
-        "2",
-        "--with-cancel",
-        "--json",
-    ]
+    options = {
+        "chain-id": "31337",
+        "to": "0x000000000000000000000000000000000000dead",
+        "value": "1000",
+        "gas": "21000",
+        "max-fee": "3000000000",
+        "priority-fee": "1000000000",
+        "ladder": "2",
+    }
+    command = command_line(["evm", "queue", "--key", "audit-eth"], options, {})
+    return [*command, "--with-cancel", "--json"]
 
 
 def ok(home: Path, *args: str) -> str:

@@ -8,12 +8,15 @@ never for production keys.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from airlock.errors import ConfigError
 from airlock.hsm.uri import parse_pkcs11_uri
@@ -74,6 +77,75 @@ class AuditConfig:
     checkpoint_seconds: int = 60
 
 
+RELAY_KINDS = ("evm-rpc", "evm-private")
+PRIVATE_METHODS = ("eth_sendRawTransaction", "eth_sendPrivateTransaction")
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """A network path: outgoing connections bound to a local address, or through a proxy.
+
+    With neither set, the link is the operating system's default route.
+    """
+
+    name: str
+    source_address: str | None = None  # local IP to bind outgoing TCP connections to
+    proxy: str | None = None  # http(s):// proxy URL every request of the link goes through
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """One endpoint transactions are sent to (``[[relays]]``).
+
+    ``evm-private`` relays only ever receive transactions queued as private, and private
+    transactions only ever go to them. ``method`` is how a private relay takes a
+    transaction: a Protect-style ``eth_sendRawTransaction`` endpoint, or
+    ``eth_sendPrivateTransaction``. ``auth_key_label`` names a secp256k1 HSM key whose
+    EIP-191 signature of the body goes in ``X-Flashbots-Signature``.
+    """
+
+    name: str
+    kind: str  # one of RELAY_KINDS
+    url: str
+    chain_id: int
+    link: str | None = None
+    method: str = "eth_sendRawTransaction"
+    auth_key_label: str | None = None
+    timeout_seconds: float = 5.0  # whole request, connect included
+    connect_timeout_seconds: float = 2.0
+    batch_size: int = 100  # JSON-RPC calls per HTTP request
+
+    @property
+    def private(self) -> bool:
+        return self.kind == "evm-private"
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Probing and the hysteresis of the UP / DEGRADED / DOWN state machine."""
+
+    probe_seconds: float = 5.0  # between probes of a relay that is up
+    probe_down_seconds: float = 0.5  # between probes of a relay that is down or degraded
+    fall: int = 3  # consecutive failures: DEGRADED -> DOWN
+    rise: int = 2  # consecutive successes: DEGRADED -> UP
+    slow_ms: int = 2000  # a successful probe slower than this counts as degraded
+
+
+@dataclass(frozen=True)
+class BroadcasterConfig:
+    """When the broadcaster calls a transaction mined, stuck, or dropped."""
+
+    confirmations: int = 3  # blocks on top of the receipt's block, counting it, to confirm
+    reorg_depth: int = 64  # confirmed items are re-checked until this deep
+    bump_after_blocks: int = 3  # no receipt after this many new blocks: next variant
+    bump_after_seconds: float = 60.0  # ... or after this long, whichever comes first
+    rebroadcast_seconds: float = 120.0  # pending this long and unknown to relays: resend
+    reconcile_seconds: float = 30.0  # periodic reconcile pass
+    resign: bool = False  # ladder exhausted: re-sign a higher fee through the HSM
+    resign_max_fee_per_gas: int | None = None  # the cap re-signing never exceeds (wei/gas)
+    health: HealthConfig = HealthConfig()
+
+
 @dataclass(frozen=True)
 class AirlockConfig:
     home: Path
@@ -81,6 +153,9 @@ class AirlockConfig:
     queue: QueueConfig
     evm: EvmConfig = EvmConfig()
     audit: AuditConfig = AuditConfig()
+    relays: tuple[RelayConfig, ...] = ()
+    links: tuple[LinkConfig, ...] = ()
+    broadcaster: BroadcasterConfig = BroadcasterConfig()
     source: Path | None = None  # the TOML file read, if any
 
 
@@ -129,13 +204,43 @@ def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -
     elif explicit:
         raise ConfigError(f"config file {path} does not exist")
     hsm = _hsm_config(home, _table(data, "hsm", path), env)
+    links = _links_config(_array_of_tables(data, "links", path))
     return AirlockConfig(
         home=home,
         hsm=hsm,
         queue=_queue_config(home, _table(data, "queue", path)),
         evm=_evm_config(_table(data, "evm", path)),
         audit=_audit_config(_table(data, "audit", path)),
+        relays=_relays_config(_array_of_tables(data, "relays", path), links),
+        links=links,
+        broadcaster=_broadcaster_config(_table(data, "broadcaster", path)),
         source=path if path.exists() else None,
+    )
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to print: no credentials, no query, no key-like path segments.
+
+    The userinfo becomes ``***@``, a query ``?***``, a fragment ``#***``, and every path
+    segment of 20 characters or more (``/v3/<key>`` of Infura, Alchemy and the like)
+    ``***``. A URL that does not even parse is printed as ``***``.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    path = "/".join("***" if len(seg) >= 20 else seg for seg in parts.path.split("/"))
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            path,
+            "***" if parts.query else "",
+            "***" if parts.fragment else "",
+        )
     )
 
 
@@ -146,26 +251,297 @@ def _table(data: Mapping[str, Any], name: str, path: Path) -> dict[str, Any]:
     return table
 
 
+def _array_of_tables(data: Mapping[str, Any], name: str, path: Path) -> list[dict[str, Any]]:
+    items = data.get(name, [])
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ConfigError(f"config {path}: {name} must be an array of tables ([[{name}]])")
+    return items
+
+
+def _where(section: str) -> str:
+    """How messages name a section: ``queue`` -> ``[queue]``; ``[[relays]] "a"`` as is."""
+    return section if section.startswith("[") else f"[{section}]"
+
+
 def _check_keys(section: str, table: Mapping[str, Any], known: set[str]) -> None:
     unknown = set(table) - known
     if unknown:
         raise ConfigError(
-            f"[{section}]: unknown setting(s) {', '.join(sorted(unknown))}; "
+            f"{_where(section)}: unknown setting(s) {', '.join(sorted(unknown))}; "
             f"known: {', '.join(sorted(known))}"
         )
 
 
+def _require_keys(section: str, table: Mapping[str, Any], required: tuple[str, ...]) -> None:
+    missing = [key for key in required if key not in table]
+    if missing:
+        raise ConfigError(f"{_where(section)}: missing required setting(s) {', '.join(missing)}")
+
+
 def _int_setting(section: str, key: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"[{section}] {key} must be an integer in {low}..{high}, got {value!r}")
+        raise ConfigError(
+            f"{_where(section)} {key} must be an integer in {low}..{high}, got {value!r}"
+        )
+    return value
+
+
+def _number_setting(section: str, key: str, value: Any, low: float, high: float) -> float:
+    """An integer or float in ``low..high`` (never a bool), as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(
+            f"{_where(section)} {key} must be a number in {low}..{high}, got {value!r}"
+        )
+    return float(value)
+
+
+def _bool_setting(section: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{_where(section)} {key} must be true or false, got {value!r}")
     return value
 
 
 def _label_setting(section: str, key: str, table: Mapping[str, Any]) -> str:
     label = table[key]
     if not isinstance(label, str) or not 1 <= len(label) <= 64:
-        raise ConfigError(f"[{section}] {key} must be a string of 1-64 characters")
+        raise ConfigError(f"{_where(section)} {key} must be a string of 1-64 characters")
     return label
+
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _name_setting(section: str, value: Any) -> str:
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise ConfigError(
+            f"{_where(section)} name must be 1-64 characters of A-Z a-z 0-9 _ . -, got {value!r}"
+        )
+    return value
+
+
+def _http_url_setting(section: str, key: str, value: Any) -> str:
+    """An ``http://`` or ``https://`` URL with a host; messages print it redacted."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{_where(section)} {key} must be a non-empty string")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ConfigError(f"{_where(section)} {key} must not contain whitespace")
+    shown = redact_url(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{_where(section)} {key} is not a valid URL ({shown}): {exc}") from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ConfigError(
+            f"{_where(section)} {key} must be an http:// or https:// URL, got {shown}"
+        )
+    if not parts.hostname:
+        raise ConfigError(f"{_where(section)} {key} has no host: {shown}")
+    return value
+
+
+def _unique_name(section: str, kind: str, name: str, seen: dict[str, int], index: int) -> None:
+    if name in seen:
+        raise ConfigError(
+            f"{_where(section)} name {name!r} is already used by [[{kind}]] #{seen[name]}"
+        )
+    seen[name] = index
+
+
+_LINK_KEYS = {"name", "source_address", "proxy"}
+
+
+def _links_config(items: list[dict[str, Any]]) -> tuple[LinkConfig, ...]:
+    links: list[LinkConfig] = []
+    seen: dict[str, int] = {}
+    for index, table in enumerate(items, 1):
+        section = f"[[links]] #{index}"
+        _require_keys(section, table, ("name",))
+        name = _name_setting(section, table["name"])
+        _unique_name(section, "links", name, seen, index)
+        section = f'[[links]] "{name}"'
+        _check_keys(section, table, _LINK_KEYS)
+        if "source_address" in table and "proxy" in table:
+            raise ConfigError(f"{section}: set source_address or proxy, not both")
+        link = LinkConfig(name=name)
+        if "source_address" in table:
+            value = table["source_address"]
+            try:
+                address = ipaddress.ip_address(value) if isinstance(value, str) else None
+            except ValueError:
+                address = None
+            if address is None:
+                raise ConfigError(
+                    f"{section} source_address must be an IPv4 or IPv6 address, got {value!r}"
+                )
+            link = replace(link, source_address=str(address))
+        if "proxy" in table:
+            link = replace(link, proxy=_http_url_setting(section, "proxy", table["proxy"]))
+        links.append(link)
+    return tuple(links)
+
+
+_RELAY_KEYS = {
+    "name",
+    "kind",
+    "url",
+    "chain_id",
+    "link",
+    "method",
+    "auth_key_label",
+    "timeout_seconds",
+    "connect_timeout_seconds",
+    "batch_size",
+}
+
+
+def _relays_config(
+    items: list[dict[str, Any]], links: tuple[LinkConfig, ...]
+) -> tuple[RelayConfig, ...]:
+    link_names = [link.name for link in links]
+    relays: list[RelayConfig] = []
+    seen: dict[str, int] = {}
+    for index, table in enumerate(items, 1):
+        section = f"[[relays]] #{index}"
+        _require_keys(section, table, ("name",))
+        name = _name_setting(section, table["name"])
+        _unique_name(section, "relays", name, seen, index)
+        section = f'[[relays]] "{name}"'
+        relays.append(_relay_config(section, name, table, link_names))
+    return tuple(relays)
+
+
+def _relay_config(
+    section: str, name: str, table: Mapping[str, Any], link_names: list[str]
+) -> RelayConfig:
+    _check_keys(section, table, _RELAY_KEYS)
+    _require_keys(section, table, ("kind", "url", "chain_id"))
+    kind = table["kind"]
+    if kind not in RELAY_KINDS:
+        raise ConfigError(f"{section} kind must be one of {', '.join(RELAY_KINDS)}, got {kind!r}")
+    relay = RelayConfig(
+        name=name,
+        kind=kind,
+        url=_http_url_setting(section, "url", table["url"]),
+        chain_id=_int_setting(section, "chain_id", table["chain_id"], 1, (1 << 63) - 1),
+    )
+    if "link" in table:
+        link = table["link"]
+        if link not in link_names:
+            known = ", ".join(link_names) if link_names else "none are defined"
+            raise ConfigError(
+                f"{section} link must name a [[links]] entry, got {link!r}; known: {known}"
+            )
+        relay = replace(relay, link=link)
+    if "method" in table:
+        method = table["method"]
+        if method not in PRIVATE_METHODS:
+            raise ConfigError(
+                f"{section} method must be one of {', '.join(PRIVATE_METHODS)}, got {method!r}"
+            )
+        if not relay.private and method != RelayConfig.method:
+            raise ConfigError(
+                f"{section} method {method!r} is only for evm-private relays; "
+                f"evm-rpc relays always use {RelayConfig.method}"
+            )
+        relay = replace(relay, method=method)
+    if "auth_key_label" in table:
+        if not relay.private:
+            raise ConfigError(f"{section} auth_key_label is only for evm-private relays")
+        relay = replace(relay, auth_key_label=_label_setting(section, "auth_key_label", table))
+    if "timeout_seconds" in table:
+        value = _number_setting(section, "timeout_seconds", table["timeout_seconds"], 0.1, 120)
+        # an unset connect timeout follows a total timeout set below it
+        relay = replace(
+            relay,
+            timeout_seconds=value,
+            connect_timeout_seconds=min(relay.connect_timeout_seconds, value),
+        )
+    if "connect_timeout_seconds" in table:
+        value = _number_setting(
+            section, "connect_timeout_seconds", table["connect_timeout_seconds"], 0.1, 60
+        )
+        if value > relay.timeout_seconds:
+            raise ConfigError(
+                f"{section} connect_timeout_seconds ({value:g}) must not exceed "
+                f"timeout_seconds ({relay.timeout_seconds:g})"
+            )
+        relay = replace(relay, connect_timeout_seconds=value)
+    if "batch_size" in table:
+        value = _int_setting(section, "batch_size", table["batch_size"], 1, 1000)
+        relay = replace(relay, batch_size=value)
+    return relay
+
+
+_BROADCASTER_KEYS = {
+    "confirmations",
+    "reorg_depth",
+    "bump_after_blocks",
+    "bump_after_seconds",
+    "rebroadcast_seconds",
+    "reconcile_seconds",
+    "resign",
+    "resign_max_fee_per_gas",
+    "health",
+}
+
+
+def _broadcaster_config(table: Mapping[str, Any]) -> BroadcasterConfig:
+    section = "broadcaster"
+    _check_keys(section, table, _BROADCASTER_KEYS)
+    config = BroadcasterConfig()
+    for key, high in (("confirmations", 10_000), ("bump_after_blocks", 10_000)):
+        if key in table:
+            config = replace(config, **{key: _int_setting(section, key, table[key], 1, high)})
+    if "reorg_depth" in table:
+        value = _int_setting(section, "reorg_depth", table["reorg_depth"], 1, 100_000)
+        if value < config.confirmations:
+            raise ConfigError(
+                f"[broadcaster] reorg_depth ({value}) must be >= confirmations "
+                f"({config.confirmations})"
+            )
+        config = replace(config, reorg_depth=value)
+    else:
+        # an unset reorg depth follows confirmations set above it
+        config = replace(config, reorg_depth=max(config.reorg_depth, config.confirmations))
+    for key in ("bump_after_seconds", "rebroadcast_seconds", "reconcile_seconds"):
+        if key in table:
+            value = _number_setting(section, key, table[key], 0.1, 86400)
+            config = replace(config, **{key: value})
+    if "resign" in table:
+        config = replace(config, resign=_bool_setting(section, "resign", table["resign"]))
+    if "resign_max_fee_per_gas" in table:
+        value = _int_setting(
+            section, "resign_max_fee_per_gas", table["resign_max_fee_per_gas"], 1, 10**30
+        )
+        config = replace(config, resign_max_fee_per_gas=value)
+    if config.resign and config.resign_max_fee_per_gas is None:
+        raise ConfigError(
+            "[broadcaster] resign = true needs resign_max_fee_per_gas: re-signing needs a cap"
+        )
+    if "health" in table:
+        health = table["health"]
+        if not isinstance(health, dict):
+            raise ConfigError("[broadcaster] health must be a table ([broadcaster.health])")
+        config = replace(config, health=_health_config(health))
+    return config
+
+
+_HEALTH_KEYS = {"probe_seconds", "probe_down_seconds", "fall", "rise", "slow_ms"}
+
+
+def _health_config(table: Mapping[str, Any]) -> HealthConfig:
+    section = "broadcaster.health"
+    _check_keys(section, table, _HEALTH_KEYS)
+    config = HealthConfig()
+    for key in ("probe_seconds", "probe_down_seconds"):
+        if key in table:
+            value = _number_setting(section, key, table[key], 0.01, 3600)
+            config = replace(config, **{key: value})
+    for key, high in (("fall", 100), ("rise", 100), ("slow_ms", 600_000)):
+        if key in table:
+            config = replace(config, **{key: _int_setting(section, key, table[key], 1, high)})
+    return config
 
 
 def _queue_config(home: Path, table: Mapping[str, Any]) -> QueueConfig:

@@ -95,8 +95,13 @@ def test_older_file_is_migrated_and_keeps_its_items(tmp_path: Path, kek: HsmKek,
         item = queue_tx(store, eth_key).item
     # Make it a version-1 file: later migrations added these tables.
     conn = sqlite3.connect(path, isolation_level=None)
-    for table in ("transitions", "audit_entries", "audit_checkpoints", "meta"):
+    for table in ("transitions", "audit_entries", "audit_checkpoints", "meta", "attempts"):
         conn.execute(f"DROP TABLE {table}")
+    for column in ("active_idx", "sent_ms", "sent_block", "retry_ms", "mined_hash"):
+        conn.execute(f"ALTER TABLE items DROP COLUMN {column}")
+    for column in ("mined_block", "mined_block_hash"):
+        conn.execute(f"ALTER TABLE items DROP COLUMN {column}")
+    conn.execute("ALTER TABLE variants DROP COLUMN fate")
     conn.execute("PRAGMA user_version=1")
     conn.close()
     with Store.open(path, kek) as store:

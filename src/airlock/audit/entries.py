@@ -26,8 +26,22 @@ ITEM_TRANSITION = "item.transition"  # a state change and its reason
 ITEM_CANCEL_REQUESTED = "item.cancel_requested"  # the pre-signed cancel replaces the item
 NONCE_SYNC = "nonce.sync"  # a nonce counter raised (or not) from a node's reading
 DATA_KEY_ROTATED = "data_key.rotated"  # an operator made a new primary data key
+ITEM_ATTEMPTS = "item.attempts"  # one send of one variant: every relay's answer
+ITEM_VARIANT_ADDED = "item.variant_added"  # a variant re-signed after the ladder ran out
+RELAY_HEALTH = "relay.health"  # a relay changed state (up, degraded, down, disabled)
+ALERT = "alert"  # something an operator must look at, and why
 KINDS = frozenset(
-    {ITEM_ENQUEUED, ITEM_TRANSITION, ITEM_CANCEL_REQUESTED, NONCE_SYNC, DATA_KEY_ROTATED}
+    {
+        ITEM_ENQUEUED,
+        ITEM_TRANSITION,
+        ITEM_CANCEL_REQUESTED,
+        NONCE_SYNC,
+        DATA_KEY_ROTATED,
+        ITEM_ATTEMPTS,
+        ITEM_VARIANT_ADDED,
+        RELAY_HEALTH,
+        ALERT,
+    }
 )
 
 

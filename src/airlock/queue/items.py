@@ -47,6 +47,14 @@ class Item:
     cancel_requested: bool
     signer: str | None
     key_id: int
+    # The broadcaster's view (schema 4): the variant on the wire and what the chain said.
+    active_idx: int | None = None
+    sent_ms: int | None = None
+    sent_block: int | None = None
+    retry_ms: int | None = None
+    mined_hash: str | None = None
+    mined_block: int | None = None
+    mined_block_hash: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Item:
@@ -70,6 +78,13 @@ class Item:
             cancel_requested=bool(row["cancel_requested"]),
             signer=row["signer"],
             key_id=row["key_id"],
+            active_idx=row["active_idx"],
+            sent_ms=row["sent_ms"],
+            sent_block=row["sent_block"],
+            retry_ms=row["retry_ms"],
+            mined_hash=row["mined_hash"],
+            mined_block=row["mined_block"],
+            mined_block_hash=row["mined_block_hash"],
         )
 
     def as_json(self) -> dict[str, object]:
@@ -91,6 +106,15 @@ class Item:
             "private": self.private,
             "cancel_requested": self.cancel_requested,
             "signer": self.signer,
+            "active_variant": self.active_idx,
+            "sent_ms": self.sent_ms,
+            "mined": None
+            if self.mined_hash is None
+            else {
+                "hash": self.mined_hash,
+                "block": self.mined_block,
+                "block_hash": self.mined_block_hash,
+            },
         }
 
 
@@ -102,16 +126,18 @@ class Transition:
     at_ms: int
 
 
-_COLUMNS = (
+COLUMNS = (
     "id, kind, account, strategy, seq, idempotency_key, priority, state, state_reason,"
     " created_ms, updated_ms, expires_ms, chain_id, nonce, holds_nonce, private,"
-    " cancel_requested, signer, key_id"
+    " cancel_requested, signer, key_id, active_idx, sent_ms, sent_block, retry_ms,"
+    " mined_hash, mined_block, mined_block_hash"
 )
+_INSERTED = COLUMNS.split(", active_idx")[0]
 
 
 def insert(conn: sqlite3.Connection, item: Item, payload: bytes) -> None:
     conn.execute(
-        f"INSERT INTO items ({_COLUMNS}, payload)"
+        f"INSERT INTO items ({_INSERTED}, payload)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             item.id,
@@ -139,14 +165,14 @@ def insert(conn: sqlite3.Connection, item: Item, payload: bytes) -> None:
 
 
 def get(conn: sqlite3.Connection, item_id: str) -> Item:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
+    row = conn.execute(f"SELECT {COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
     if row is None:
         raise ItemNotFound(f"no item {item_id!r} in the queue")
     return Item.from_row(row)
 
 
 def by_idempotency_key(conn: sqlite3.Connection, key: str) -> Item | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM items WHERE idempotency_key = ?", (key,)).fetchone()
+    row = conn.execute(f"SELECT {COLUMNS} FROM items WHERE idempotency_key = ?", (key,)).fetchone()
     return None if row is None else Item.from_row(row)
 
 
@@ -154,7 +180,7 @@ def select(
     conn: sqlite3.Connection, states: list[State] | None = None, limit: int | None = None
 ) -> list[Item]:
     """Items in creation order, optionally only in ``states``."""
-    sql = f"SELECT {_COLUMNS} FROM items"
+    sql = f"SELECT {COLUMNS} FROM items"
     params: list[object] = []
     if states:
         sql += f" WHERE state IN ({', '.join('?' for _ in states)})"
@@ -172,7 +198,7 @@ def ready(conn: sqlite3.Connection, now_ms: int, limit: int) -> list[Item]:
     A cancel requested for an expired EVM item still goes out: it fills the nonce.
     """
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM items WHERE state = 'queued'"
+        f"SELECT {COLUMNS} FROM items WHERE state = 'queued'"
         " AND (expires_ms IS NULL OR expires_ms > ? OR cancel_requested = 1)"
         " ORDER BY priority, created_ms, id LIMIT ?",
         (now_ms, limit),
@@ -182,7 +208,7 @@ def ready(conn: sqlite3.Connection, now_ms: int, limit: int) -> list[Item]:
 
 def due_to_expire(conn: sqlite3.Connection, now_ms: int) -> list[Item]:
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM items WHERE state = 'queued' AND cancel_requested = 0"
+        f"SELECT {COLUMNS} FROM items WHERE state = 'queued' AND cancel_requested = 0"
         " AND expires_ms IS NOT NULL AND expires_ms <= ? ORDER BY id",
         (now_ms,),
     ).fetchall()

@@ -108,6 +108,28 @@ MIGRATIONS: tuple[str, ...] = (
         created_ms INTEGER NOT NULL
     );
     """,
+    # 4: the broadcaster's records: every send attempt, the variant on the wire, receipts.
+    """
+    ALTER TABLE items ADD COLUMN active_idx INTEGER;
+    ALTER TABLE items ADD COLUMN sent_ms INTEGER;
+    ALTER TABLE items ADD COLUMN sent_block INTEGER;
+    ALTER TABLE items ADD COLUMN retry_ms INTEGER;
+    ALTER TABLE items ADD COLUMN mined_hash TEXT;
+    ALTER TABLE items ADD COLUMN mined_block INTEGER;
+    ALTER TABLE items ADD COLUMN mined_block_hash TEXT;
+    ALTER TABLE variants ADD COLUMN fate TEXT;
+    CREATE TABLE attempts (
+        item_id     TEXT    NOT NULL REFERENCES items (id),
+        n           INTEGER NOT NULL,
+        variant_idx INTEGER NOT NULL,
+        relay       TEXT    NOT NULL,
+        at_ms       INTEGER NOT NULL,
+        outcome     TEXT    NOT NULL,
+        rule        TEXT    NOT NULL,
+        message     TEXT,
+        PRIMARY KEY (item_id, n)
+    ) WITHOUT ROWID;
+    """,
 )
 CURRENT = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 10_000

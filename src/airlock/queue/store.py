@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from airlock.audit import entries as audit_entries
-from airlock.queue import items, nonces, schema
+from airlock.queue import items, nonces, schema, sends
 from airlock.queue.envelope import DEFAULT_ROTATE_AFTER, Envelope, Kek
 from airlock.queue.errors import IdempotencyConflict, PayloadTampered
 from airlock.queue.items import Item, Kind, Transition
 from airlock.queue.journal import CheckpointRecord, Journal
+from airlock.queue.sends import Attempt, Lane, Mined
 from airlock.queue.states import LIVE, TERMINAL, IllegalTransition, State
 from airlock.queue.ulid import UlidGenerator
 
@@ -102,6 +103,30 @@ class CancelResult:
     item: Item
     action: str  # "cancelled" or "cancel_requested" (the pre-signed cancel fills the nonce)
     message: str
+
+
+@dataclass(frozen=True)
+class SendRecord:
+    """What one send of one variant came to, as the broadcaster judged it."""
+
+    item_id: str
+    variant_idx: int
+    attempts: tuple[Attempt, ...]
+    accepted: bool  # a relay took it or already had it: the bump and rebroadcast clocks restart
+    target: State | None  # the state the item moves to, if it moves
+    reason: str
+    head: int | None = None  # the chain head when it was accepted
+    retry_ms: int | None = None  # not before this time (a send that got nowhere)
+
+
+@dataclass(frozen=True)
+class ChainRecord:
+    """What the chain says about an in-flight item, as reconcile judged it."""
+
+    item_id: str
+    verdict: str  # "mined", "confirmed", "replaced" or "reorged"
+    reason: str
+    mined: Mined | None = None
 
 
 Builder = Callable[[int | None], Built]
@@ -240,26 +265,30 @@ class Store:
         )
         items.insert(conn, item, sealed.blob)
         for idx, variant in enumerate(built.variants):
-            row_id = f"{item_id}/{idx}"
-            raw = self._envelope.seal("variants", row_id, "raw", variant.raw)
-            conn.execute(
-                "INSERT INTO variants (item_id, idx, kind, tx_hash, fee_per_gas, tip_per_gas,"
-                " key_id, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    item_id,
-                    idx,
-                    variant.kind,
-                    variant.tx_hash,
-                    str(variant.fee_per_gas),
-                    None if variant.tip_per_gas is None else str(variant.tip_per_gas),
-                    raw.key_id,
-                    raw.blob,
-                ),
-            )
+            self._insert_variant(conn, item_id, idx, variant)
         self._journal.append(
             conn, audit_entries.ITEM_ENQUEUED, item_id, _enqueued_entry(item, built)
         )
         return item
+
+    def _insert_variant(
+        self, conn: sqlite3.Connection, item_id: str, idx: int, variant: VariantDraft
+    ) -> None:
+        raw = self._envelope.seal("variants", f"{item_id}/{idx}", "raw", variant.raw)
+        conn.execute(
+            "INSERT INTO variants (item_id, idx, kind, tx_hash, fee_per_gas, tip_per_gas,"
+            " key_id, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                item_id,
+                idx,
+                variant.kind,
+                variant.tx_hash,
+                str(variant.fee_per_gas),
+                None if variant.tip_per_gas is None else str(variant.tip_per_gas),
+                raw.key_id,
+                raw.blob,
+            ),
+        )
 
     # -- reading ----------------------------------------------------------------------
 
@@ -414,15 +443,22 @@ class Store:
             )
         return CancelResult(moved, str(target), message)
 
-    def _move(self, conn: sqlite3.Connection, item: Item, target: State, reason: str) -> Item:
-        """A state change, its history row and its audit entry: one transaction."""
+    def _move(
+        self,
+        conn: sqlite3.Connection,
+        item: Item,
+        target: State,
+        reason: str,
+        chain: dict[str, Any] | None = None,
+    ) -> Item:
+        """A state change, its history row and its audit entry: one transaction.
+
+        ``chain`` (the receipt behind a move to sent or confirmed) goes into the entry."""
         moved = items.move(conn, item, target, reason, self._clock_ms())
-        self._journal.append(
-            conn,
-            audit_entries.ITEM_TRANSITION,
-            item.id,
-            {"from": str(item.state), "to": str(moved.state), "reason": reason},
-        )
+        data: dict[str, Any] = {"from": str(item.state), "to": str(moved.state), "reason": reason}
+        if chain is not None:
+            data["chain"] = chain
+        self._journal.append(conn, audit_entries.ITEM_TRANSITION, item.id, data)
         return moved
 
     def _leave_queue(
@@ -436,6 +472,147 @@ class Store:
             nonces.release(conn, moved.id, moved.chain_id, moved.account)
             moved = items.get(conn, moved.id)
         return moved
+
+    # -- broadcasting -------------------------------------------------------------------
+
+    def dispatchable(self, limit: int = 500) -> list[Item]:
+        """EVM items due a send, per sender in nonce order, most urgent sender first."""
+        with self._lock:
+            return sends.dispatchable(self._conn, self._clock_ms(), limit)
+
+    def lanes(self, watch_from_block: int | None = None) -> list[Lane]:
+        """In-flight EVM items with every hash they could be mined as (reconcile's input)."""
+        with self._lock:
+            return sends.inflight(self._conn, watch_from_block)
+
+    def variant_raw(self, item: Item, idx: int) -> bytes:
+        """One variant's signed bytes; a tampered ciphertext quarantines the item."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT key_id, raw FROM variants WHERE item_id = ? AND idx = ?", (item.id, idx)
+            ).fetchone()
+        if row is None:
+            raise IllegalTransition(f"item {item.id} has no variant {idx}")
+        return self._guarded(
+            item,
+            lambda: self._envelope.open(
+                "variants", f"{item.id}/{idx}", "raw", row["key_id"], row["raw"]
+            ),
+        )
+
+    def attempts(self, item_id: str) -> list[tuple[int, Attempt]]:
+        with self._lock:
+            return sends.attempts(self._conn, item_id)
+
+    def fates(self, item_id: str) -> dict[int, str | None]:
+        """Each variant's fate: None (never sent), sent, mined or replaced."""
+        with self._lock:
+            return sends.fates(self._conn, item_id)
+
+    def begin_sends(self, picks: list[tuple[Item, int]]) -> list[Item]:
+        """Durably mark items as on their way, before any byte leaves: queued ones move to
+        ``sending``; each records the variant about to go out. One transaction."""
+        moved = []
+        with self.transaction() as conn:
+            for picked, idx in picks:
+                item = items.get(conn, picked.id)
+                if item.state is State.QUEUED:
+                    item = self._move(conn, item, State.SENDING, _variant_note("dispatch", idx))
+                elif item.active_idx != idx:
+                    items.record(
+                        conn,
+                        item.id,
+                        item.state,
+                        item.state,
+                        _variant_note("bump", idx),
+                        self._clock_ms(),
+                    )
+                sends.set_active(conn, item.id, idx)
+                moved.append(items.get(conn, item.id))
+        return moved
+
+    def record_sends(self, records: list[SendRecord]) -> None:
+        """Every attempt, its audit entry, and the resulting state: one transaction."""
+        now = self._clock_ms()
+        with self.transaction() as conn:
+            for record in records:
+                item = items.get(conn, record.item_id)
+                sends.record_attempts(conn, item.id, record.variant_idx, record.attempts)
+                self._journal.append(
+                    conn,
+                    audit_entries.ITEM_ATTEMPTS,
+                    item.id,
+                    {
+                        "variant": record.variant_idx,
+                        "attempts": [a.as_json() for a in record.attempts],
+                        "verdict": record.reason,
+                    },
+                )
+                if record.accepted:
+                    sends.mark_variant_sent(conn, item.id, record.variant_idx)
+                    sends.set_sent(conn, item.id, now, record.head)
+                sends.set_retry(conn, item.id, record.retry_ms)
+                if record.target is not None and record.target is not item.state:
+                    self._settle(conn, item, record.target, record.reason)
+
+    def _settle(self, conn: sqlite3.Connection, item: Item, target: State, reason: str) -> None:
+        moved = self._move(conn, item, target, reason)
+        if target is State.REJECTED and moved.holds_nonce and moved.chain_id is not None:
+            # Every relay refused these bytes for good: the nonce is still free on chain.
+            nonces.release(conn, moved.id, moved.chain_id, moved.account)
+
+    def record_chain(self, records: list[ChainRecord]) -> None:
+        """Receipts found, replacements and reorgs, with their audit entries."""
+        now = self._clock_ms()
+        with self.transaction() as conn:
+            for record in records:
+                item = items.get(conn, record.item_id)
+                chain = None if record.mined is None else record.mined.as_json()
+                if record.verdict in ("mined", "confirmed"):
+                    assert record.mined is not None
+                    sends.set_mined(conn, item.id, record.mined)
+                    if item.state is State.SENDING:
+                        item = self._move(conn, item, State.SENT, record.reason, chain)
+                    if record.verdict == "confirmed" and item.state is not State.CONFIRMED:
+                        self._move(conn, item, State.CONFIRMED, record.reason, chain)
+                elif record.verdict == "replaced":
+                    sends.set_replaced(conn, item.id)
+                    if item.state is State.SENDING:
+                        item = self._move(conn, item, State.SENT, record.reason)
+                    self._move(conn, item, State.REPLACED, record.reason)
+                elif record.verdict == "reorged":
+                    sends.set_mined(conn, item.id, None)
+                    sends.set_sent(conn, item.id, now, None)
+                    if item.state is State.CONFIRMED:
+                        self._move(conn, item, State.SENT, record.reason)
+                    else:
+                        items.record(conn, item.id, item.state, item.state, record.reason, now)
+                else:
+                    raise ValueError(f"unknown reconcile verdict {record.verdict!r}")
+
+    def add_variant(self, item_id: str, variant: VariantDraft) -> int:
+        """Store a variant signed after enqueue (a re-signed bump); returns its index."""
+        with self.transaction() as conn:
+            idx = conn.execute(
+                "SELECT coalesce(max(idx), -1) + 1 FROM variants WHERE item_id = ?", (item_id,)
+            ).fetchone()[0]
+            self._insert_variant(conn, item_id, idx, variant)
+            self._journal.append(
+                conn,
+                audit_entries.ITEM_VARIANT_ADDED,
+                item_id,
+                _variant_entry(idx, variant),
+            )
+            return int(idx)
+
+    def record_event(self, kind: str, data: dict[str, Any], item_id: str | None = None) -> None:
+        """An audit entry that changes no item: a relay's health, an alert."""
+        with self.transaction() as conn:
+            self._journal.append(conn, kind, item_id, data)
+
+    def count(self, state: State) -> int:
+        with self._lock:
+            return sends.in_state(self._conn, state)
 
     # -- nonces -----------------------------------------------------------------------
 
@@ -554,19 +731,25 @@ def _not_queued(item: Item) -> IllegalTransition:
 
 def _enqueued_entry(item: Item, built: Built) -> dict[str, Any]:
     """What the audit log keeps of a new item: its metadata and every signed variant."""
-    data = {k: v for k, v in item.as_json().items() if k not in ("id", "state_reason")}
-    data["variants"] = [
-        {
-            "idx": idx,
-            "kind": v.kind,
-            "hash": v.tx_hash,
-            "fee_per_gas": str(v.fee_per_gas),
-            "tip_per_gas": None if v.tip_per_gas is None else str(v.tip_per_gas),
-            "raw": "0x" + v.raw.hex(),
-        }
-        for idx, v in enumerate(built.variants)
-    ]
+    skip = ("id", "state_reason", "active_variant", "sent_ms", "mined")
+    data = {k: v for k, v in item.as_json().items() if k not in skip}
+    data["variants"] = [_variant_entry(idx, v) for idx, v in enumerate(built.variants)]
     return data
+
+
+def _variant_entry(idx: int, v: VariantDraft) -> dict[str, Any]:
+    return {
+        "idx": idx,
+        "kind": v.kind,
+        "hash": v.tx_hash,
+        "fee_per_gas": str(v.fee_per_gas),
+        "tip_per_gas": None if v.tip_per_gas is None else str(v.tip_per_gas),
+        "raw": "0x" + v.raw.hex(),
+    }
+
+
+def _variant_note(action: str, idx: int) -> str:
+    return f"{action}: variant {idx} goes out"
 
 
 def _json_bytes(value: Any) -> bytes:

@@ -121,6 +121,21 @@ def _next_step(intent: TxIntent, spec: LadderSpec, cap: int) -> TxIntent | None:
     return candidate if is_valid_replacement(intent, candidate) else None
 
 
+def level_above(
+    intent: TxIntent, fee: int, tip: int | None, bump_pct: float, cap: int
+) -> TxIntent | None:
+    """``intent`` one fee level above ``fee``/``tip`` (the top variant signed so far), never
+    above ``cap`` nor the node's fee cap; None when no valid replacement fits under them.
+
+    This is how the broadcaster re-signs once the pre-signed ladder has run out."""
+    top = _with_fees(intent, fee, tip)
+    return _next_step(
+        top,
+        LadderSpec(bump_pct=bump_pct, max_fee_cap=cap),
+        _cap_for(top, LadderSpec(max_fee_cap=cap)),
+    )
+
+
 def build_ladder(base: TxIntent, spec: LadderSpec, sender: str) -> Ladder:
     """The fee levels for ``base`` and, with ``spec.with_cancel``, a cancel at the top fee.
 

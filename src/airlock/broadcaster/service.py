@@ -1,0 +1,528 @@
+"""The broadcaster: drain the queue through every healthy relay, then watch the chain.
+
+One asyncio task does the passes in turn (expire, dispatch, reconcile, bump); the link
+monitor runs beside it and wakes it the instant a relay comes back. Every pass reads its
+work from the store and writes its verdicts back before it acts on them again, so a
+crash (even ``kill -9``) at any moment loses nothing: on restart, items still marked
+``sending`` are sent again — the same bytes, so at most a duplicate a node recognises,
+never a second nonce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from airlock.audit import entries as audit_entries
+from airlock.broadcaster import decide
+from airlock.broadcaster.decide import ChainVerdict, SendVerdict
+from airlock.config import BroadcasterConfig
+from airlock.queue.errors import PayloadTampered
+from airlock.queue.items import Item
+from airlock.queue.sends import Attempt, Lane, Mined
+from airlock.queue.states import State
+from airlock.queue.store import ChainRecord, SendRecord, Store, VariantDraft, wall_clock_ms
+from airlock.relays.health import Change, LinkState, Monitor
+from airlock.relays.jsonrpc import (
+    POOL_SIZE,
+    EvmRelay,
+    RawTx,
+    RelayRpcError,
+    RelayTransportError,
+)
+from airlock.relays.outcomes import Classified, Outcome
+
+log = logging.getLogger("airlock.broadcaster")
+
+MAX_WAVE = 1000  # items per round at most, however large the relays' batches
+IDLE_TICK_SECONDS = 0.2  # how often an idle broadcaster looks for new work in the queue
+
+
+class Resigner(Protocol):
+    """Signs one more fee level once the pre-signed ladder has run out (HSM online)."""
+
+    def __call__(self, store: Store, item: Item) -> VariantDraft | None: ...
+
+
+@dataclass
+class PassResult:
+    """What one round changed; ``--once`` stops when a round changes nothing."""
+
+    sent: int = 0
+    settled: int = 0  # state changes decided from the chain
+    bumped: int = 0
+    expired: int = 0
+    alerts: list[str] = field(default_factory=list)
+    more: bool = False  # a full wave went out: more may be due right now
+
+    @property
+    def progress(self) -> int:
+        return self.sent + self.settled + self.bumped + self.expired
+
+    def add(self, other: PassResult) -> None:
+        self.sent += other.sent
+        self.settled += other.settled
+        self.bumped += other.bumped
+        self.expired += other.expired
+        self.alerts += other.alerts
+        self.more = self.more or other.more
+
+
+@dataclass(frozen=True)
+class _Pick:
+    item: Item
+    idx: int
+    raw: RawTx
+
+
+class Broadcaster:
+    """Drains one store through a set of relays. Not thread-safe: one event loop owns it."""
+
+    def __init__(
+        self,
+        store: Store,
+        relays: Sequence[EvmRelay],
+        config: BroadcasterConfig,
+        *,
+        resigner: Resigner | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.store = store
+        self.relays = list(relays)
+        self.config = config
+        self.monitor = Monitor(self.relays, config.health, on_change=self._on_health)
+        self._resigner = resigner
+        self._clock_ms = clock_ms
+        self._tries: dict[str, int] = defaultdict(int)
+        self._last_reconcile_ms = 0
+        self._last_head: dict[int, int] = {}
+        self.alerts: list[str] = []
+        # A round handles one wave: what every relay takes in one go over its connection
+        # pool. Its results are on disk before the next wave leaves, so a slow link or a
+        # crash costs at most one wave of repeated (harmless, same-bytes) sends.
+        widest = max((r.config.batch_size for r in self.relays), default=1)
+        self.wave = min(MAX_WAVE, widest * POOL_SIZE)
+
+    # -- the loops ---------------------------------------------------------------------
+
+    async def run_once(self, max_rounds: int = 100_000) -> PassResult:
+        """Probe every relay once, then run rounds until one changes nothing."""
+        total = PassResult()
+        await self.monitor.probe_all()
+        for _ in range(max_rounds):
+            result = await self.round()
+            total.add(result)
+            if result.progress == 0 and not result.more and not await self._retry_soon():
+                break
+        return total
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set (or the task is cancelled)."""
+        stop = stop or asyncio.Event()
+        monitor = asyncio.create_task(self.monitor.run(), name="airlock-link-monitor")
+        try:
+            await self.monitor.probe_all()
+            returned = True
+            while not stop.is_set():
+                if returned:
+                    self.monitor.returned.clear()
+                    log.info("a relay is (back) up: dispatching, then reconciling")
+                result = await self.round(force_reconcile=returned)
+                returned = False
+                if result.more or result.sent or result.bumped:
+                    continue  # a backlog: the next wave goes at once
+                returned = await self._wait_for_work(stop)
+        finally:
+            monitor.cancel()
+            await asyncio.gather(monitor, return_exceptions=True)
+
+    async def _wait_for_work(self, stop: asyncio.Event) -> bool:
+        """Sleep until a relay returns, the queue may have work, or ``stop``; True if a
+        relay returned (the dispatcher must not wait out a polling interval for that)."""
+        waiters = [
+            asyncio.ensure_future(self.monitor.returned.wait()),
+            asyncio.ensure_future(stop.wait()),
+        ]
+        try:
+            await asyncio.wait(
+                waiters, timeout=IDLE_TICK_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return self.monitor.returned.is_set()
+
+    def _reconcile_due(self) -> bool:
+        if self._clock_ms() - self._last_reconcile_ms >= self.config.reconcile_seconds * 1000:
+            return True
+        for chain_id in {r.chain_id for r in self.relays}:
+            head = self._best_head(chain_id)
+            if head is not None and head > self._last_head.get(chain_id, -1):
+                return True  # a new block: receipts may have appeared
+        return False
+
+    async def _retry_soon(self) -> bool:
+        """In ``--once`` runs: wait for sends backing off for a few seconds at most."""
+        due = [
+            i.retry_ms
+            for i in self.store.list([State.SENDING])
+            if i.retry_ms is not None and self._has_relay(i)
+        ]
+        if not due:
+            return False
+        wait_ms = min(due) - self._clock_ms()
+        if wait_ms > 5_000:
+            return False
+        await asyncio.sleep(max(wait_ms, 0) / 1000)
+        return True
+
+    async def round(self, force_reconcile: bool = False) -> PassResult:
+        """One wave: expire, dispatch what is due, and reconcile when due (a relay came
+        back, a new block, the periodic timer) or when nothing more waits to be sent."""
+        result = PassResult()
+        result.expired = len(self.store.expire_due())
+        result.add(await self.dispatch())
+        if force_reconcile or not result.more or self._reconcile_due():
+            result.add(await self.reconcile())
+        return result
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    async def dispatch(self) -> PassResult:
+        """Send one wave of due items, per sender in nonce order, to every eligible relay;
+        ``more`` says whether more were due than one wave holds."""
+        result = PassResult()
+        due = [i for i in self.store.dispatchable(self.wave) if self._has_relay(i)]
+        picks = self._picks(due, result)
+        if picks:
+            result.sent += await self._send(picks, result)
+            result.more = len(due) == self.wave and result.sent > 0
+        return result
+
+    def _picks(self, due: list[Item], result: PassResult) -> list[_Pick]:
+        picks = []
+        for item in due:
+            kinds = [v.kind for v in self.store.variants(item.id)]
+            if not kinds:
+                continue
+            idx = item.active_idx
+            if idx is None:
+                idx = decide.first_variant(kinds, item.cancel_requested)
+            pick = self._pick(item, idx, result)
+            if pick is not None:
+                picks.append(pick)
+        return picks
+
+    def _pick(self, item: Item, idx: int, result: PassResult) -> _Pick | None:
+        try:
+            raw = self.store.variant_raw(item, idx)
+        except PayloadTampered as exc:
+            self._alert(result, f"item {item.id} quarantined: {exc}", item.id)
+            return None
+        tx_hash = self.store.variants(item.id)[idx].tx_hash
+        return _Pick(item, idx, RawTx(raw=raw, tx_hash=tx_hash))
+
+    async def _send(self, picks: list[_Pick], result: PassResult) -> int:
+        """Mark, fan out, judge, record; underpriced items go again at the next level."""
+        accepted = 0
+        while picks:
+            self.store.begin_sends([(p.item, p.idx) for p in picks])
+            answers = await self._fan_out(picks)
+            records, again = self._judge(picks, answers, result)
+            self.store.record_sends(records)
+            accepted += sum(1 for r in records if r.accepted)
+            picks = again
+        return accepted
+
+    async def _fan_out(self, picks: list[_Pick]) -> list[dict[str, Classified]]:
+        """The same bytes to every usable relay of the right chain and privacy, at once."""
+        groups: dict[tuple[int | None, bool], list[int]] = defaultdict(list)
+        for n, pick in enumerate(picks):
+            groups[(pick.item.chain_id, pick.item.private)].append(n)
+        answers: list[dict[str, Classified]] = [{} for _ in picks]
+        calls = []
+        for (chain_id, private), members in groups.items():
+            txs = [picks[n].raw for n in members]
+            for relay in self._eligible(chain_id, private):
+                calls.append((relay, members, relay.send_raw(txs)))
+        replies = await asyncio.gather(*(c for _, _, c in calls))
+        for (relay, members, _), reply in zip(calls, replies, strict=True):
+            self._report_health(relay, reply)
+            for n, answer in zip(members, reply, strict=True):
+                answers[n][relay.name] = answer
+        return answers
+
+    def _report_health(self, relay: EvmRelay, reply: list[Classified]) -> None:
+        failed = [a for a in reply if a.outcome is Outcome.TRANSPORT]
+        if reply and len(failed) == len(reply):
+            self.monitor.report_send(relay.name, False, failed[0].message)
+        elif reply:
+            self.monitor.report_send(relay.name, True)
+
+    def _judge(
+        self, picks: list[_Pick], answers: list[dict[str, Classified]], result: PassResult
+    ) -> tuple[list[SendRecord], list[_Pick]]:
+        now = self._clock_ms()
+        records, again = [], []
+        for pick, answer in zip(picks, answers, strict=True):
+            item = pick.item
+            judgement = decide.judge_send(answer, self._tries[item.id])
+            if judgement.alert:
+                self._alert(result, f"item {item.id}: {judgement.alert}", item.id)
+            attempts = tuple(
+                Attempt(relay, str(a.outcome), a.rule or "unrecognised", a.message, now)
+                for relay, a in sorted(answer.items())
+            )
+            head = self._best_head(item.chain_id)
+            record = SendRecord(item.id, pick.idx, attempts, False, None, judgement.reason)
+            verdict = judgement.verdict
+            if verdict in (SendVerdict.SENT, SendVerdict.NONCE_USED):
+                self._tries.pop(item.id, None)
+                target = State.SENT if item.state is not State.NEEDS_OPERATOR else None
+                record = _with(record, accepted=True, target=target, head=head)
+            elif verdict is SendVerdict.NEXT_VARIANT:
+                following = self._next_pick(item, pick.idx, result)
+                if following is not None:
+                    again.append(following)
+                else:
+                    why = f"{judgement.reason}; no higher fee level left: an operator decides"
+                    self._alert(result, f"item {item.id}: {why}", item.id)
+                    record = _with(record, target=State.NEEDS_OPERATOR, reason=why)
+            elif verdict is SendVerdict.REJECTED:
+                target = State.REJECTED if item.state is State.SENDING else State.NEEDS_OPERATOR
+                record = _with(record, target=target)
+            else:
+                self._tries[item.id] += 1
+                if item.state is State.SENDING:
+                    record = _with(record, retry_ms=now + judgement.retry_ms)
+            records.append(record)
+        return records, again
+
+    def _next_pick(self, item: Item, idx: int, result: PassResult) -> _Pick | None:
+        kinds = [v.kind for v in self.store.variants(item.id)]
+        following = decide.next_step(kinds, idx)
+        if following is None and self._resigner is not None and kinds[idx] == "step":
+            draft = self._resigner(self.store, item)
+            if draft is not None:
+                following = self.store.add_variant(item.id, draft)
+                log.info("item %s: re-signed variant %d in the HSM", item.id, following)
+        if following is None:
+            return None
+        return self._pick(item, following, result)
+
+    # -- reconcile and bump ------------------------------------------------------------
+
+    async def reconcile(self) -> PassResult:
+        """Ask the chain about every in-flight item; settle, bump or rebroadcast."""
+        result = PassResult()
+        self._last_reconcile_ms = self._clock_ms()
+        lanes_by_path: dict[tuple[int | None, bool], list[Lane]] = defaultdict(list)
+        for lane in self.store.lanes(self._watch_from()):
+            lanes_by_path[(lane.item.chain_id, lane.item.private)].append(lane)
+        for (chain_id, private), lanes in lanes_by_path.items():
+            reader = self._reader(chain_id, private)
+            if reader is None:
+                continue
+            for start in range(0, len(lanes), self.wave):
+                try:
+                    await self._reconcile_chain(reader, lanes[start : start + self.wave], result)
+                except (RelayTransportError, RelayRpcError) as exc:
+                    self.monitor.report_send(reader.name, False, str(exc))
+                    log.warning("reconcile through %s failed: %s", reader.name, exc)
+                    break
+        return result
+
+    def _watch_from(self) -> int | None:
+        heads = [h for h in self._last_head.values()]
+        if not heads:
+            return None
+        return max(0, min(heads) - self.config.reorg_depth)
+
+    async def _reconcile_chain(
+        self, reader: EvmRelay, lanes: list[Lane], result: PassResult
+    ) -> None:
+        senders = sorted(
+            {lane.item.account for lane in lanes if lane.item.state is not State.CONFIRMED}
+        )
+        # The nonce first: a tx mined between the two reads must not look replaced.
+        chain_nonces = await reader.transaction_counts(senders) if senders else {}
+        head = await reader.block_number()
+        self._last_head[reader.chain_id] = head
+        asked = {lane.item.id: self._asked(lane) for lane in lanes}
+        receipts = await reader.receipts(sorted({h for hs in asked.values() for h in hs}))
+        records: list[ChainRecord] = []
+        pending: list[Lane] = []
+        resend: list[Lane] = []
+        for lane in lanes:
+            item = lane.item
+            assert item.nonce is not None
+            judged = decide.judge_chain(
+                nonce=item.nonce,
+                hashes=asked[item.id],
+                receipts={h: _receipt(receipts[h]) for h in asked[item.id] if h in receipts},
+                chain_nonce=chain_nonces.get(item.account),
+                head=head,
+                confirmations=self.config.confirmations,
+                had_receipt=item.mined_hash,
+            )
+            record = self._chain_record(lane, judged, result)
+            if record is not None:
+                records.append(record)
+            if judged.verdict is ChainVerdict.REORGED:
+                resend.append(lane)
+            elif judged.verdict is ChainVerdict.PENDING and item.state is State.SENT:
+                pending.append(lane)
+        if records:
+            self.store.record_chain(records)
+            result.settled += len(records)
+        await self._bump_or_rebroadcast(pending, resend, head, result)
+
+    @staticmethod
+    def _asked(lane: Lane) -> list[str]:
+        """A confirmed item is watched through its mined hash only; others through every
+        hash that may have reached a relay."""
+        if lane.item.state is State.CONFIRMED and lane.item.mined_hash:
+            return [lane.item.mined_hash]
+        return lane.sent_hashes
+
+    def _chain_record(
+        self, lane: Lane, judged: decide.ChainJudgement, result: PassResult
+    ) -> ChainRecord | None:
+        item, verdict = lane.item, judged.verdict
+        if verdict in (ChainVerdict.MINED, ChainVerdict.CONFIRMED):
+            receipt = judged.receipt
+            assert receipt is not None
+            mined = Mined(receipt.tx_hash, receipt.block_number, receipt.block_hash)
+            same = (item.mined_hash, item.mined_block_hash) == (mined.tx_hash, mined.block_hash)
+            done = item.state is State.CONFIRMED or verdict is ChainVerdict.MINED
+            if same and done and item.state is not State.SENDING:
+                return None
+            return ChainRecord(item.id, str(verdict), judged.reason, mined)
+        if verdict is ChainVerdict.REPLACED and item.state is not State.NEEDS_OPERATOR:
+            self._alert(result, f"item {item.id}: {judged.reason}", item.id)
+            return ChainRecord(item.id, "replaced", judged.reason)
+        if verdict is ChainVerdict.REORGED:
+            self._alert(result, f"item {item.id}: {judged.reason}", item.id)
+            return ChainRecord(item.id, "reorged", judged.reason)
+        return None
+
+    async def _bump_or_rebroadcast(
+        self, pending: list[Lane], resend: list[Lane], head: int, result: PassResult
+    ) -> None:
+        """Stuck items get their next fee level; long-silent ones their bytes again."""
+        now = self._clock_ms()
+        policy = decide.BumpPolicy(
+            self.config.bump_after_blocks, int(self.config.bump_after_seconds * 1000)
+        )
+        picks: list[_Pick] = []
+        for lane in pending:
+            item = lane.item
+            if decide.bump_due(
+                sent_ms=item.sent_ms,
+                sent_block=item.sent_block,
+                now_ms=now,
+                head=head,
+                policy=policy,
+            ):
+                pick = self._next_pick(item, _active(item), result)
+                if pick is not None:
+                    picks.append(pick)
+                    continue
+                if item.state is State.SENT:
+                    why = "no receipt and no higher fee level left: an operator decides"
+                    self._alert(result, f"item {item.id}: {why}", item.id)
+                    self.store.transition(item.id, State.NEEDS_OPERATOR, why)
+                    result.settled += 1
+                continue
+            silent_ms = now - (item.sent_ms or 0)
+            if silent_ms >= self.config.rebroadcast_seconds * 1000:
+                resend.append(lane)
+        for lane in resend:
+            pick = self._pick(lane.item, _active(lane.item), result)
+            if pick is not None:
+                picks.append(pick)
+        if picks:
+            result.bumped += await self._send(picks, result)
+
+    # -- relays ------------------------------------------------------------------------
+
+    def _eligible(self, chain_id: int | None, private: bool) -> list[EvmRelay]:
+        """Usable relays of the chain; private items only ever go to private relays."""
+        return [
+            r
+            for r in self.relays
+            if r.chain_id == chain_id and r.private == private and self.monitor.usable(r.name)
+        ]
+
+    def _has_relay(self, item: Item) -> bool:
+        return bool(self._eligible(item.chain_id, item.private))
+
+    def _reader(self, chain_id: int | None, private: bool) -> EvmRelay | None:
+        """The relay reconcile asks about an item: a usable one of its chain and privacy,
+        healthiest first. Private items are asked about only at private relays: even a
+        receipt query names the hash, and a public node must not learn it before it is
+        mined."""
+        usable = self._eligible(chain_id, private)
+        usable.sort(key=lambda r: self._state_rank(r.name))
+        return usable[0] if usable else None
+
+    def _state_rank(self, name: str) -> int:
+        state = self.monitor.snapshots()[name].state
+        return 0 if state is LinkState.UP else 1
+
+    def _best_head(self, chain_id: int | None) -> int | None:
+        heads = [
+            h
+            for r in self.relays
+            if r.chain_id == chain_id and (h := self.monitor.head(r.name)) is not None
+        ]
+        return max(heads) if heads else None
+
+    # -- alerts ------------------------------------------------------------------------
+
+    def _on_health(self, change: Change) -> None:
+        log.log(
+            logging.WARNING if change.new in (LinkState.DOWN, LinkState.DISABLED) else logging.INFO,
+            "relay %s: %s -> %s (%s)",
+            change.relay,
+            change.old,
+            change.new,
+            change.reason,
+        )
+        self.store.record_event(
+            audit_entries.RELAY_HEALTH,
+            {
+                "relay": change.relay,
+                "from": str(change.old),
+                "to": str(change.new),
+                "reason": change.reason,
+            },
+        )
+        if change.new is LinkState.DISABLED:
+            self.alerts.append(f"relay {change.relay} disabled: {change.reason}")
+
+    def _alert(self, result: PassResult, message: str, item_id: str | None = None) -> None:
+        log.warning("ALERT %s", message)
+        result.alerts.append(message)
+        self.alerts.append(message)
+        self.store.record_event(audit_entries.ALERT, {"message": message}, item_id)
+
+
+def _active(item: Item) -> int:
+    return 0 if item.active_idx is None else item.active_idx
+
+
+def _receipt(raw: Any) -> decide.Receipt | None:
+    if raw is None:
+        return None
+    return decide.Receipt(raw.tx_hash, raw.block_number, raw.block_hash, raw.status)
+
+
+def _with(record: SendRecord, **changes: Any) -> SendRecord:
+    from dataclasses import replace
+
+    return replace(record, **changes)

@@ -1,0 +1,71 @@
+"""Build a broadcaster from the configuration: relays, their links and auth, re-signing.
+
+The only place that joins the HSM to the network side: it hands relays an injected
+signer for ``X-Flashbots-Signature`` and the broadcaster a re-signing callable, so
+neither ``relays/`` nor ``broadcaster/service`` ever holds a key object of its own.
+"""
+
+from __future__ import annotations
+
+from airlock.broadcaster.service import Resigner
+from airlock.config import AirlockConfig
+from airlock.errors import ConfigError
+from airlock.hsm.keyring import KeyRing
+from airlock.queue.items import Item
+from airlock.queue.store import Store, VariantDraft
+from airlock.relays.jsonrpc import EvmRelay, FlashbotsAuth
+from airlock.signer import evm
+from airlock.signer.eip191 import make_flashbots_signer
+from airlock.signer.ladder import fee_of, level_above
+
+
+def build_relays(config: AirlockConfig, keyring: KeyRing | None) -> list[EvmRelay]:
+    """One client per ``[[relays]]`` entry, bound to its link, with its auth key if any."""
+    if not config.relays:
+        raise ConfigError(
+            f"no relays configured: add [[relays]] entries to {config.home / 'airlock.toml'} "
+            "(see docs/configuration.md)"
+        )
+    links = {link.name: link for link in config.links}
+    relays = []
+    for relay in config.relays:
+        auth = None
+        if relay.auth_key_label is not None:
+            if keyring is None:
+                raise ConfigError(f"relay {relay.name!r} needs the HSM for its auth key")
+            key = keyring.ecdsa_key(relay.auth_key_label, curve="secp256k1")
+            address, sign = make_flashbots_signer(key)
+            auth = FlashbotsAuth(address=address, sign=sign)
+        link = links.get(relay.link) if relay.link else None
+        relays.append(EvmRelay(relay, link, auth=auth))
+    return relays
+
+
+def make_resigner(config: AirlockConfig, keyring: KeyRing) -> Resigner | None:
+    """Re-sign one fee level above the top variant, within the configured cap (or None
+    when re-signing is off)."""
+    settings = config.broadcaster
+    if not settings.resign or settings.resign_max_fee_per_gas is None:
+        return None
+    cap = settings.resign_max_fee_per_gas
+    bump_pct = config.evm.bump_pct
+
+    def resign(store: Store, item: Item) -> VariantDraft | None:
+        if item.signer is None:
+            return None
+        intent = evm.intent_from_json(store.payload(item.id)["intent"])
+        steps = [v for v in store.variants(item.id) if v.kind == "step"]
+        top = max(steps, key=lambda v: v.fee_per_gas)
+        following = level_above(intent, top.fee_per_gas, top.tip_per_gas, bump_pct, cap)
+        if following is None:
+            return None
+        signed = evm.sign_transaction(following, keyring.ecdsa_key(item.signer, "secp256k1"))
+        return VariantDraft(
+            kind="step",
+            tx_hash=signed.hash_hex,
+            fee_per_gas=fee_of(following),
+            tip_per_gas=following.max_priority_fee_per_gas,
+            raw=signed.raw,
+        )
+
+    return resign

@@ -1,0 +1,213 @@
+"""``airlock broadcaster run``, ``airlock reconcile`` and ``airlock links status``.
+
+Thin: build the relays and the broadcaster from the configuration, run them on an event
+loop, print what happened. Progress goes to stderr as log lines; summaries to stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from airlock.broadcaster.service import Broadcaster, PassResult
+from airlock.broadcaster.setup import build_relays, make_resigner
+from airlock.cli import common
+from airlock.config import redact_url
+from airlock.hsm.keyring import KeyRing
+from airlock.queue.states import State
+from airlock.queue.store import Store
+from airlock.relays.health import Monitor
+from airlock.relays.jsonrpc import EvmRelay
+
+T = TypeVar("T")
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="airlock.toml to use (default: $AIRLOCK_HOME/airlock.toml).",
+)
+
+
+def _use_config(ctx: click.Context, config_path: Path | None) -> None:
+    if config_path is not None:
+        ctx.obj["config_path"] = config_path
+
+
+def _log_to_stderr(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@contextlib.asynccontextmanager
+async def _started(relays: list[EvmRelay]) -> AsyncIterator[list[EvmRelay]]:
+    async with contextlib.AsyncExitStack() as stack:
+        for relay in relays:
+            await stack.enter_async_context(relay)
+        yield relays
+
+
+def _with_broadcaster(
+    ctx: click.Context, job: Callable[[Broadcaster], Awaitable[T]]
+) -> tuple[T, dict[str, int]]:
+    """Open the queue and the HSM, start the relays, run ``job``; return its result and
+    the queue's count per state afterwards."""
+    settings = common.config(ctx)
+    with common.open_store(ctx) as (store, ring):
+        relays = build_relays(settings, ring)
+
+        async def main() -> T:
+            async with _started(relays):
+                broadcaster = Broadcaster(
+                    store, relays, settings.broadcaster, resigner=make_resigner(settings, ring)
+                )
+                return await job(broadcaster)
+
+        outcome = asyncio.run(main())
+        return outcome, _counts(store)
+
+
+def _counts(store: Store) -> dict[str, int]:
+    return {str(state): n for state in State if (n := store.count(state))}
+
+
+def _summary(result: PassResult, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "sent": result.sent,
+        "settled": result.settled,
+        "bumped_or_rebroadcast": result.bumped,
+        "expired": result.expired,
+        "alerts": result.alerts,
+        "queue": counts,
+    }
+
+
+def _summary_text(data: dict[str, Any]) -> str:
+    queue = ", ".join(f"{k} {v}" for k, v in data["queue"].items()) or "empty"
+    lines = [
+        f"sent {data['sent']}, settled {data['settled']}, "
+        f"bumped/rebroadcast {data['bumped_or_rebroadcast']}, expired {data['expired']}",
+        f"queue: {queue}",
+    ]
+    lines += [f"alert: {a}" for a in data["alerts"]]
+    return "\n".join(lines)
+
+
+@click.group("broadcaster")
+def broadcaster_group() -> None:
+    """The service that sends queued items the moment a link returns."""
+
+
+@broadcaster_group.command("run")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Dispatch, bump and reconcile until nothing more can progress, then exit.",
+)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="With --once: the summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and alerts on stderr.")
+@click.pass_context
+def broadcaster_run(
+    ctx: click.Context, once: bool, config_path: Path | None, as_json: bool, quiet: bool
+) -> None:
+    """Drain the queue through every healthy relay; watch the chain until stopped."""
+    _use_config(ctx, config_path)
+    _log_to_stderr(not quiet)
+    if once:
+        result, counts = _with_broadcaster(ctx, lambda b: b.run_once())
+        data = _summary(result, counts)
+        common.emit(as_json, data, lambda: _summary_text(data))
+        return
+    _with_broadcaster(ctx, _serve)
+
+
+async def _serve(broadcaster: Broadcaster) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly (every write is already durable)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    logging.getLogger("airlock.broadcaster").info(
+        "broadcaster started with %d relay(s)", len(broadcaster.relays)
+    )
+    await broadcaster.run(stop)
+
+
+@click.command("reconcile")
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reconcile(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
+    """One reconcile pass: receipts, replacements, reorgs, bumps — no new dispatch."""
+    _use_config(ctx, config_path)
+    _log_to_stderr(False)
+
+    async def job(broadcaster: Broadcaster) -> PassResult:
+        await broadcaster.monitor.probe_all()
+        return await broadcaster.reconcile()
+
+    result, counts = _with_broadcaster(ctx, job)
+    data = _summary(result, counts)
+    common.emit(as_json, data, lambda: _summary_text(data))
+
+
+@click.group("links")
+def links_group() -> None:
+    """The relays and the links they are reached over."""
+
+
+@links_group.command("status")
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def links_status(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
+    """Probe every relay now (chain id, head block) and show its health."""
+    _use_config(ctx, config_path)
+    settings = common.config(ctx)
+    needs_hsm = any(r.auth_key_label for r in settings.relays)
+    with common.keyring(ctx) if needs_hsm else contextlib.nullcontext() as ring:
+        relays = build_relays(settings, ring if isinstance(ring, KeyRing) else None)
+
+        async def probe() -> dict[str, Any]:
+            async with _started(relays):
+                return await Monitor(relays, settings.broadcaster.health).probe_all()
+
+        snapshots = asyncio.run(probe())
+    rows = []
+    for relay in settings.relays:
+        snap = snapshots[relay.name].as_json()
+        rows.append(
+            snap
+            | {
+                "kind": relay.kind,
+                "url": redact_url(relay.url),
+                "link": relay.link,
+                "expected_chain_id": relay.chain_id,
+            }
+        )
+    common.emit(as_json, rows, lambda: _links_text(rows))
+
+
+def _links_text(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for row in rows:
+        latency = "-" if row.get("latency_ms") is None else f"{row['latency_ms']:.0f} ms"
+        head = "-" if row.get("head") is None else str(row["head"])
+        line = (
+            f"{row['relay']:<16} {row['state']:<9} {row['kind']:<12} head {head:<10} "
+            f"latency {latency:<8} {row['url']}"
+        )
+        if row.get("last_error") and row["state"] != "up":
+            line += f"  ({row['last_error']})"
+        lines.append(line)
+    return "\n".join(lines)

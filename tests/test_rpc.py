@@ -66,6 +66,8 @@ def test_result_is_returned(url):
             "failed: boom",
         ),
         (lambda i: b" " * (rpc.MAX_RESPONSE_BYTES + 10), 200, "larger than"),
+        # eth_account raises the recursion limit: plain json.loads would crash the process.
+        (lambda i: b"[" * 100_000 + b"]" * 100_000, 200, "nested deeper"),
     ],
 )
 def test_garbage_is_a_clear_error(url, body, status, message):

@@ -33,6 +33,9 @@ class VerifyFailure(Exception):
 @dataclass
 class Report:
     ok: bool = False
+    # What each EVM item declared when queued (sender, chain, nonce): later variants of
+    # the item are held to it.
+    evm_items: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     problem: str | None = None
     entries: int = 0
     first: int = 0
@@ -336,3 +339,22 @@ def _check_content(number: int, entry: dict[str, Any], report: Report) -> None:
             report.signers.add(check_enqueued_evm(entry["data"]))
         except EvmCheckError as exc:
             raise VerifyFailure(f"entry {number}: {exc}") from None
+        data = entry["data"]
+        report.evm_items[entry["item"]] = {k: data.get(k) for k in ("account", "chain_id", "nonce")}
+    elif entry["type"] == entries.ITEM_VARIANT_ADDED:
+        _check_added_variant(number, entry, report)
+
+
+def _check_added_variant(number: int, entry: dict[str, Any], report: Report) -> None:
+    """A variant signed after enqueue must hold to what the item declared when queued."""
+    declared = report.evm_items.get(entry["item"])
+    if declared is None:
+        report.warnings.append(
+            f"entry {number}: variant added to item {entry['item']}, which was queued before "
+            "this export's first entry: its signer was not checked"
+        )
+        return
+    try:
+        check_enqueued_evm({**declared, "variants": [entry["data"]]})
+    except EvmCheckError as exc:
+        raise VerifyFailure(f"entry {number}: {exc}") from None

@@ -401,7 +401,11 @@ class Broadcaster:
             done = item.state is State.CONFIRMED or verdict is ChainVerdict.MINED
             if same and done and item.state is not State.SENDING:
                 return None
-            return ChainRecord(item.id, str(verdict), judged.reason, mined)
+            cancel = lane.kinds[lane.hashes.index(mined.tx_hash)] == "cancel"
+            reason = judged.reason
+            if cancel:
+                reason = f"its pre-signed cancel was {reason}: the transaction itself never ran"
+            return ChainRecord(item.id, str(verdict), reason, mined, cancel=cancel)
         if verdict is ChainVerdict.REPLACED and item.state is not State.NEEDS_OPERATOR:
             self._alert(result, f"item {item.id}: {judged.reason}", item.id)
             return ChainRecord(item.id, "replaced", judged.reason)

@@ -42,13 +42,16 @@ def build_relays(config: AirlockConfig, keyring: KeyRing | None) -> list[EvmRela
 
 
 def make_resigner(config: AirlockConfig, keyring: KeyRing) -> Resigner | None:
-    """Re-sign one fee level above the top variant, within the configured cap (or None
-    when re-signing is off)."""
+    """The re-signer the configuration allows, or None when re-signing is off."""
     settings = config.broadcaster
     if not settings.resign or settings.resign_max_fee_per_gas is None:
         return None
-    cap = settings.resign_max_fee_per_gas
-    bump_pct = config.evm.bump_pct
+    return resigner(keyring, settings.resign_max_fee_per_gas, config.evm.bump_pct)
+
+
+def resigner(keyring: KeyRing, cap: int, bump_pct: float) -> Resigner:
+    """Sign one fee level above an item's top variant with its own HSM key, never above
+    ``cap`` wei per gas; None when no valid replacement fits under the cap."""
 
     def resign(store: Store, item: Item) -> VariantDraft | None:
         if item.signer is None:

@@ -127,6 +127,7 @@ class ChainRecord:
     verdict: str  # "mined", "confirmed", "replaced" or "reorged"
     reason: str
     mined: Mined | None = None
+    cancel: bool = False  # what was mined is the item's cancel: it ends replaced, not confirmed
 
 
 Builder = Callable[[int | None], Built]
@@ -573,8 +574,9 @@ class Store:
                     sends.set_mined(conn, item.id, record.mined)
                     if item.state is State.SENDING:
                         item = self._move(conn, item, State.SENT, record.reason, chain)
-                    if record.verdict == "confirmed" and item.state is not State.CONFIRMED:
-                        self._move(conn, item, State.CONFIRMED, record.reason, chain)
+                    final = State.REPLACED if record.cancel else State.CONFIRMED
+                    if record.verdict == "confirmed" and item.state is not final:
+                        self._move(conn, item, final, record.reason, chain)
                 elif record.verdict == "replaced":
                     sends.set_replaced(conn, item.id)
                     if item.state is State.SENDING:

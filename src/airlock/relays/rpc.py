@@ -14,6 +14,7 @@ import urllib.request
 from typing import Any
 
 from airlock.errors import AirlockError
+from airlock.relays.jsonbody import loads_limited
 
 MAX_RESPONSE_BYTES = 1 << 20
 _ids = itertools.count(1)
@@ -43,9 +44,9 @@ def call(url: str, method: str, params: list[Any], timeout: float = 10.0) -> Any
     if len(raw) > MAX_RESPONSE_BYTES:
         raise RpcError(f"{url}: {method} response is larger than {MAX_RESPONSE_BYTES} bytes")
     try:
-        reply = json.loads(raw)
-    except ValueError:
-        raise RpcError(f"{url}: {method} answered with something that is not JSON") from None
+        reply = loads_limited(raw)
+    except ValueError as exc:
+        raise RpcError(f"{url}: {method} answered with something that is not JSON: {exc}") from None
     if not isinstance(reply, dict) or reply.get("id") != request_id:
         raise RpcError(f"{url}: {method} answered with a malformed JSON-RPC response")
     if "error" in reply:

@@ -182,3 +182,20 @@ def test_audit_refuses_an_added_variant_signed_by_another_key(store, keyring, an
     report = verify_audit(store, keyring, tmp_path / "audit")
     assert not report.ok
     assert "signed by" in (report.problem or "") and "not by the declared sender" in report.problem
+
+
+async def test_relay_on_another_chain_is_disabled_with_an_alert_and_gets_nothing(
+    store, keyring, anvil
+):
+    """A relay configured for chain 1 whose node turns out to be chain 31337 (a wrong URL)
+    never receives the chain-1 transactions queued for it."""
+    (sender,) = make_senders(keyring, anvil, 1)
+    mainnet_tx = enqueue_transaction(store, sender.key, dict(fee_fields(anvil), chain_id=1))
+    wrong = dataclasses.replace(relay("mainnet-typo", anvil.url), chain_id=1)
+    async with EvmRelay(wrong) as client:
+        broadcaster = Broadcaster(store, [client], FAST)
+        await broadcaster.run_once()
+    assert store.get(mainnet_tx.item.id).state is State.QUEUED
+    assert store.attempts(mainnet_tx.item.id) == []
+    assert any("mainnet-typo disabled" in a and "31337" in a for a in broadcaster.alerts)
+    assert not broadcaster.monitor.usable("mainnet-typo")

@@ -38,6 +38,7 @@ from airlock.relays.outcomes import Classified, Outcome
 
 log = logging.getLogger("airlock.broadcaster")
 
+UNKNOWN_HEAD = 1 << 62  # a block number no chain reaches: "watch no confirmed item"
 MAX_WAVE = 1000  # items per round at most, however large the relays' batches
 IDLE_TICK_SECONDS = 0.2  # how often an idle broadcaster looks for new work in the queue
 
@@ -336,10 +337,16 @@ class Broadcaster:
                     break
         return result
 
-    def _watch_from(self) -> int | None:
-        heads = [h for h in self._last_head.values()]
+    def _watch_from(self) -> int:
+        """The lowest block whose confirmed items are still re-checked for reorgs. With no
+        head known yet, none are: a long history is never re-read at start-up."""
+        heads = []
+        for chain_id in {r.chain_id for r in self.relays}:
+            head = self._last_head.get(chain_id) or self._best_head(chain_id)
+            if head is not None:
+                heads.append(head)
         if not heads:
-            return None
+            return UNKNOWN_HEAD
         return max(0, min(heads) - self.config.reorg_depth)
 
     async def _reconcile_chain(
@@ -507,7 +514,7 @@ class Broadcaster:
             },
         )
         if change.new is LinkState.DISABLED:
-            self.alerts.append(f"relay {change.relay} disabled: {change.reason}")
+            self._alert(PassResult(), f"relay {change.relay} disabled: {change.reason}")
 
     def _alert(self, result: PassResult, message: str, item_id: str | None = None) -> None:
         log.warning("ALERT %s", message)

@@ -1,16 +1,19 @@
 """``airlock demo``: the drill on embedded defaults, grown issue by issue.
 
-Today: a SoftHSM token and a local anvil node. While the "link is down", three transfers
-are signed with fee ladders and pre-signed cancels and queued durably (nonces allocated,
-payloads encrypted, every step in the audit log); one is cancelled locally. When the
-"link returns" the queued transactions are sent in nonce order and mined, the items
-move to confirmed, and the audit log is exported and verified offline with only the
-public key. Everything runs in a throw-away data directory and stops what it started.
-The broadcaster service (later issues) replaces the hand-driven send below.
+Today: a SoftHSM token, a local anvil node and two relays in front of it, each behind the
+project's fault proxy. With both links down, three transfers are signed with fee ladders
+and pre-signed cancels and queued durably (nonces allocated, payloads encrypted, every step
+in the audit log); one is cancelled locally. The broadcaster runs all along: it sends
+nothing while the links are down, and the instant one returns it dispatches in nonce order
+through it (the other stays down), reconciles the receipts and confirms. The audit log is
+then exported and verified offline with only the public key. Everything runs in a
+throw-away data directory and stops what it started.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,7 +22,8 @@ from pathlib import Path
 from airlock.audit.export import export
 from airlock.audit.log import AuditKey
 from airlock.audit.verify import verify_export
-from airlock.config import load_config
+from airlock.broadcaster.service import Broadcaster
+from airlock.config import BroadcasterConfig, HealthConfig, RelayConfig, load_config
 from airlock.errors import AirlockError
 from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
 from airlock.hsm.softhsm import init_embedded
@@ -27,12 +31,20 @@ from airlock.queue.evm import enqueue_transaction
 from airlock.queue.kek import HsmKek
 from airlock.queue.states import State
 from airlock.queue.store import Store
+from airlock.relays.jsonrpc import EvmRelay
 from airlock.signer import evm
 from airlock.signer.ladder import LadderSpec
 from airlock.sim.anvil import Anvil, start_anvil
+from airlock.sim.faultproxy import FaultProxy
 
 RECIPIENT = "0x000000000000000000000000000000000000dEaD"
 TRANSFERS = 3
+DRILL = BroadcasterConfig(
+    confirmations=1,
+    reconcile_seconds=0.5,
+    health=HealthConfig(probe_seconds=0.5, probe_down_seconds=0.05),
+)
+DRILL_TIMEOUT_S = 30
 
 
 class DemoFailed(AirlockError):
@@ -50,7 +62,11 @@ def run_demo(say: Callable[[str], None]) -> dict[str, object]:
             KeyRing.open(config.hsm) as ring,
             Store.open(config.queue.path, HsmKek(ring)) as store,
             start_anvil() as anvil,
+            FaultProxy(anvil.url, seed=1).start() as link_a,
+            FaultProxy(anvil.url, seed=2).start() as link_b,
         ):
+            link_a.set_mode("down")
+            link_b.set_mode("down")
             ring.generate("secp256k1", "demo-eth")
             key = ring.ecdsa_key("demo-eth", curve="secp256k1")
             sender = evm.address_from_public_key(key.public_key)
@@ -59,7 +75,7 @@ def run_demo(say: Callable[[str], None]) -> dict[str, object]:
             queued, persist_ms = _queue_offline(store, key, anvil, say)
             cancelled = store.cancel(queued[-1]).item.id
             say(f"link down: item {cancelled} cancelled locally, nothing sent")
-            mined = _send_when_back(store, anvil, queued[:-1], say)
+            mined = asyncio.run(_drain_when_back(store, [link_a, link_b], queued[:-1], say))
             audit_key = AuditKey(ring)
             report = verify_export(
                 export(store, audit_key, home / "audit").out, audit_key.pem.encode()
@@ -107,22 +123,43 @@ def _queue_offline(
     return ids, persist_ms
 
 
-def _send_when_back(
-    store: Store, anvil: Anvil, ids: list[str], say: Callable[[str], None]
+async def _drain_when_back(
+    store: Store, links: list[FaultProxy], ids: list[str], say: Callable[[str], None]
 ) -> list[str]:
-    say("link back: sending in nonce order")
+    """Run the broadcaster while both links are down, then bring one back."""
+    relays = [
+        EvmRelay(RelayConfig(name=f"rpc-{n}", kind="evm-rpc", url=link.url, chain_id=31337))
+        for n, link in zip("ab", links, strict=True)
+    ]
+    async with contextlib.AsyncExitStack() as stack:
+        for relay in relays:
+            await stack.enter_async_context(relay)
+        broadcaster = Broadcaster(store, relays, DRILL)
+        stop = asyncio.Event()
+        task = asyncio.create_task(broadcaster.run(stop))
+        try:
+            await _until(lambda: broadcaster.monitor.snapshots()["rpc-a"].last_error is not None)
+            if any(store.attempts(i) for i in ids):
+                raise DemoFailed("something was sent while every link was down")
+            say("broadcaster running, both links down: nothing sent")
+            links[1].set_mode("pass")
+            say("link b back (link a stays down): dispatching in nonce order")
+            await _until(lambda: all(store.get(i).state is State.CONFIRMED for i in ids))
+        finally:
+            stop.set()
+            await task
     mined = []
     for item_id in ids:
-        (first, raw), *_ = store.signed_variants(item_id)
-        store.transition(item_id, State.SENDING, "demo: link back")
-        sent = anvil.rpc("eth_sendRawTransaction", ["0x" + raw.hex()])
-        if sent != first.tx_hash:
-            raise DemoFailed(f"node returned {sent} for {first.tx_hash}")
-        store.transition(item_id, State.SENT, "demo: accepted by anvil")
-        receipt = anvil.wait_for_receipt(sent)
-        store.transition(
-            item_id, State.CONFIRMED, f"demo: mined in block {int(receipt['blockNumber'], 16)}"
-        )
-        mined.append(sent)
-        say(f"mined {sent}")
+        item = store.get(item_id)
+        relays_used = sorted({a.relay for _, a in store.attempts(item_id)})
+        say(f"nonce {item.nonce} mined as {item.mined_hash} via {', '.join(relays_used)}")
+        mined.append(str(item.mined_hash))
     return mined
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DRILL_TIMEOUT_S
+    while not check():
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"the drill did not get there within {DRILL_TIMEOUT_S} s")
+        await asyncio.sleep(0.05)

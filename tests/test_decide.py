@@ -161,3 +161,37 @@ def test_first_variant_is_the_cancel_only_when_requested() -> None:
     assert decide.first_variant(["step", "step", "cancel"], cancel_requested=False) == 0
     assert decide.first_variant(["step", "step", "cancel"], cancel_requested=True) == 2
     assert decide.first_variant(["step"], cancel_requested=True) == 0
+
+
+MOVE = {"policy": POLICY, "rebroadcast_ms": 120_000, "head": 12, "sent_block": 10}
+
+
+@pytest.mark.parametrize(
+    ("fates", "active", "sent_ms", "now_ms", "move"),
+    [
+        (["sent", None], 0, 0, 1_000, decide.PendingMove.WAIT),
+        (["sent", None], 0, 0, 60_000, decide.PendingMove.BUMP),
+        (["sent", None], 1, 0, 1_000, decide.PendingMove.RESEND),  # the bump never got through
+        (["sent", None], 1, 0, 60_000, decide.PendingMove.RESEND),  # not skipped, even when due
+        (["sent", "sent"], 1, 0, 60_000, decide.PendingMove.BUMP),
+        (["sent"], 0, 0, 119_999, decide.PendingMove.BUMP),  # a bump comes before a resend
+    ],
+)
+def test_pending_move(fates, active, sent_ms, now_ms, move) -> None:
+    got = decide.pending_move(fates=fates, active=active, sent_ms=sent_ms, now_ms=now_ms, **MOVE)
+    assert got is move
+
+
+def test_silent_item_is_rebroadcast_when_bumps_are_far() -> None:
+    far = decide.BumpPolicy(after_blocks=1000, after_ms=10**9)
+    got = decide.pending_move(
+        fates=["sent"],
+        active=0,
+        sent_ms=0,
+        sent_block=10,
+        now_ms=120_000,
+        head=12,
+        policy=far,
+        rebroadcast_ms=120_000,
+    )
+    assert got is decide.PendingMove.RESEND

@@ -178,6 +178,37 @@ def bump_due(
     return head is not None and sent_block is not None and head - sent_block >= policy.after_blocks
 
 
+class PendingMove(StrEnum):
+    WAIT = "wait"
+    BUMP = "bump"  # the next fee level (or a re-signed one)
+    RESEND = "resend"  # the same bytes again
+
+
+def pending_move(
+    *,
+    fates: Sequence[str | None],
+    active: int,
+    sent_ms: int | None,
+    sent_block: int | None,
+    now_ms: int,
+    head: int | None,
+    policy: BumpPolicy,
+    rebroadcast_ms: int,
+) -> PendingMove:
+    """What to do about a sent item with no receipt yet.
+
+    A level whose last send reached no relay (a bump lost to a link failure) goes again
+    before any higher one: skipping it would burn a fee level for nothing.
+    """
+    if fates[active] is None:
+        return PendingMove.RESEND
+    if bump_due(sent_ms=sent_ms, sent_block=sent_block, now_ms=now_ms, head=head, policy=policy):
+        return PendingMove.BUMP
+    if now_ms - (sent_ms or 0) >= rebroadcast_ms:
+        return PendingMove.RESEND
+    return PendingMove.WAIT
+
+
 def next_step(kinds: Sequence[str], active: int | None) -> int | None:
     """The next fee level after ``active`` (never the cancel: that is not a bump)."""
     start = 0 if active is None else active + 1

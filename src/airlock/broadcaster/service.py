@@ -432,26 +432,27 @@ class Broadcaster:
         picks: list[_Pick] = []
         for lane in pending:
             item = lane.item
-            if decide.bump_due(
+            move = decide.pending_move(
+                fates=lane.fates,
+                active=_active(item),
                 sent_ms=item.sent_ms,
                 sent_block=item.sent_block,
                 now_ms=now,
                 head=head,
                 policy=policy,
-            ):
+                rebroadcast_ms=int(self.config.rebroadcast_seconds * 1000),
+            )
+            if move is decide.PendingMove.RESEND:
+                resend.append(lane)
+            elif move is decide.PendingMove.BUMP:
                 pick = self._next_pick(item, _active(item), result)
                 if pick is not None:
                     picks.append(pick)
-                    continue
-                if item.state is State.SENT:
+                else:
                     why = "no receipt and no higher fee level left: an operator decides"
                     self._alert(result, f"item {item.id}: {why}", item.id)
                     self.store.transition(item.id, State.NEEDS_OPERATOR, why)
                     result.settled += 1
-                continue
-            silent_ms = now - (item.sent_ms or 0)
-            if silent_ms >= self.config.rebroadcast_seconds * 1000:
-                resend.append(lane)
         for lane in resend:
             pick = self._pick(lane.item, _active(lane.item), result)
             if pick is not None:

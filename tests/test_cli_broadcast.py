@@ -234,11 +234,6 @@ def test_links_status_up_down_disabled(home, anvil, down_proxy, tmp_path):
 
 
 @pytest.mark.anvil
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: EvmRelay._fetch (src/airlock/relays/jsonrpc.py) puts the unredacted relay "
-    "URL into RelayTransportError, which links status prints as last_error",
-)
 def test_links_status_never_prints_url_credentials(home, anvil, down_proxy, tmp_path):
     keyed_down = f"http://user:{SECRET}@127.0.0.1:{down_proxy.port}/v3/{API_KEY}"
     keyed_anvil = f"http://user:{SECRET}@127.0.0.1:{anvil.port}/v3/{API_KEY}"

@@ -29,5 +29,9 @@ def test_demo_drill_passes_its_invariants(tmp_path):
     assert result["states"] == {"confirmed": 2, "cancelled": 1}
     assert result["audit_verified"] is True
     assert len(result["mined"]) == 2 and result["queued"] == 3
-    assert "link down: queued" in done.stderr and "link b back" in done.stderr and "nothing sent" in done.stderr
+    assert (
+        "link down: queued" in done.stderr
+        and "link b back" in done.stderr
+        and "nothing sent" in done.stderr
+    )
     assert list(tmp_path.iterdir()) == []

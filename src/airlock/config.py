@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from airlock.errors import ConfigError
 from airlock.hsm.uri import parse_pkcs11_uri
+from airlock.redact import redact_url
 
 EMBEDDED_TOKEN_LABEL = "airlock"
 SOFTHSM_MODULE_CANDIDATES = (
@@ -215,32 +216,6 @@ def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -
         links=links,
         broadcaster=_broadcaster_config(_table(data, "broadcaster", path)),
         source=path if path.exists() else None,
-    )
-
-
-def redact_url(url: str) -> str:
-    """``url`` safe to print: no credentials, no query, no key-like path segments.
-
-    The userinfo becomes ``***@``, a query ``?***``, a fragment ``#***``, and every path
-    segment of 20 characters or more (``/v3/<key>`` of Infura, Alchemy and the like)
-    ``***``. A URL that does not even parse is printed as ``***``.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    path = "/".join("***" if len(seg) >= 20 else seg for seg in parts.path.split("/"))
-    return urlunsplit(
-        (
-            parts.scheme,
-            netloc,
-            path,
-            "***" if parts.query else "",
-            "***" if parts.fragment else "",
-        )
     )
 
 

@@ -35,6 +35,7 @@ import aiohttp
 from eth_utils import keccak
 
 from airlock.errors import AirlockError, ConfigError
+from airlock.redact import redact_url
 from airlock.relays.classify import classify_error, classify_send_result, transport
 from airlock.relays.jsonbody import loads_limited
 from airlock.relays.outcomes import Classified
@@ -200,7 +201,7 @@ class EvmRelay:
 
     def __repr__(self) -> str:
         link = self._link.name if self._link else None
-        return f"EvmRelay(name={self.name!r}, url={self._config.url!r}, link={link!r})"
+        return f"EvmRelay(name={self.name!r}, url={redact_url(self._config.url)!r}, link={link!r})"
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -414,6 +415,7 @@ class EvmRelay:
         self, session: aiohttp.ClientSession, body: bytes, headers: dict[str, str], what: str
     ) -> bytes:
         url = self._config.url
+        shown = redact_url(url)  # messages reach logs, the CLI and the audit log
         try:
             async with session.post(
                 url,
@@ -428,17 +430,17 @@ class EvmRelay:
         except aiohttp.ConnectionTimeoutError:
             limit = self._config.connect_timeout_seconds
             raise RelayTransportError(
-                self.name, f"{what}: could not connect to {url} within {limit} s"
+                self.name, f"{what}: could not connect to {shown} within {limit} s"
             ) from None
         except TimeoutError:
             limit = self._config.timeout_seconds
             raise RelayTransportError(
-                self.name, f"{what}: no complete answer from {url} within {limit} s"
+                self.name, f"{what}: no complete answer from {shown} within {limit} s"
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
             raise RelayTransportError(
-                self.name, f"{what}: request to {url} failed: {reason}"
+                self.name, f"{what}: request to {shown} failed: {reason}"
             ) from None
 
     async def _read_limited(self, response: aiohttp.ClientResponse, what: str) -> bytes:

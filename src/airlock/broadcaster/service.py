@@ -113,7 +113,7 @@ class Broadcaster:
     async def run_once(self, max_rounds: int = 100_000) -> PassResult:
         """Probe every relay once, then run rounds until one changes nothing."""
         total = PassResult()
-        await self.monitor.probe_all()
+        await self._first_probes()
         for _ in range(max_rounds):
             result = await self.round()
             total.add(result)
@@ -126,7 +126,7 @@ class Broadcaster:
         stop = stop or asyncio.Event()
         monitor = asyncio.create_task(self.monitor.run(), name="airlock-link-monitor")
         try:
-            await self.monitor.probe_all()
+            await self._first_probes()
             returned = True
             while not stop.is_set():
                 if returned:
@@ -140,6 +140,13 @@ class Broadcaster:
         finally:
             monitor.cancel()
             await asyncio.gather(monitor, return_exceptions=True)
+
+    async def _first_probes(self) -> None:
+        """Probe every relay once; say which are unusable and why (a wrong URL or auth
+        key otherwise shows only as a relay that never comes up)."""
+        for name, snap in (await self.monitor.probe_all()).items():
+            if not snap.usable:
+                log.warning("relay %s is %s at start: %s", name, snap.state, snap.last_error)
 
     async def _wait_for_work(self, stop: asyncio.Event) -> bool:
         """Sleep until a relay returns, the queue may have work, or ``stop``; True if a
@@ -225,7 +232,7 @@ class Broadcaster:
             self._alert(result, f"item {item.id} quarantined: {exc}", item.id)
             return None
         tx_hash = self.store.variants(item.id)[idx].tx_hash
-        return _Pick(item, idx, RawTx(raw=raw, tx_hash=tx_hash))
+        return _Pick(item, idx, RawTx(raw=raw, tx_hash=tx_hash, sender=item.account))
 
     async def _send(self, picks: list[_Pick], result: PassResult) -> int:
         """Mark, fan out, judge, record; underpriced items go again at the next level."""

@@ -109,10 +109,15 @@ class Probe:
 
 @dataclass(frozen=True)
 class RawTx:
-    """Signed transaction bytes and their hash (lowercase ``0x`` hex), as queued."""
+    """Signed transaction bytes and their hash (lowercase ``0x`` hex), as queued.
+
+    ``sender`` (optional) keeps one sender's transactions in order where a relay takes
+    them one request at a time: a nonce must not overtake the one before it.
+    """
 
     raw: bytes
     tx_hash: str
+    sender: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.raw, bytes) or not self.raw:
@@ -297,7 +302,16 @@ class EvmRelay:
                 return transport(self._failure(exc))
             return classify_send_result(result, tx.tx_hash)
 
-        return list(await asyncio.gather(*(send_one(tx) for tx in txs)))
+        async def send_lane(lane: list[int]) -> None:
+            for n in lane:  # in the caller's (nonce) order
+                answers[n] = await send_one(txs[n])
+
+        answers: list[Classified | None] = [None] * len(txs)
+        lanes: dict[object, list[int]] = {}
+        for n, tx in enumerate(txs):
+            lanes.setdefault(tx.sender if tx.sender is not None else n, []).append(n)
+        await asyncio.gather(*(send_lane(lane) for lane in lanes.values()))
+        return [a for a in answers if a is not None]
 
     # -- reads the broadcaster needs -------------------------------------------------
 

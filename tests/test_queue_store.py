@@ -20,6 +20,7 @@ from airlock.queue.errors import (
     NonceConflict,
     PayloadTampered,
     SchemaTooNew,
+    StaleItems,
     StoreUnavailable,
 )
 from airlock.queue.evm import enqueue_transaction
@@ -548,3 +549,23 @@ def test_quarantine_by_transition_frees_the_nonce(store: Store, eth_key):
     moved = store.transition(item.id, State.QUARANTINED, "intent signature did not verify")
     assert not moved.holds_nonce
     assert queue_tx(store, eth_key).item.nonce == item.nonce
+
+
+def test_a_wave_with_an_item_moved_meanwhile_writes_nothing(store: Store, eth_key):
+    first = queue_tx(store, eth_key).item
+    second = queue_tx(store, eth_key, fields={"value": 2}).item
+    size = store.audit_size()
+    store.cancel(second.id)  # an operator acts between the broadcaster's read and write
+    with pytest.raises(StaleItems, match="1 of 2 items changed state"):
+        store.begin_sends([(first, 0), (second, 0)])
+    assert store.get(first.id).state is State.QUEUED and store.get(first.id).active_idx is None
+    assert store.audit_size() == size + 1  # the cancel's entry only
+
+
+def test_a_wave_is_one_audit_entry_each_way(store: Store, eth_key):
+    queued = [queue_tx(store, eth_key, fields={"value": n}).item for n in range(3)]
+    size = store.audit_size()
+    store.begin_sends([(item, 0) for item in queued])
+    assert store.audit_size() == size + 1
+    assert {store.get(i.id).state for i in queued} == {State.SENDING}
+    assert [t.to_state for t in store.history(queued[0].id)] == [State.QUEUED, State.SENDING]

@@ -26,7 +26,9 @@ ITEM_TRANSITION = "item.transition"  # a state change and its reason
 ITEM_CANCEL_REQUESTED = "item.cancel_requested"  # the pre-signed cancel replaces the item
 NONCE_SYNC = "nonce.sync"  # a nonce counter raised (or not) from a node's reading
 DATA_KEY_ROTATED = "data_key.rotated"  # an operator made a new primary data key
-ITEM_ATTEMPTS = "item.attempts"  # one send of one variant: every relay's answer
+ITEMS_SENDING = "items.sending"  # a wave of items about to leave, and which variant each
+ITEMS_SENT = "items.sent"  # that wave's answers from every relay, and what became of each item
+ITEMS_SETTLED = "items.settled"  # what the chain decided for in-flight items (one reconcile batch)
 ITEM_VARIANT_ADDED = "item.variant_added"  # a variant re-signed after the ladder ran out
 RELAY_HEALTH = "relay.health"  # a relay changed state (up, degraded, down, disabled)
 ALERT = "alert"  # something an operator must look at, and why
@@ -37,7 +39,9 @@ KINDS = frozenset(
         ITEM_CANCEL_REQUESTED,
         NONCE_SYNC,
         DATA_KEY_ROTATED,
-        ITEM_ATTEMPTS,
+        ITEMS_SENDING,
+        ITEMS_SENT,
+        ITEMS_SETTLED,
         ITEM_VARIANT_ADDED,
         RELAY_HEALTH,
         ALERT,

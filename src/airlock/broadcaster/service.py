@@ -14,16 +14,16 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from airlock.audit import entries as audit_entries
 from airlock.broadcaster import decide
 from airlock.broadcaster.decide import ChainVerdict, SendVerdict
 from airlock.config import BroadcasterConfig
-from airlock.queue.errors import PayloadTampered
+from airlock.queue.errors import PayloadTampered, StaleItems
 from airlock.queue.items import Item
-from airlock.queue.sends import Attempt, Lane, Mined
+from airlock.queue.sends import Attempt, Lane, Mined, StoredVariant
 from airlock.queue.states import State
 from airlock.queue.store import ChainRecord, SendRecord, Store, VariantDraft, wall_clock_ms
 from airlock.relays.health import Change, LinkState, Monitor
@@ -39,7 +39,8 @@ from airlock.relays.outcomes import Classified, Outcome
 log = logging.getLogger("airlock.broadcaster")
 
 UNKNOWN_HEAD = 1 << 62  # a block number no chain reaches: "watch no confirmed item"
-MAX_WAVE = 1000  # items per round at most, however large the relays' batches
+MAX_WAVE = 1000  # items per wave at most, however large the relays' batches
+PIPELINE_WAVES = 4  # waves per dispatch pass before reconcile gets a turn
 IDLE_TICK_SECONDS = 0.2  # how often an idle broadcaster looks for new work in the queue
 
 
@@ -78,6 +79,11 @@ class _Pick:
     item: Item
     idx: int
     raw: RawTx
+
+    def begun(self) -> _Pick:
+        """The pick as the store holds it once its wave is marked on its way."""
+        state = State.SENDING if self.item.state is State.QUEUED else self.item.state
+        return replace(self, item=replace(self.item, state=state, active_idx=self.idx))
 
 
 class Broadcaster:
@@ -189,56 +195,106 @@ class Broadcaster:
         return True
 
     async def round(self, force_reconcile: bool = False) -> PassResult:
-        """One wave: expire, dispatch what is due, and reconcile when due (a relay came
-        back, a new block, the periodic timer) or when nothing more waits to be sent."""
+        """Expire, dispatch what is due, and reconcile when due (a relay came back, a new
+        block, the periodic timer) or when there was nothing to send: a backlog drains
+        first, and in-flight items are not re-read after every wave."""
         result = PassResult()
         result.expired = len(self.store.expire_due())
         result.add(await self.dispatch())
-        if force_reconcile or not result.more or self._reconcile_due():
+        if force_reconcile or result.sent == 0 or self._reconcile_due():
             result.add(await self.reconcile())
         return result
 
     # -- dispatch ----------------------------------------------------------------------
 
-    async def dispatch(self) -> PassResult:
-        """Send one wave of due items, per sender in nonce order, to every eligible relay;
-        ``more`` says whether more were due than one wave holds."""
+    async def dispatch(self, max_waves: int = PIPELINE_WAVES) -> PassResult:
+        """Send up to ``max_waves`` waves of due items, per sender in nonce order, to every
+        eligible relay; ``more`` says whether more were due.
+
+        Waves are pipelined: the next wave is marked and on the wire while the answers to
+        the previous one are judged and written, so the relays work while the disk does.
+        Every wave is still marked ``sending`` before its bytes leave and recorded before
+        its items are read again.
+        """
         result = PassResult()
-        due = [i for i in self.store.dispatchable(self.wave) if self._has_relay(i)]
+        in_flight: tuple[list[_Pick], asyncio.Task[list[dict[str, Classified]]]] | None = None
+        waves = 0
+        while True:
+            picks = []
+            if waves < max_waves:
+                picks = self._next_wave(in_flight[0] if in_flight else [], result)
+            following: tuple[list[_Pick], asyncio.Task[Any]] | None = None
+            if picks:
+                waves += 1
+                following = (picks, asyncio.create_task(self._fan_out(picks)))
+            if in_flight is not None:
+                sent_picks, answers = in_flight[0], await in_flight[1]
+                records, again = self._judge(sent_picks, answers, result)
+                self.store.record_sends(records)
+                result.sent += sum(1 for r in records if r.accepted)
+                if again:  # underpriced: the next fee level, at once
+                    result.sent += await self._send(again, result)
+            if following is None:
+                result.more = result.sent > 0  # something went: more may be due
+                return result
+            in_flight = following
+
+    def _next_wave(self, in_flight: list[_Pick], result: PassResult) -> list[_Pick]:
+        """Read, pick and durably mark the next wave.
+
+        Senders with items in the wave still in flight wait for its answers: one sender's
+        nonces never race each other to a node (a node holding many out-of-order future
+        nonces is slow at best, and some relays refuse nonce gaps)."""
+        busy = {(p.item.chain_id, p.item.account) for p in in_flight}
+        due = [
+            i
+            for i in self.store.dispatchable(self.wave + len(in_flight))
+            if (i.chain_id, i.account) not in busy and self._has_relay(i)
+        ][: self.wave]
         picks = self._picks(due, result)
-        if picks:
-            result.sent += await self._send(picks, result)
-            result.more = len(due) == self.wave and result.sent > 0
-        return result
+        if not picks:
+            return []
+        try:
+            self.store.begin_sends([(p.item, p.idx) for p in picks])
+        except StaleItems as exc:  # e.g. an operator cancelled one meanwhile
+            log.info("wave not sent, read again next round: %s", exc)
+            return []
+        return [p.begun() for p in picks]
 
     def _picks(self, due: list[Item], result: PassResult) -> list[_Pick]:
+        stored = self.store.wave_variants([item.id for item in due])
         picks = []
         for item in due:
-            kinds = [v.kind for v in self.store.variants(item.id)]
-            if not kinds:
+            variants = stored[item.id]
+            if not variants:
                 continue
             idx = item.active_idx
             if idx is None:
-                idx = decide.first_variant(kinds, item.cancel_requested)
-            pick = self._pick(item, idx, result)
+                idx = decide.first_variant([v.kind for v in variants], item.cancel_requested)
+            pick = self._pick(item, variants[idx], result)
             if pick is not None:
                 picks.append(pick)
         return picks
 
-    def _pick(self, item: Item, idx: int, result: PassResult) -> _Pick | None:
+    def _pick(self, item: Item, variant: StoredVariant, result: PassResult) -> _Pick | None:
         try:
-            raw = self.store.variant_raw(item, idx)
+            raw = self.store.open_variant(item, variant)
         except PayloadTampered as exc:
             self._alert(result, f"item {item.id} quarantined: {exc}", item.id)
             return None
-        tx_hash = self.store.variants(item.id)[idx].tx_hash
-        return _Pick(item, idx, RawTx(raw=raw, tx_hash=tx_hash, sender=item.account))
+        tx = RawTx(raw=raw, tx_hash=variant.tx_hash, sender=item.account)
+        return _Pick(item, variant.idx, tx)
 
     async def _send(self, picks: list[_Pick], result: PassResult) -> int:
         """Mark, fan out, judge, record; underpriced items go again at the next level."""
         accepted = 0
         while picks:
-            self.store.begin_sends([(p.item, p.idx) for p in picks])
+            try:
+                self.store.begin_sends([(p.item, p.idx) for p in picks])
+            except StaleItems as exc:  # e.g. an operator cancelled one meanwhile
+                log.info("wave not sent, read again next round: %s", exc)
+                return accepted
+            picks = [p.begun() for p in picks]
             answers = await self._fan_out(picks)
             records, again = self._judge(picks, answers, result)
             self.store.record_sends(records)
@@ -286,7 +342,9 @@ class Broadcaster:
                 for relay, a in sorted(answer.items())
             )
             head = self._best_head(item.chain_id)
-            record = SendRecord(item.id, pick.idx, attempts, False, None, judgement.reason)
+            record = SendRecord(
+                item.id, item.state, pick.idx, attempts, False, None, judgement.reason
+            )
             verdict = judgement.verdict
             if verdict in (SendVerdict.SENT, SendVerdict.NONCE_USED):
                 self._tries.pop(item.id, None)
@@ -311,16 +369,17 @@ class Broadcaster:
         return records, again
 
     def _next_pick(self, item: Item, idx: int, result: PassResult) -> _Pick | None:
-        kinds = [v.kind for v in self.store.variants(item.id)]
-        following = decide.next_step(kinds, idx)
-        if following is None and self._resigner is not None and kinds[idx] == "step":
+        variants = self.store.wave_variants([item.id])[item.id]
+        following = decide.next_step([v.kind for v in variants], idx)
+        if following is None and self._resigner is not None and variants[idx].kind == "step":
             draft = self._resigner(self.store, item)
             if draft is not None:
                 following = self.store.add_variant(item.id, draft)
                 log.info("item %s: re-signed variant %d in the HSM", item.id, following)
+                variants = self.store.wave_variants([item.id])[item.id]
         if following is None:
             return None
-        return self._pick(item, following, result)
+        return self._pick(item, variants[following], result)
 
     # -- reconcile and bump ------------------------------------------------------------
 
@@ -393,6 +452,8 @@ class Broadcaster:
         if records:
             self.store.record_chain(records)
             result.settled += len(records)
+            # Reorged items are `sent` again now: resend them as the store holds them.
+            resend = [replace(lane, item=self.store.get(lane.item.id)) for lane in resend]
         await self._bump_or_rebroadcast(pending, resend, head, result)
 
     @staticmethod
@@ -419,13 +480,13 @@ class Broadcaster:
             reason = judged.reason
             if cancel:
                 reason = f"its pre-signed cancel was {reason}: the transaction itself never ran"
-            return ChainRecord(item.id, str(verdict), reason, mined, cancel=cancel)
+            return ChainRecord(item.id, item.state, str(verdict), reason, mined, cancel=cancel)
         if verdict is ChainVerdict.REPLACED and item.state is not State.NEEDS_OPERATOR:
             self._alert(result, f"item {item.id}: {judged.reason}", item.id)
-            return ChainRecord(item.id, "replaced", judged.reason)
+            return ChainRecord(item.id, item.state, "replaced", judged.reason)
         if verdict is ChainVerdict.REORGED:
             self._alert(result, f"item {item.id}: {judged.reason}", item.id)
-            return ChainRecord(item.id, "reorged", judged.reason)
+            return ChainRecord(item.id, item.state, "reorged", judged.reason)
         return None
 
     async def _bump_or_rebroadcast(
@@ -460,8 +521,9 @@ class Broadcaster:
                     self._alert(result, f"item {item.id}: {why}", item.id)
                     self.store.transition(item.id, State.NEEDS_OPERATOR, why)
                     result.settled += 1
+        stored = self.store.wave_variants([lane.item.id for lane in resend])
         for lane in resend:
-            pick = self._pick(lane.item, _active(lane.item), result)
+            pick = self._pick(lane.item, stored[lane.item.id][_active(lane.item)], result)
             if pick is not None:
                 picks.append(pick)
         if picks:
@@ -542,6 +604,4 @@ def _receipt(raw: Any) -> decide.Receipt | None:
 
 
 def _with(record: SendRecord, **changes: Any) -> SendRecord:
-    from dataclasses import replace
-
     return replace(record, **changes)

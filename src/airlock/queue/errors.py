@@ -35,3 +35,8 @@ class IdempotencyConflict(QueueError, InvalidInput):
 
 class NonceConflict(QueueError, InvalidInput):
     """An explicit nonce is already used, locally or on chain."""
+
+
+class StaleItems(QueueError):
+    """Items changed state since they were read (another process moved them); nothing
+    was written. Read them again."""

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from airlock.queue import items
+from airlock.queue.errors import StaleItems
 from airlock.queue.items import Item
-from airlock.queue.states import State
+from airlock.queue.states import State, check_transition
 
 
 @dataclass(frozen=True)
@@ -90,44 +91,143 @@ def dispatchable(conn: sqlite3.Connection, now_ms: int, limit: int) -> list[Item
 
 def inflight(conn: sqlite3.Connection, watch_from_block: int | None) -> list[Lane]:
     """Items whose fate the chain decides: sending, sent, waiting for an operator, and
-    confirmed ones still within reorg reach (mined at or after ``watch_from_block``)."""
+    confirmed ones still within reorg reach (mined at or after ``watch_from_block``).
+    One query: the items joined to their variants."""
+    columns = ", ".join(f"i.{c.strip()}" for c in items.COLUMNS.split(","))
     rows = conn.execute(
-        f"SELECT {items.COLUMNS} FROM items WHERE kind = 'evm_tx' AND"
-        " (state IN ('sending', 'sent', 'needs_operator')"
-        " OR (state = 'confirmed' AND mined_block >= ?))"
-        " ORDER BY chain_id, account, nonce",
+        f"SELECT {columns}, v.tx_hash AS v_hash, v.kind AS v_kind, v.fate AS v_fate"
+        " FROM items i JOIN variants v ON v.item_id = i.id WHERE i.kind = 'evm_tx' AND"
+        " (i.state IN ('sending', 'sent', 'needs_operator')"
+        " OR (i.state = 'confirmed' AND i.mined_block >= ?))"
+        " ORDER BY i.chain_id, i.account, i.nonce, i.id, v.idx",
         (-1 if watch_from_block is None else watch_from_block,),
     ).fetchall()
-    lanes = []
-    for row in rows:
-        item = Item.from_row(row)
-        variants = conn.execute(
-            "SELECT tx_hash, kind, fate FROM variants WHERE item_id = ? ORDER BY idx", (item.id,)
-        ).fetchall()
-        lanes.append(
-            Lane(
-                item,
-                tuple(v["tx_hash"] for v in variants),
-                tuple(v["kind"] for v in variants),
-                tuple(v["fate"] for v in variants),
+    lanes: list[Lane] = []
+    group: list[sqlite3.Row] = []
+    for row in [*rows, None]:
+        if group and (row is None or row["id"] != group[0]["id"]):
+            lanes.append(
+                Lane(
+                    Item.from_row(group[0]),
+                    tuple(r["v_hash"] for r in group),
+                    tuple(r["v_kind"] for r in group),
+                    tuple(r["v_fate"] for r in group),
+                )
             )
-        )
+            group = []
+        if row is not None:
+            group.append(row)
     return lanes
 
 
-def record_attempts(
-    conn: sqlite3.Connection, item_id: str, variant_idx: int, attempts: Sequence[Attempt]
+@dataclass(frozen=True)
+class StoredVariant:
+    """A variant as stored: its metadata and its still-encrypted bytes."""
+
+    idx: int
+    kind: str
+    tx_hash: str
+    fate: str | None
+    key_id: int
+    blob: bytes
+
+
+def variants_of(
+    conn: sqlite3.Connection, item_ids: Sequence[str]
+) -> dict[str, list[StoredVariant]]:
+    """Every variant of every item in ``item_ids``, in one query."""
+    found: dict[str, list[StoredVariant]] = {i: [] for i in item_ids}
+    for start in range(0, len(item_ids), 500):
+        chunk = list(item_ids[start : start + 500])
+        marks = ", ".join("?" for _ in chunk)
+        for r in conn.execute(
+            "SELECT item_id, idx, kind, tx_hash, fate, key_id, raw FROM variants"
+            f" WHERE item_id IN ({marks}) ORDER BY item_id, idx",
+            chunk,
+        ):
+            found[r["item_id"]].append(
+                StoredVariant(r["idx"], r["kind"], r["tx_hash"], r["fate"], r["key_id"], r["raw"])
+            )
+    return found
+
+
+@dataclass(frozen=True)
+class Move:
+    """One state change of one item, from the state it was read in."""
+
+    item_id: str
+    src: State
+    dst: State
+    reason: str
+
+
+def move_many(conn: sqlite3.Connection, moves: Sequence[Move], now_ms: int) -> None:
+    """Apply ``moves`` (each checked against the state machine) with their history rows.
+
+    Each update is guarded by the state the caller read; if any item moved meanwhile,
+    :class:`StaleItems` is raised and the caller's transaction rolls back."""
+    if not moves:
+        return
+    for move in moves:
+        check_transition(move.src, move.dst)
+    cursor = conn.executemany(
+        "UPDATE items SET state = ?, state_reason = ?, updated_ms = ? WHERE id = ? AND state = ?",
+        [(str(m.dst), m.reason, now_ms, m.item_id, str(m.src)) for m in moves],
+    )
+    if cursor.rowcount != len(moves):
+        raise StaleItems(
+            f"{len(moves) - cursor.rowcount} of {len(moves)} items changed state since they "
+            "were read; nothing was written"
+        )
+    note_many(conn, [(m.item_id, m.src, m.dst, m.reason) for m in moves], now_ms)
+
+
+def note_many(
+    conn: sqlite3.Connection, notes: Sequence[tuple[str, State, State, str]], now_ms: int
 ) -> None:
-    first = conn.execute(
-        "SELECT coalesce(max(n), 0) + 1 FROM attempts WHERE item_id = ?", (item_id,)
-    ).fetchone()[0]
+    """History rows (item, from, to, reason); from == to for a note without a move."""
+    conn.executemany(
+        "INSERT INTO transitions (item_id, n, from_state, to_state, reason, at_ms)"
+        " SELECT ?, coalesce(max(n), 0) + 1, ?, ?, ?, ? FROM transitions WHERE item_id = ?",
+        [(i, str(src), str(dst), reason, now_ms, i) for i, src, dst, reason in notes],
+    )
+
+
+def record_attempts(
+    conn: sqlite3.Connection, sends: Sequence[tuple[str, int, Sequence[Attempt]]]
+) -> None:
+    """Every attempt of every (item, variant index, attempts) send of a wave."""
+    ids = sorted({item_id for item_id, _, _ in sends})
+    last: dict[str, int] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        last.update(
+            conn.execute(
+                f"SELECT item_id, max(n) FROM attempts WHERE item_id IN ({marks}) GROUP BY item_id",
+                chunk,
+            ).fetchall()
+        )
+    rows = []
+    for item_id, idx, tries in sends:
+        for attempt in tries:
+            last[item_id] = last.get(item_id, 0) + 1
+            rows.append(
+                (
+                    item_id,
+                    last[item_id],
+                    idx,
+                    attempt.relay,
+                    attempt.at_ms,
+                    attempt.outcome,
+                    attempt.rule,
+                    attempt.message,
+                )
+            )
     conn.executemany(
         "INSERT INTO attempts (item_id, n, variant_idx, relay, at_ms, outcome, rule, message)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (item_id, first + i, variant_idx, a.relay, a.at_ms, a.outcome, a.rule, a.message)
-            for i, a in enumerate(attempts)
-        ],
+        rows,
     )
 
 
@@ -148,58 +248,60 @@ def has_attempts(conn: sqlite3.Connection, item_id: str) -> bool:
     return row is not None
 
 
-def set_active(conn: sqlite3.Connection, item_id: str, idx: int) -> None:
-    conn.execute("UPDATE items SET active_idx = ? WHERE id = ?", (idx, item_id))
+def set_active(conn: sqlite3.Connection, picks: Sequence[tuple[str, int]]) -> None:
+    """Record which variant of each item goes out next."""
+    conn.executemany("UPDATE items SET active_idx = ? WHERE id = ?", [(idx, i) for i, idx in picks])
 
 
-def mark_variant_sent(conn: sqlite3.Connection, item_id: str, idx: int) -> None:
-    conn.execute(
+def mark_sent(
+    conn: sqlite3.Connection, sent: Sequence[tuple[str, int]], now_ms: int, head: int | None
+) -> None:
+    """The (item, variant) sends a relay took: fates recorded, bump clocks restarted."""
+    conn.executemany(
         "UPDATE variants SET fate = 'sent' WHERE item_id = ? AND idx = ? AND fate IS NULL",
-        (item_id, idx),
+        list(sent),
     )
-
-
-def set_sent(conn: sqlite3.Connection, item_id: str, now_ms: int, head: int | None) -> None:
-    """The active variant was (re)accepted now: the bump and rebroadcast clocks restart."""
-    conn.execute(
+    conn.executemany(
         "UPDATE items SET sent_ms = ?, sent_block = coalesce(?, sent_block), retry_ms = NULL"
         " WHERE id = ?",
-        (now_ms, head, item_id),
+        [(now_ms, head, i) for i, _ in sent],
     )
 
 
-def set_retry(conn: sqlite3.Connection, item_id: str, retry_ms: int | None) -> None:
-    conn.execute("UPDATE items SET retry_ms = ? WHERE id = ?", (retry_ms, item_id))
+def set_retry(conn: sqlite3.Connection, retries: Sequence[tuple[str, int | None]]) -> None:
+    conn.executemany("UPDATE items SET retry_ms = ? WHERE id = ?", [(r, i) for i, r in retries])
 
 
-def set_mined(conn: sqlite3.Connection, item_id: str, mined: Mined | None) -> None:
-    """Record the receipt (or, after a reorg, forget it) and each sent variant's fate."""
-    if mined is None:
-        conn.execute(
-            "UPDATE items SET mined_hash = NULL, mined_block = NULL, mined_block_hash = NULL"
-            " WHERE id = ?",
-            (item_id,),
-        )
-        conn.execute(
-            "UPDATE variants SET fate = 'sent' WHERE item_id = ? AND fate IS NOT NULL",
-            (item_id,),
-        )
-        return
-    conn.execute(
+def set_mined(conn: sqlite3.Connection, mined: Sequence[tuple[str, Mined]]) -> None:
+    """Record receipts and each sent variant's fate: the mined one, the others replaced."""
+    conn.executemany(
         "UPDATE items SET mined_hash = ?, mined_block = ?, mined_block_hash = ? WHERE id = ?",
-        (mined.tx_hash, mined.block, mined.block_hash, item_id),
+        [(m.tx_hash, m.block, m.block_hash, i) for i, m in mined],
     )
-    conn.execute(
+    conn.executemany(
         "UPDATE variants SET fate = CASE WHEN tx_hash = ? THEN 'mined' ELSE 'replaced' END"
         " WHERE item_id = ? AND (fate IS NOT NULL OR tx_hash = ?)",
-        (mined.tx_hash, item_id, mined.tx_hash),
+        [(m.tx_hash, i, m.tx_hash) for i, m in mined],
     )
 
 
-def set_replaced(conn: sqlite3.Connection, item_id: str) -> None:
-    conn.execute(
+def forget_mined(conn: sqlite3.Connection, item_ids: Sequence[str], now_ms: int) -> None:
+    """A reorg took the receipts away: back to sent variants, clocks restarted."""
+    conn.executemany(
+        "UPDATE items SET mined_hash = NULL, mined_block = NULL, mined_block_hash = NULL,"
+        " sent_ms = ? WHERE id = ?",
+        [(now_ms, i) for i in item_ids],
+    )
+    conn.executemany(
+        "UPDATE variants SET fate = 'sent' WHERE item_id = ? AND fate IS NOT NULL",
+        [(i,) for i in item_ids],
+    )
+
+
+def set_replaced(conn: sqlite3.Connection, item_ids: Sequence[str]) -> None:
+    conn.executemany(
         "UPDATE variants SET fate = 'replaced' WHERE item_id = ? AND fate IS NOT NULL",
-        (item_id,),
+        [(i,) for i in item_ids],
     )
 
 

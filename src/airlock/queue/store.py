@@ -25,7 +25,7 @@ from airlock.queue.envelope import DEFAULT_ROTATE_AFTER, Envelope, Kek
 from airlock.queue.errors import IdempotencyConflict, PayloadTampered
 from airlock.queue.items import Item, Kind, Transition
 from airlock.queue.journal import CheckpointRecord, Journal
-from airlock.queue.sends import Attempt, Lane, Mined
+from airlock.queue.sends import Attempt, Lane, Mined, Move, StoredVariant
 from airlock.queue.states import LIVE, TERMINAL, IllegalTransition, State
 from airlock.queue.ulid import UlidGenerator
 
@@ -110,6 +110,7 @@ class SendRecord:
     """What one send of one variant came to, as the broadcaster judged it."""
 
     item_id: str
+    from_state: State  # the item's state when the wave left
     variant_idx: int
     attempts: tuple[Attempt, ...]
     accepted: bool  # a relay took it or already had it: the bump and rebroadcast clocks restart
@@ -124,6 +125,7 @@ class ChainRecord:
     """What the chain says about an in-flight item, as reconcile judged it."""
 
     item_id: str
+    from_state: State  # the item's state when reconcile read it
     verdict: str  # "mined", "confirmed", "replaced" or "reorged"
     reason: str
     mined: Mined | None = None
@@ -486,20 +488,26 @@ class Store:
         with self._lock:
             return sends.inflight(self._conn, watch_from_block)
 
-    def variant_raw(self, item: Item, idx: int) -> bytes:
-        """One variant's signed bytes; a tampered ciphertext quarantines the item."""
+    def wave_variants(self, item_ids: list[str]) -> dict[str, list[StoredVariant]]:
+        """The variants of many items at once (still encrypted): one query for a wave."""
         with self._lock:
-            row = self._conn.execute(
-                "SELECT key_id, raw FROM variants WHERE item_id = ? AND idx = ?", (item.id, idx)
-            ).fetchone()
-        if row is None:
-            raise IllegalTransition(f"item {item.id} has no variant {idx}")
+            return sends.variants_of(self._conn, item_ids)
+
+    def open_variant(self, item: Item, variant: StoredVariant) -> bytes:
+        """A variant's signed bytes; a tampered ciphertext quarantines the item."""
         return self._guarded(
             item,
             lambda: self._envelope.open(
-                "variants", f"{item.id}/{idx}", "raw", row["key_id"], row["raw"]
+                "variants", f"{item.id}/{variant.idx}", "raw", variant.key_id, variant.blob
             ),
         )
+
+    def variant_raw(self, item: Item, idx: int) -> bytes:
+        """One variant's signed bytes; a tampered ciphertext quarantines the item."""
+        found = {v.idx: v for v in self.wave_variants([item.id])[item.id]}
+        if idx not in found:
+            raise IllegalTransition(f"item {item.id} has no variant {idx}")
+        return self.open_variant(item, found[idx])
 
     def attempts(self, item_id: str) -> list[tuple[int, Attempt]]:
         with self._lock:
@@ -510,87 +518,121 @@ class Store:
         with self._lock:
             return sends.fates(self._conn, item_id)
 
-    def begin_sends(self, picks: list[tuple[Item, int]]) -> list[Item]:
-        """Durably mark items as on their way, before any byte leaves: queued ones move to
-        ``sending``; each records the variant about to go out. One transaction."""
-        moved = []
+    def begin_sends(self, picks: list[tuple[Item, int]]) -> None:
+        """Durably mark a wave as on its way, before any byte leaves: queued items move to
+        ``sending``, each records the variant about to go out; one audit entry for all.
+
+        Raises :class:`StaleItems` (nothing written) if an item moved since it was read.
+        """
+        now = self._clock_ms()
+        moves, notes, entry = [], [], []
+        for item, idx in picks:
+            if item.state is State.QUEUED:
+                moves.append(
+                    Move(item.id, State.QUEUED, State.SENDING, _variant_note("dispatch", idx))
+                )
+            elif item.active_idx != idx:
+                notes.append((item.id, item.state, item.state, _variant_note("bump", idx)))
+            entry.append({"item": item.id, "variant": idx, "from": str(item.state)})
         with self.transaction() as conn:
-            for picked, idx in picks:
-                item = items.get(conn, picked.id)
-                if item.state is State.QUEUED:
-                    item = self._move(conn, item, State.SENDING, _variant_note("dispatch", idx))
-                elif item.active_idx != idx:
-                    items.record(
-                        conn,
-                        item.id,
-                        item.state,
-                        item.state,
-                        _variant_note("bump", idx),
-                        self._clock_ms(),
-                    )
-                sends.set_active(conn, item.id, idx)
-                moved.append(items.get(conn, item.id))
-        return moved
+            sends.move_many(conn, moves, now)
+            sends.note_many(conn, notes, now)
+            sends.set_active(conn, [(item.id, idx) for item, idx in picks])
+            self._journal.append(conn, audit_entries.ITEMS_SENDING, None, {"items": entry})
 
     def record_sends(self, records: list[SendRecord]) -> None:
-        """Every attempt, its audit entry, and the resulting state: one transaction."""
+        """A wave's attempts, what became of each item, and one audit entry: one transaction."""
         now = self._clock_ms()
+        moves = [
+            Move(r.item_id, r.from_state, r.target, r.reason)
+            for r in records
+            if r.target is not None and r.target is not r.from_state
+        ]
+        entry = [
+            {
+                "item": r.item_id,
+                "variant": r.variant_idx,
+                "attempts": [a.as_json() for a in r.attempts],
+                "verdict": r.reason,
+                "from": str(r.from_state),
+                "to": str(r.target or r.from_state),
+            }
+            for r in records
+        ]
+        heads = {r.head for r in records if r.accepted}
         with self.transaction() as conn:
-            for record in records:
-                item = items.get(conn, record.item_id)
-                sends.record_attempts(conn, item.id, record.variant_idx, record.attempts)
-                self._journal.append(
-                    conn,
-                    audit_entries.ITEM_ATTEMPTS,
-                    item.id,
-                    {
-                        "variant": record.variant_idx,
-                        "attempts": [a.as_json() for a in record.attempts],
-                        "verdict": record.reason,
-                    },
-                )
-                if record.accepted:
-                    sends.mark_variant_sent(conn, item.id, record.variant_idx)
-                    sends.set_sent(conn, item.id, now, record.head)
-                sends.set_retry(conn, item.id, record.retry_ms)
-                if record.target is not None and record.target is not item.state:
-                    self._settle(conn, item, record.target, record.reason)
+            sends.record_attempts(conn, [(r.item_id, r.variant_idx, r.attempts) for r in records])
+            for head in heads:
+                accepted = [
+                    (r.item_id, r.variant_idx) for r in records if r.accepted and r.head == head
+                ]
+                sends.mark_sent(conn, accepted, now, head)
+            sends.set_retry(conn, [(r.item_id, r.retry_ms) for r in records if not r.accepted])
+            sends.move_many(conn, moves, now)
+            for move in moves:
+                if move.dst is State.REJECTED:
+                    self._release_rejected(conn, move.item_id)
+            self._journal.append(conn, audit_entries.ITEMS_SENT, None, {"items": entry})
 
-    def _settle(self, conn: sqlite3.Connection, item: Item, target: State, reason: str) -> None:
-        moved = self._move(conn, item, target, reason)
-        if target is State.REJECTED and moved.holds_nonce and moved.chain_id is not None:
-            # Every relay refused these bytes for good: the nonce is still free on chain.
-            nonces.release(conn, moved.id, moved.chain_id, moved.account)
+    def _release_rejected(self, conn: sqlite3.Connection, item_id: str) -> None:
+        """Every relay refused these bytes for good: the nonce is still free on chain."""
+        item = items.get(conn, item_id)
+        if item.holds_nonce and item.chain_id is not None:
+            nonces.release(conn, item.id, item.chain_id, item.account)
 
     def record_chain(self, records: list[ChainRecord]) -> None:
-        """Receipts found, replacements and reorgs, with their audit entries."""
+        """Receipts found, replacements and reorgs, with one audit entry: one transaction."""
         now = self._clock_ms()
+        paths = {r.item_id: _chain_path(r) for r in records}
         with self.transaction() as conn:
-            for record in records:
-                item = items.get(conn, record.item_id)
-                chain = None if record.mined is None else record.mined.as_json()
-                if record.verdict in ("mined", "confirmed"):
-                    assert record.mined is not None
-                    sends.set_mined(conn, item.id, record.mined)
-                    if item.state is State.SENDING:
-                        item = self._move(conn, item, State.SENT, record.reason, chain)
-                    final = State.REPLACED if record.cancel else State.CONFIRMED
-                    if record.verdict == "confirmed" and item.state is not final:
-                        self._move(conn, item, final, record.reason, chain)
-                elif record.verdict == "replaced":
-                    sends.set_replaced(conn, item.id)
-                    if item.state is State.SENDING:
-                        item = self._move(conn, item, State.SENT, record.reason)
-                    self._move(conn, item, State.REPLACED, record.reason)
-                elif record.verdict == "reorged":
-                    sends.set_mined(conn, item.id, None)
-                    sends.set_sent(conn, item.id, now, None)
-                    if item.state is State.CONFIRMED:
-                        self._move(conn, item, State.SENT, record.reason)
-                    else:
-                        items.record(conn, item.id, item.state, item.state, record.reason, now)
-                else:
-                    raise ValueError(f"unknown reconcile verdict {record.verdict!r}")
+            sends.set_mined(
+                conn,
+                [
+                    (r.item_id, r.mined)
+                    for r in records
+                    if r.mined is not None and r.verdict != "reorged"
+                ],
+            )
+            sends.set_replaced(conn, [r.item_id for r in records if r.verdict == "replaced"])
+            reorged = [r for r in records if r.verdict == "reorged"]
+            sends.forget_mined(conn, [r.item_id for r in reorged], now)
+            sends.note_many(
+                conn,
+                [
+                    (r.item_id, r.from_state, r.from_state, r.reason)
+                    for r in reorged
+                    if not paths[r.item_id]
+                ],
+                now,
+            )
+            step = 0
+            while True:
+                moves = [
+                    Move(
+                        r.item_id,
+                        ([r.from_state, *paths[r.item_id]])[step],
+                        paths[r.item_id][step],
+                        r.reason,
+                    )
+                    for r in records
+                    if len(paths[r.item_id]) > step
+                ]
+                if not moves:
+                    break
+                sends.move_many(conn, moves, now)
+                step += 1
+            entry = [
+                {
+                    "item": r.item_id,
+                    "verdict": r.verdict,
+                    "from": str(r.from_state),
+                    "to": str(paths[r.item_id][-1] if paths[r.item_id] else r.from_state),
+                    "reason": r.reason,
+                    "chain": None if r.mined is None else r.mined.as_json(),
+                }
+                for r in records
+            ]
+            self._journal.append(conn, audit_entries.ITEMS_SETTLED, None, {"items": entry})
 
     def add_variant(self, item_id: str, variant: VariantDraft) -> int:
         """Store a variant signed after enqueue (a re-signed bump); returns its index."""
@@ -748,6 +790,22 @@ def _variant_entry(idx: int, v: VariantDraft) -> dict[str, Any]:
         "tip_per_gas": None if v.tip_per_gas is None else str(v.tip_per_gas),
         "raw": "0x" + v.raw.hex(),
     }
+
+
+def _chain_path(record: ChainRecord) -> list[State]:
+    """The states an item passes through for a reconcile verdict, from where it is."""
+    src = record.from_state
+    if record.verdict == "reorged":
+        return [State.SENT] if src is State.CONFIRMED else []
+    lead = [State.SENT] if src is State.SENDING else []
+    if record.verdict == "mined":
+        return lead
+    if record.verdict == "confirmed":
+        final = State.REPLACED if record.cancel else State.CONFIRMED
+        return [*lead, final] if src is not final else []
+    if record.verdict == "replaced":
+        return [*lead, State.REPLACED]
+    raise ValueError(f"unknown reconcile verdict {record.verdict!r}")
 
 
 def _variant_note(action: str, idx: int) -> str:

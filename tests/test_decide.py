@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from airlock.broadcaster import decide
-from airlock.broadcaster.decide import ChainVerdict, Receipt, SendVerdict
-from airlock.relays.outcomes import Classified, Outcome
+from airlock.broadcaster.decide import ChainVerdict, SendVerdict
+from airlock.relays.outcomes import Classified, Outcome, Receipt
 
 
 def answer(outcome: Outcome, message: str = "", unknown: bool = False) -> Classified:

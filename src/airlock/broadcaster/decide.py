@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from airlock.relays.outcomes import Classified, Outcome
+from airlock.relays.outcomes import Classified, Outcome, Receipt
 
 # A send that got nowhere is retried after this long (doubling per attempt up to the cap).
 RETRY_BASE_MS = 250
@@ -94,14 +94,6 @@ class ChainVerdict(StrEnum):
     REORGED = "reorged"  # a receipt we had is gone from the canonical chain
     PENDING = "pending"  # nothing yet: wait (and bump or rebroadcast when due)
     UNKNOWN = "unknown"  # the node could not say (indexing, a missing answer): ask later
-
-
-@dataclass(frozen=True)
-class Receipt:
-    tx_hash: str
-    block_number: int
-    block_hash: str
-    status: int
 
 
 @dataclass(frozen=True)

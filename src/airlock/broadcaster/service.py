@@ -15,7 +15,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from airlock.audit import entries as audit_entries
 from airlock.broadcaster import decide
@@ -34,7 +34,7 @@ from airlock.relays.jsonrpc import (
     RelayRpcError,
     RelayTransportError,
 )
-from airlock.relays.outcomes import Classified, Outcome
+from airlock.relays.outcomes import Classified, Outcome, Receipt
 
 log = logging.getLogger("airlock.broadcaster")
 
@@ -72,6 +72,15 @@ class PassResult:
         self.expired += other.expired
         self.alerts += other.alerts
         self.more = self.more or other.more
+
+
+class _Seen(NamedTuple):
+    """One reconcile read: the senders' nonces, the head, and receipts per hash."""
+
+    chain_nonces: dict[str, int]
+    head: int
+    asked: dict[str, list[str]]
+    receipts: dict[str, Receipt | None]
 
 
 @dataclass(frozen=True)
@@ -394,14 +403,29 @@ class Broadcaster:
             reader = self._reader(chain_id, private)
             if reader is None:
                 continue
-            for start in range(0, len(lanes), self.wave):
-                try:
-                    await self._reconcile_chain(reader, lanes[start : start + self.wave], result)
-                except (RelayTransportError, RelayRpcError) as exc:
-                    self.monitor.report_send(reader.name, False, str(exc))
-                    log.warning("reconcile through %s failed: %s", reader.name, exc)
-                    break
+            try:
+                await self._reconcile_slices(reader, lanes, result)
+            except (RelayTransportError, RelayRpcError) as exc:
+                self.monitor.report_send(reader.name, False, str(exc))
+                log.warning("reconcile through %s failed: %s", reader.name, exc)
         return result
+
+    async def _reconcile_slices(
+        self, reader: EvmRelay, lanes: list[Lane], result: PassResult
+    ) -> None:
+        """Reconcile ``lanes`` a wave at a time, the next wave's reads in flight while the
+        last one's verdicts are written (the node works while the disk does)."""
+        slices = [lanes[start : start + self.wave] for start in range(0, len(lanes), self.wave)]
+        ahead = asyncio.create_task(self._observe(reader, slices[0]))
+        try:
+            for n, lanes_n in enumerate(slices):
+                seen = await ahead
+                if n + 1 < len(slices):
+                    ahead = asyncio.create_task(self._observe(reader, slices[n + 1]))
+                await self._settle(lanes_n, seen, result)
+        finally:
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
 
     def _watch_from(self) -> int:
         """The lowest block whose confirmed items are still re-checked for reorgs. With no
@@ -415,18 +439,22 @@ class Broadcaster:
             return UNKNOWN_HEAD
         return max(0, min(heads) - self.config.reorg_depth)
 
-    async def _reconcile_chain(
-        self, reader: EvmRelay, lanes: list[Lane], result: PassResult
-    ) -> None:
+    async def _observe(self, reader: EvmRelay, lanes: list[Lane]) -> _Seen:
+        """What the chain says about ``lanes``: nonces, then head, then receipts."""
         senders = sorted(
             {lane.item.account for lane in lanes if lane.item.state is not State.CONFIRMED}
         )
         # The nonce first: a tx mined between the two reads must not look replaced.
         chain_nonces = await reader.transaction_counts(senders) if senders else {}
         head = await reader.block_number()
-        self._last_head[reader.chain_id] = head
+        self._last_head[reader.chain_id] = max(head, self._last_head.get(reader.chain_id, 0))
         asked = {lane.item.id: self._asked(lane) for lane in lanes}
         receipts = await reader.receipts(sorted({h for hs in asked.values() for h in hs}))
+        return _Seen(chain_nonces, head, asked, receipts)
+
+    async def _settle(self, lanes: list[Lane], seen: _Seen, result: PassResult) -> None:
+        """Judge each lane on what was seen; write the verdicts; bump or resend."""
+        chain_nonces, head, asked, receipts = seen
         records: list[ChainRecord] = []
         pending: list[Lane] = []
         resend: list[Lane] = []
@@ -436,7 +464,7 @@ class Broadcaster:
             judged = decide.judge_chain(
                 nonce=item.nonce,
                 hashes=asked[item.id],
-                receipts={h: _receipt(receipts[h]) for h in asked[item.id] if h in receipts},
+                receipts={h: receipts[h] for h in asked[item.id] if h in receipts},
                 chain_nonce=chain_nonces.get(item.account),
                 head=head,
                 confirmations=self.config.confirmations,
@@ -595,12 +623,6 @@ class Broadcaster:
 
 def _active(item: Item) -> int:
     return 0 if item.active_idx is None else item.active_idx
-
-
-def _receipt(raw: Any) -> decide.Receipt | None:
-    if raw is None:
-        return None
-    return decide.Receipt(raw.tx_hash, raw.block_number, raw.block_hash, raw.status)
 
 
 def _with(record: SendRecord, **changes: Any) -> SendRecord:

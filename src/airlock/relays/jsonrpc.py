@@ -38,7 +38,7 @@ from airlock.errors import AirlockError, ConfigError
 from airlock.redact import redact_url
 from airlock.relays.classify import classify_error, classify_send_result, transport
 from airlock.relays.jsonbody import loads_limited
-from airlock.relays.outcomes import Classified
+from airlock.relays.outcomes import Classified, Receipt
 from airlock.signer.eip191 import flashbots_message, personal_message_digest
 
 if TYPE_CHECKING:  # airlock.config imports airlock.hsm.uri, which relays must not load
@@ -131,16 +131,6 @@ class RawTx:
     def of(cls, raw: bytes) -> RawTx:
         """The RawTx of ``raw``, its hash computed (keccak256 of the signed envelope)."""
         return cls(bytes(raw), "0x" + keccak(bytes(raw)).hex())
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """The parts of a receipt reconcile needs; hashes lowercase."""
-
-    tx_hash: str
-    block_number: int
-    block_hash: str
-    status: int
 
 
 @dataclass(frozen=True)

@@ -71,3 +71,13 @@ class Classified:
             raise ValueError("an unrecognised answer must be TRANSIENT with no rule")
         if not self.unknown and self.rule is None:
             raise ValueError("a recognised answer must name the rule that recognised it")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The parts of a transaction receipt reconcile needs; hashes lowercase ``0x`` hex."""
+
+    tx_hash: str
+    block_number: int
+    block_hash: str
+    status: int  # 1 success, 0 reverted: mined either way, the nonce is spent

@@ -27,8 +27,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from types import FrameType, TracebackType
-from typing import Any, NoReturn, Self
+from types import FrameType
+from typing import Any, NoReturn
 
 import aiohttp
 from aiohttp import web
@@ -36,10 +36,9 @@ from aiohttp.web_protocol import RequestHandler
 from eth_utils import keccak
 
 from airlock.relays.jsonbody import loads_limited
+from airlock.sim.loopthread import STOP_TIMEOUT, LoopThread
 
 HOST = "127.0.0.1"
-START_TIMEOUT = 5.0
-STOP_TIMEOUT = 5.0
 MODE_TIMEOUT = 5.0
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)
 CONTROL_PREFIX = "/__faultproxy/"
@@ -269,7 +268,7 @@ class Upstream:
         return web.Response(status=self.status, body=self.body, content_type=self.content_type)
 
 
-class FaultProxy:
+class FaultProxy(LoopThread):
     """A reverse proxy on 127.0.0.1 to one upstream URL, with switchable faults.
 
     Every mode change blocks (bounded) until it is in force, so the next request the
@@ -290,8 +289,8 @@ class FaultProxy:
         self._records: list[Recorded] = []
         self._stats: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
+        self.thread_name = f"faultproxy-{self.upstream}"
         self._listener: asyncio.Server | None = None
         self._control_listener: asyncio.Server | None = None
         self._server: web.Server | None = None
@@ -315,61 +314,8 @@ class FaultProxy:
         return None if self._control_port is None else f"http://{HOST}:{self._control_port}"
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
     def mode(self) -> Mode:
         return self._fault.mode
-
-    def start(self) -> Self:
-        """Start the loop thread and block until the port listens (or raise within bounds)."""
-        if self._thread is not None:
-            raise RuntimeError("FaultProxy already started")
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(
-            target=self._run_loop, args=(loop,), name=f"faultproxy-{self.upstream}", daemon=True
-        )
-        self._thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self._astart(), loop).result(START_TIMEOUT)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Close listeners, client connections, the upstream session and the thread, bounded."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None or loop.is_closed():
-            return
-        if thread.is_alive():
-            future = asyncio.run_coroutine_threadsafe(self._astop(), loop)
-            try:
-                future.result(STOP_TIMEOUT)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(STOP_TIMEOUT)
-
-    def __enter__(self) -> Self:
-        return self if self.running else self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
 
     async def _astart(self) -> None:
         self._release = asyncio.Event()

@@ -43,8 +43,8 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import FrameType, TracebackType
-from typing import Any, Self
+from types import FrameType
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -55,10 +55,9 @@ from eth_utils import keccak
 from eth_utils.exceptions import ValidationError
 
 from airlock.relays.jsonbody import loads_limited
+from airlock.sim.loopthread import STOP_TIMEOUT, LoopThread
 
 HOST = "127.0.0.1"
-START_TIMEOUT = 5.0
-STOP_TIMEOUT = 5.0
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)
 SIGNATURE_HEADER = "X-Flashbots-Signature"
 SEND_PRIVATE = "eth_sendPrivateTransaction"
@@ -127,7 +126,7 @@ def tx_hash(raw: str) -> str:
     return "0x" + keccak(bytes.fromhex(raw[2:])).hex()
 
 
-class PrivateRelay:
+class PrivateRelay(LoopThread):
     """A private relay on 127.0.0.1 in front of one upstream node (see the module doc).
 
     Use as a context manager, or :meth:`start` / :meth:`stop`. Everything it records is
@@ -144,8 +143,8 @@ class PrivateRelay:
         self._private: list[str] = []
         self._cancelled: list[str] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
+        self.thread_name = f"privaterelay-{self.upstream}"
         self._listener: asyncio.Server | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -158,59 +157,6 @@ class PrivateRelay:
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self._port}"
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> Self:
-        """Start the loop thread and block until the port listens (or raise within bounds)."""
-        if self._thread is not None:
-            raise RuntimeError("PrivateRelay already started")
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(
-            target=self._run_loop, args=(loop,), name=f"privaterelay-{self.upstream}", daemon=True
-        )
-        self._thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self._astart(), loop).result(START_TIMEOUT)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Close the listener, the upstream session and the thread, each step bounded."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None or loop.is_closed():
-            return
-        if thread.is_alive():
-            future = asyncio.run_coroutine_threadsafe(self._astop(), loop)
-            try:
-                future.result(STOP_TIMEOUT)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(STOP_TIMEOUT)
-
-    def __enter__(self) -> Self:
-        return self if self.running else self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
 
     async def _astart(self) -> None:
         self._session = aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, trust_env=False)

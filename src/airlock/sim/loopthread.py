@@ -1,0 +1,86 @@
+"""A loopback server that runs its own event loop in a background thread.
+
+The simulators (fault proxy, private relay) serve HTTP while the caller's code runs:
+synchronous tests and asyncio code alike. This base class owns the thread and the loop;
+a subclass provides ``_astart`` (open listeners) and ``_astop`` (close everything), both
+run on the server's loop, each bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+from typing import Self
+
+START_TIMEOUT = 5.0
+STOP_TIMEOUT = 5.0
+
+
+class LoopThread:
+    """Start/stop and context-manager plumbing for a server on its own loop thread."""
+
+    thread_name = "airlock-sim"
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> Self:
+        """Start the loop thread and block until ``_astart`` is done (or raise, bounded)."""
+        if self._thread is not None:
+            raise RuntimeError(f"{type(self).__name__} already started")
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(loop,), name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._astart(), loop).result(START_TIMEOUT)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Run ``_astop`` on the loop, then stop the loop and the thread, each bounded."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or loop.is_closed():
+            return
+        if thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self._astop(), loop)
+            try:
+                future.result(STOP_TIMEOUT)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(STOP_TIMEOUT)
+
+    def __enter__(self) -> Self:
+        return self if self.running else self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _astart(self) -> None:
+        raise NotImplementedError
+
+    async def _astop(self) -> None:
+        raise NotImplementedError

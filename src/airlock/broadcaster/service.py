@@ -239,7 +239,7 @@ class Broadcaster:
             if in_flight is not None:
                 sent_picks, answers = in_flight[0], await in_flight[1]
                 records, again = self._judge(sent_picks, answers, result)
-                self.store.record_sends(records)
+                await asyncio.to_thread(self.store.record_sends, records)  # next wave flies
                 result.sent += sum(1 for r in records if r.accepted)
                 if again:  # underpriced: the next fee level, at once
                     result.sent += await self._send(again, result)
@@ -478,7 +478,9 @@ class Broadcaster:
             elif judged.verdict is ChainVerdict.PENDING and item.state is State.SENT:
                 pending.append(lane)
         if records:
-            self.store.record_chain(records)
+            # In a thread: SQLite lets go of the GIL while it writes, and the next wave's
+            # reads (already in flight) are answered meanwhile.
+            await asyncio.to_thread(self.store.record_chain, records)
             result.settled += len(records)
             # Reorged items are `sent` again now: resend them as the store holds them.
             resend = [replace(lane, item=self.store.get(lane.item.id)) for lane in resend]

@@ -59,7 +59,7 @@ class PassResult:
     bumped: int = 0
     expired: int = 0
     alerts: list[str] = field(default_factory=list)
-    more: bool = False  # a full wave went out: more may be due right now
+    more: bool = False  # something went out: more may be due right now
 
     @property
     def progress(self) -> int:
@@ -117,9 +117,9 @@ class Broadcaster:
         self._last_reconcile_ms = 0
         self._last_head: dict[int, int] = {}
         self.alerts: list[str] = []
-        # A round handles one wave: what every relay takes in one go over its connection
-        # pool. Its results are on disk before the next wave leaves, so a slow link or a
-        # crash costs at most one wave of repeated (harmless, same-bytes) sends.
+        # A wave is what every relay takes in one go over its connection pool. At most two
+        # are unrecorded at any time (one being written, the next in flight), so a slow
+        # link or a crash costs at most two waves of repeated (same-bytes) sends.
         widest = max((r.config.batch_size for r in self.relays), default=1)
         self.wave = min(MAX_WAVE, widest * POOL_SIZE)
 
@@ -130,7 +130,7 @@ class Broadcaster:
         total = PassResult()
         await self._first_probes()
         for _ in range(max_rounds):
-            result = await self.round()
+            result = await self.round(settle=True)
             total.add(result)
             if result.progress == 0 and not result.more and not await self._retry_soon():
                 break
@@ -203,14 +203,14 @@ class Broadcaster:
         await asyncio.sleep(max(wait_ms, 0) / 1000)
         return True
 
-    async def round(self, force_reconcile: bool = False) -> PassResult:
+    async def round(self, force_reconcile: bool = False, settle: bool = False) -> PassResult:
         """Expire, dispatch what is due, and reconcile when due (a relay came back, a new
-        block, the periodic timer) or when there was nothing to send: a backlog drains
-        first, and in-flight items are not re-read after every wave."""
+        block, the periodic timer) — or, with ``settle``, as soon as nothing more is sent
+        (``--once``). A backlog drains first; in-flight items are not re-read per wave."""
         result = PassResult()
         result.expired = len(self.store.expire_due())
         result.add(await self.dispatch())
-        if force_reconcile or result.sent == 0 or self._reconcile_due():
+        if force_reconcile or (settle and result.sent == 0) or self._reconcile_due():
             result.add(await self.reconcile())
         return result
 

@@ -25,7 +25,7 @@ from airlock.broadcaster.service import Broadcaster
 from airlock.config import BroadcasterConfig, RelayConfig
 from airlock.queue.states import State
 from airlock.queue.store import Store
-from airlock.relays.jsonrpc import EvmRelay
+from airlock.relays.jsonrpc import EvmRelay, started
 from airlock.signer.ladder import LadderSpec
 from airlock.sim.anvil import Anvil, start_anvil
 from airlock.sim.faultproxy import FaultProxy
@@ -51,17 +51,8 @@ async def serving(
 ) -> AsyncIterator[Broadcaster]:
     """A broadcaster running in the background of the test's event loop."""
     relays = [EvmRelay(c) for c in configs]
-    async with contextlib.AsyncExitStack() as stack:
-        for r in relays:
-            await stack.enter_async_context(r)
-        broadcaster = Broadcaster(store, relays, settings)
-        stop = asyncio.Event()
-        task = asyncio.create_task(broadcaster.run(stop))
-        try:
-            yield broadcaster
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, timeout=10)
+    async with started(relays), Broadcaster(store, relays, settings).serving() as broadcaster:
+        yield broadcaster
 
 
 async def test_outage_drill_every_transaction_mined_once_in_order(

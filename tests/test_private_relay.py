@@ -17,7 +17,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from airlock.queue.evm import enqueue_transaction
 from airlock.queue.kek import HsmKek
 from airlock.queue.states import State
 from airlock.queue.store import Enqueued, Store
-from airlock.relays.jsonrpc import EvmRelay
+from airlock.relays.jsonrpc import started
 from airlock.signer import evm
 from airlock.signer.eip191 import flashbots_message, sign_personal
 from airlock.signer.ladder import LadderSpec
@@ -110,14 +110,6 @@ def config_store(config: AirlockConfig, keyring: KeyRing) -> Iterator[Store]:
     """The queue the configuration names, opened with its KEK as the CLI opens it."""
     with Store.open(config.queue.path, HsmKek(keyring, config.queue.kek_label)) as store:
         yield store
-
-
-@contextlib.asynccontextmanager
-async def started(relays: list[EvmRelay]) -> AsyncIterator[list[EvmRelay]]:
-    async with contextlib.AsyncExitStack() as stack:
-        for client in relays:
-            await stack.enter_async_context(client)
-        yield relays
 
 
 def queue(

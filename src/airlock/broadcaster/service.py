@@ -11,9 +11,10 @@ never a second nonce.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
@@ -42,6 +43,7 @@ UNKNOWN_HEAD = 1 << 62  # a block number no chain reaches: "watch no confirmed i
 MAX_WAVE = 1000  # items per wave at most, however large the relays' batches
 PIPELINE_WAVES = 4  # waves per dispatch pass before reconcile gets a turn
 IDLE_TICK_SECONDS = 0.2  # how often an idle broadcaster looks for new work in the queue
+STOP_SECONDS = 10.0  # a stopping service finishes its round within this
 
 
 class Resigner(Protocol):
@@ -155,6 +157,18 @@ class Broadcaster:
         finally:
             monitor.cancel()
             await asyncio.gather(monitor, return_exceptions=True)
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[Broadcaster]:
+        """Run the service in the background of the caller's event loop for the block."""
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.run(stop), name="airlock-broadcaster")
+        try:
+            yield self
+        finally:
+            stop.set()
+            async with asyncio.timeout(STOP_SECONDS):
+                await task
 
     async def _first_probes(self) -> None:
         """Probe every relay once; say which are unusable and why (a wrong URL or auth

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from airlock.hsm.keyring import KeyRing
 from airlock.queue.states import State
 from airlock.queue.store import Store
 from airlock.relays.health import Monitor
-from airlock.relays.jsonrpc import EvmRelay
+from airlock.relays.jsonrpc import started
 
 T = TypeVar("T")
 
@@ -48,14 +48,6 @@ def _log_to_stderr(verbose: bool) -> None:
     )
 
 
-@contextlib.asynccontextmanager
-async def _started(relays: list[EvmRelay]) -> AsyncIterator[list[EvmRelay]]:
-    async with contextlib.AsyncExitStack() as stack:
-        for relay in relays:
-            await stack.enter_async_context(relay)
-        yield relays
-
-
 def _with_broadcaster(
     ctx: click.Context, job: Callable[[Broadcaster], Awaitable[T]]
 ) -> tuple[T, dict[str, int]]:
@@ -66,7 +58,7 @@ def _with_broadcaster(
         relays = build_relays(settings, ring)
 
         async def main() -> T:
-            async with _started(relays):
+            async with started(relays):
                 broadcaster = Broadcaster(
                     store, relays, settings.broadcaster, resigner=make_resigner(settings, ring)
                 )
@@ -179,7 +171,7 @@ def links_status(ctx: click.Context, config_path: Path | None, as_json: bool) ->
         relays = build_relays(settings, ring if isinstance(ring, KeyRing) else None)
 
         async def probe() -> dict[str, Any]:
-            async with _started(relays):
+            async with started(relays):
                 return await Monitor(relays, settings.broadcaster.health).probe_all()
 
         snapshots = asyncio.run(probe())

@@ -24,10 +24,11 @@ an injected callable (:class:`FlashbotsAuth`, built with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -514,6 +515,15 @@ class EvmRelay:
 
 
 # --------------------------------------------------------------------------- pure parts
+
+
+@contextlib.asynccontextmanager
+async def started(relays: Sequence[EvmRelay]) -> AsyncIterator[list[EvmRelay]]:
+    """Start every relay's session; close them all on the way out, whatever happens."""
+    async with contextlib.AsyncExitStack() as stack:
+        for relay in relays:
+            await stack.enter_async_context(relay)
+        yield list(relays)
 
 
 def _check_config(config: RelayConfig, link: LinkConfig | None) -> None:

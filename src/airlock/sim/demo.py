@@ -13,7 +13,6 @@ throw-away data directory and stops what it started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from airlock.queue.evm import enqueue_transaction
 from airlock.queue.kek import HsmKek
 from airlock.queue.states import State
 from airlock.queue.store import Store
-from airlock.relays.jsonrpc import EvmRelay
+from airlock.relays.jsonrpc import EvmRelay, started
 from airlock.signer import evm
 from airlock.signer.ladder import LadderSpec
 from airlock.sim.anvil import Anvil, start_anvil
@@ -131,23 +130,14 @@ async def _drain_when_back(
         EvmRelay(RelayConfig(name=f"rpc-{n}", kind="evm-rpc", url=link.url, chain_id=31337))
         for n, link in zip("ab", links, strict=True)
     ]
-    async with contextlib.AsyncExitStack() as stack:
-        for relay in relays:
-            await stack.enter_async_context(relay)
-        broadcaster = Broadcaster(store, relays, DRILL)
-        stop = asyncio.Event()
-        task = asyncio.create_task(broadcaster.run(stop))
-        try:
-            await _until(lambda: broadcaster.monitor.snapshots()["rpc-a"].last_error is not None)
-            if any(store.attempts(i) for i in ids):
-                raise DemoFailed("something was sent while every link was down")
-            say("broadcaster running, both links down: nothing sent")
-            links[1].set_mode("pass")
-            say("link b back (link a stays down): dispatching in nonce order")
-            await _until(lambda: all(store.get(i).state is State.CONFIRMED for i in ids))
-        finally:
-            stop.set()
-            await task
+    async with started(relays), Broadcaster(store, relays, DRILL).serving() as broadcaster:
+        await _until(lambda: broadcaster.monitor.snapshots()["rpc-a"].last_error is not None)
+        if any(store.attempts(i) for i in ids):
+            raise DemoFailed("something was sent while every link was down")
+        say("broadcaster running, both links down: nothing sent")
+        links[1].set_mode("pass")
+        say("link b back (link a stays down): dispatching in nonce order")
+        await _until(lambda: all(store.get(i).state is State.CONFIRMED for i in ids))
     mined = []
     for item_id in ids:
         item = store.get(item_id)

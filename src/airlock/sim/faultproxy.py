@@ -36,9 +36,8 @@ from aiohttp.web_protocol import RequestHandler
 from eth_utils import keccak
 
 from airlock.relays.jsonbody import loads_limited
-from airlock.sim.loopthread import STOP_TIMEOUT, LoopThread
+from airlock.sim.loopthread import HOST, STOP_TIMEOUT, LoopThread
 
-HOST = "127.0.0.1"
 MODE_TIMEOUT = 5.0
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)
 CONTROL_PREFIX = "/__faultproxy/"
@@ -282,14 +281,13 @@ class FaultProxy(LoopThread):
         if not upstream.startswith(("http://", "https://")):
             raise ValueError(f"upstream must be an http(s) URL, got {upstream!r}")
         self.upstream = upstream.rstrip("/")
-        self._port = port
         self._control_port = control_port
         self._rng = random.Random(seed)
         self._fault = PASS
         self._records: list[Recorded] = []
         self._stats: Counter[str] = Counter()
         self._lock = threading.Lock()
-        super().__init__()
+        super().__init__(port)
         self.thread_name = f"faultproxy-{self.upstream}"
         self._listener: asyncio.Server | None = None
         self._control_listener: asyncio.Server | None = None
@@ -299,14 +297,6 @@ class FaultProxy(LoopThread):
         self._mode_lock: asyncio.Lock | None = None
 
     # -- lifecycle -------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self._port}"
 
     @property
     def control_url(self) -> str | None:

@@ -13,6 +13,7 @@ import threading
 from types import TracebackType
 from typing import Self
 
+HOST = "127.0.0.1"
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
 
@@ -22,9 +23,18 @@ class LoopThread:
 
     thread_name = "airlock-sim"
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        self._port = port  # 0: a free port, known once started
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self._port}"
 
     @property
     def running(self) -> bool:

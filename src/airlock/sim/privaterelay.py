@@ -55,9 +55,8 @@ from eth_utils import keccak
 from eth_utils.exceptions import ValidationError
 
 from airlock.relays.jsonbody import loads_limited
-from airlock.sim.loopthread import STOP_TIMEOUT, LoopThread
+from airlock.sim.loopthread import HOST, STOP_TIMEOUT, LoopThread
 
-HOST = "127.0.0.1"
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)
 SIGNATURE_HEADER = "X-Flashbots-Signature"
 SEND_PRIVATE = "eth_sendPrivateTransaction"
@@ -138,25 +137,16 @@ class PrivateRelay(LoopThread):
             raise ValueError(f"upstream must be an http(s) URL, got {upstream!r}")
         self.upstream = upstream.rstrip("/")
         self.require_auth = require_auth
-        self._port = port
         self._requests: list[RelayRequest] = []
         self._private: list[str] = []
         self._cancelled: list[str] = []
         self._lock = threading.Lock()
-        super().__init__()
+        super().__init__(port)
         self.thread_name = f"privaterelay-{self.upstream}"
         self._listener: asyncio.Server | None = None
         self._session: aiohttp.ClientSession | None = None
 
     # -- lifecycle -------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self._port}"
 
     async def _astart(self) -> None:
         self._session = aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, trust_env=False)

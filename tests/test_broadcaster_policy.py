@@ -4,6 +4,7 @@ re-signing within a cap."""
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -199,3 +200,24 @@ async def test_relay_on_another_chain_is_disabled_with_an_alert_and_gets_nothing
     assert store.attempts(mainnet_tx.item.id) == []
     assert any("mainnet-typo disabled" in a and "31337" in a for a in broadcaster.alerts)
     assert not broadcaster.monitor.usable("mainnet-typo")
+
+
+async def test_tampered_variant_is_quarantined_never_sent(store, keyring, anvil):
+    (sender,) = make_senders(keyring, anvil, 1)
+    (good, bad) = queue_transfers(store, [sender], 2, anvil)
+    conn = sqlite3.connect(store.path, isolation_level=None)
+    blob = bytearray(
+        conn.execute(
+            "SELECT raw FROM variants WHERE item_id = ? AND idx = 0", (bad.item.id,)
+        ).fetchone()[0]
+    )
+    blob[-1] ^= 0x01
+    conn.execute(
+        "UPDATE variants SET raw = ? WHERE item_id = ? AND idx = 0", (bytes(blob), bad.item.id)
+    )
+    conn.close()
+    broadcaster = await once(store, anvil)
+    assert store.get(bad.item.id).state is State.QUARANTINED
+    assert store.attempts(bad.item.id) == []
+    assert any(bad.item.id in a and "quarantined" in a for a in broadcaster.alerts)
+    assert store.get(good.item.id).state is State.CONFIRMED

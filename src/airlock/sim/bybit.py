@@ -1,0 +1,536 @@
+"""A Bybit V5 REST simulator on loopback, faithful where airlock's correctness depends on it.
+
+airlock sends queued orders when links return, so what it must get right is exactly what
+breaks then: request signatures that expire (10002), keys that were revoked (10003),
+signatures over the wrong bytes (10004), rate limits (10006, X-Bapi headers, the per-IP
+403 ban), "already placed" (110072 on a reused orderLinkId), answers lost after the venue
+accepted an order, and reconciliation through paged, cursor-driven order and execution
+queries. This simulator reproduces those (``design/facts-bybit-v5.md``, "What a faithful
+simulator reproduces") with an injectable clock, so tests never sleep to move time.
+
+The pure rules live in :mod:`airlock.sim.bybit_engine`; this module is the HTTP shell:
+routing, the V5 envelope, auth headers, rate-limit accounting, fault injection and the
+request record. Like the other simulators it runs its own loop in a daemon thread, and
+every test-control method is thread-safe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from airlock.relays.jsonbody import loads_limited
+from airlock.sim import bybit_engine as eng
+from airlock.sim.bybit_engine import BybitError
+from airlock.sim.loopthread import HOST, STOP_TIMEOUT, LoopThread
+
+CREATE = "/v5/order/create"
+CREATE_BATCH = "/v5/order/create-batch"
+CANCEL = "/v5/order/cancel"
+REALTIME = "/v5/order/realtime"
+HISTORY = "/v5/order/history"
+EXECUTIONS = "/v5/execution/list"
+SERVER_TIME = "/v5/market/time"
+IP_KEY = "ip"
+
+DEFAULT_RATE_LIMITS: dict[str, int] = {
+    CREATE: 10,
+    CANCEL: 10,
+    # Facts: a batch counts per order; its own bucket and 20/s (so one full batch of 20
+    # fits) are inferences, the facts give no number for it.
+    CREATE_BATCH: 20,
+    REALTIME: 50,
+    HISTORY: 50,
+    EXECUTIONS: 50,
+    IP_KEY: 600,
+}
+IP_SPAN_MS = 5000
+IP_BAN_MS = 10 * 60 * 1000
+FAULTS = frozenset({"lose_response_after_accept", "delay", "http_5xx", "ret_code"})
+RECORDED_HEADERS = (
+    "X-BAPI-API-KEY",
+    "X-BAPI-TIMESTAMP",
+    "X-BAPI-RECV-WINDOW",
+    "X-BAPI-SIGN",
+    "X-BAPI-SIGN-TYPE",
+)
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class SimRequest:
+    """One request as the venue saw and answered it. ``ret_code`` is None when no V5
+    envelope was answered (HTTP error, 403 ban, lost response)."""
+
+    time_ms: int
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    ret_code: int | None
+    lost: bool = False
+
+
+@dataclass
+class Fault:
+    """An injected fault for the next ``count`` requests (to ``path``, if given)."""
+
+    kind: str
+    params: dict[str, Any]
+    count: int
+    path: str | None
+
+
+@dataclass
+class _Answer:
+    """What a handler produced: a V5 envelope, or a bare HTTP status and text."""
+
+    status: int = 200
+    ret_code: int | None = 0
+    ret_msg: str = "OK"
+    result: Any = field(default_factory=dict)
+    ext: Any = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    text: str | None = None
+
+
+Handler = Callable[[Mapping[str, Any], int], _Answer]
+
+
+class BybitSim(LoopThread):
+    """A Bybit V5 venue with one account on 127.0.0.1 (see the module doc).
+
+    Exactly one of ``secret`` (HMAC key) or ``rsa_public_pem`` (a self-generated RSA key
+    registered with the venue) authenticates ``api_key``. ``rate_limits`` overrides the
+    per-endpoint limits per rolling second (keyed by path) and the per-IP limit per 5 s
+    (key ``"ip"``).
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        secret: bytes | None = None,
+        rsa_public_pem: bytes | None = None,
+        port: int = 0,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+        rate_limits: dict[str, int] | None = None,
+    ) -> None:
+        if (secret is None) == (rsa_public_pem is None):
+            raise ValueError("give exactly one of secret (HMAC) or rsa_public_pem (RSA)")
+        super().__init__(port)
+        self.thread_name = "bybitsim"
+        self.api_key = api_key
+        self._secret = secret
+        self._rsa = eng.load_rsa_public(rsa_public_pem) if rsa_public_pem is not None else None
+        self._clock = clock_ms
+        self._limits = {**DEFAULT_RATE_LIMITS, **(rate_limits or {})}
+        self._windows: dict[str, eng.Window] = {}
+        self._ip_window = eng.Window(self._limits[IP_KEY], IP_SPAN_MS)
+        self._banned_until: int | None = None
+        self._revoked = False
+        self._engine = eng.Engine()
+        self._faults: list[Fault] = []
+        self._requests: list[SimRequest] = []
+        self._lock = threading.Lock()
+        self._listener: asyncio.Server | None = None
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("POST", CREATE): self._create,
+            ("POST", CREATE_BATCH): self._create_batch,
+            ("POST", CANCEL): self._cancel,
+            ("GET", REALTIME): self._realtime,
+            ("GET", HISTORY): self._history,
+            ("GET", EXECUTIONS): self._executions,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def _astart(self) -> None:
+        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(server, HOST, self._port, reuse_address=True)
+        self._port = self._listener.sockets[0].getsockname()[1]
+
+    async def _astop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.wait(others, timeout=STOP_TIMEOUT / 2)
+        await asyncio.sleep(0)
+
+    # -- test control (any thread) -----------------------------------------------------
+
+    def set_mark_price(self, symbol: str, price: str) -> None:
+        """Move the mark; resting limit orders it crosses fill now."""
+        with self._lock:
+            self._engine.set_mark(symbol, Decimal(price), self._clock())
+
+    def revoke_key(self) -> None:
+        """From now on the key is refused with 10003, as Bybit does for a deleted key."""
+        with self._lock:
+            self._revoked = True
+
+    def inject(self, fault: str, *, count: int = 1, path: str | None = None, **params: Any) -> None:
+        """Arm ``fault`` for the next ``count`` requests (to ``path`` if given).
+
+        ``lose_response_after_accept``: process, then reset the connection unanswered;
+        ``delay``: ``ms=`` real milliseconds before processing; ``http_5xx``: ``status=``
+        answered as-is, nothing processed; ``ret_code``: ``code=`` answered in a V5
+        envelope, nothing processed. Faults fire in the order they were armed.
+        """
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {sorted(FAULTS)}")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        with self._lock:
+            self._faults.append(Fault(fault, dict(params), count, path))
+
+    def orders(self) -> list[dict[str, Any]]:
+        """Every order the venue holds (whatever any query would show), oldest first."""
+        with self._lock:
+            return [o.view() for o in sorted(self._engine.orders.values(), key=lambda o: o.seq)]
+
+    def order(self, *, order_id: str = "", order_link_id: str = "") -> dict[str, Any] | None:
+        with self._lock:
+            found = self._engine.find(order_id, order_link_id)
+            return found.view() if found is not None else None
+
+    def executions(self) -> list[dict[str, Any]]:
+        """Every fill, oldest first."""
+        with self._lock:
+            return [e.view() for e in self._engine.executions]
+
+    def requests(self) -> list[SimRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    # -- request handling --------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        body = await request.read()
+        query = request.raw_path.partition("?")[2]
+        fault = self._take_fault(request.path)
+        now = self._clock()
+        answer = self._ip_gate(now)
+        if answer is None and fault is not None and fault.kind == "delay":
+            await asyncio.sleep(float(fault.params.get("ms", 0)) / 1000)
+        if answer is None:
+            answer = self._faulted(fault) or self._serve(request, query, body)
+        lost = fault is not None and fault.kind == "lose_response_after_accept"
+        self._record(request, query, body, now, answer, lost)
+        if lost:
+            await _drop(request)
+        return _to_response(answer, self._clock())
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.path is None or fault.path == path:
+                    fault.count -= 1
+                    if fault.count == 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _ip_gate(self, now: int) -> _Answer | None:
+        """600 requests per 5 s per IP (all loopback clients are one IP); past it, HTTP 403
+        for 10 minutes of the injected clock."""
+        with self._lock:
+            if self._banned_until is not None and now < self._banned_until:
+                return _Answer(status=403, ret_code=None, text="access too frequent")
+            if not self._ip_window.take(now):
+                self._banned_until = now + IP_BAN_MS
+                return _Answer(status=403, ret_code=None, text="access too frequent")
+        return None
+
+    @staticmethod
+    def _faulted(fault: Fault | None) -> _Answer | None:
+        if fault is None:
+            return None
+        if fault.kind == "http_5xx":
+            status = int(fault.params.get("status", 502))
+            return _Answer(status=status, ret_code=None, text=f"bybitsim: injected {status}")
+        if fault.kind == "ret_code":
+            code = int(fault.params.get("code", 10016))
+            return _Answer(ret_code=code, ret_msg="injected error", result={})
+        return None
+
+    def _serve(self, request: web.BaseRequest, query: str, body: bytes) -> _Answer:
+        if request.method == "GET" and request.path == SERVER_TIME:
+            now = self._clock()
+            return _Answer(result={"timeSecond": str(now // 1000), "timeNano": str(now * 10**6)})
+        handler = self._routes.get((request.method, request.path))
+        if handler is None:
+            return _Answer(status=404, ret_code=None, text="bybitsim: no such endpoint")
+        try:
+            payload = body if request.method == "POST" else query.encode()
+            self._authenticate(request.headers, payload)
+            params = _post_params(body) if request.method == "POST" else _get_params(query)
+            units = _batch_size(params) if request.path == CREATE_BATCH else 1
+            headers, allowed = self._rate(request.path, units)
+            if not allowed:
+                answer = _Answer(ret_code=eng.RATE_LIMITED, ret_msg="Too many visits!")
+            else:
+                with self._lock:
+                    answer = handler(params, self._clock())
+            answer.headers.update(headers)
+            return answer
+        except BybitError as exc:
+            return _Answer(ret_code=exc.code, ret_msg=exc.message, result={})
+
+    def _authenticate(self, headers: Mapping[str, str], payload: bytes) -> None:
+        """Key (10003), then the timestamp window (10002), then the signature over the
+        exact bytes received (10004)."""
+        key = headers.get("X-BAPI-API-KEY")
+        with self._lock:
+            revoked = self._revoked
+        if key != self.api_key or revoked:
+            raise BybitError(eng.INVALID_KEY, "API key is invalid.")
+        timestamp = headers.get("X-BAPI-TIMESTAMP")
+        window = headers.get("X-BAPI-RECV-WINDOW")
+        eng.check_timestamp(self._clock(), timestamp, window)
+        assert timestamp is not None
+        signed = eng.sign_payload(timestamp, key, window or "", payload)
+        signature = headers.get("X-BAPI-SIGN", "")
+        if self._secret is not None:
+            good = eng.verify_hmac(self._secret, signed, signature)
+        else:
+            assert self._rsa is not None
+            good = eng.verify_rsa(self._rsa, signed, signature)
+        if not good:
+            raise BybitError(eng.SIGN_ERROR, "error sign! origin_string[" + signed.decode() + "]")
+
+    def _rate(self, path: str, units: int) -> tuple[dict[str, str], bool]:
+        """Per-account, per-endpoint rolling second; headers on every answer, 10006 past it."""
+        now = self._clock()
+        with self._lock:
+            window = self._windows.setdefault(path, eng.Window(self._limits[path]))
+            allowed = window.take(now, units)
+            headers = {
+                "X-Bapi-Limit": str(window.limit),
+                "X-Bapi-Limit-Status": str(window.remaining(now)),
+                "X-Bapi-Limit-Reset-Timestamp": str(window.reset_ms(now)),
+            }
+        return headers, allowed
+
+    def _record(
+        self,
+        request: web.BaseRequest,
+        query: str,
+        body: bytes,
+        now: int,
+        answer: _Answer,
+        lost: bool,
+    ) -> None:
+        headers = {h: request.headers[h] for h in RECORDED_HEADERS if h in request.headers}
+        item = SimRequest(
+            now, request.method, request.path, query, headers, body, answer.status,
+            answer.ret_code if answer.text is None else None, lost,
+        )  # fmt: skip
+        with self._lock:
+            self._requests.append(item)
+
+    # -- endpoints (called with the lock held) -------------------------------------------
+
+    def _create(self, params: Mapping[str, Any], now: int) -> _Answer:
+        order = self._engine.create(eng.validate_order(params), now)
+        return _Answer(
+            result={"orderId": order.order_id, "orderLinkId": order.request.order_link_id}
+        )
+
+    def _create_batch(self, params: Mapping[str, Any], now: int) -> _Answer:
+        """Each item succeeds or fails on its own: results in ``result.list``, codes in
+        ``retExtInfo.list``, the envelope itself OK."""
+        category, items = params["category"], params["request"]
+        results, codes = [], []
+        for item in items:
+            item_map = item if isinstance(item, dict) else {}
+            try:
+                order = self._engine.create(eng.validate_order(item_map, category), now)
+                order_id, code, msg = order.order_id, eng.OK, "OK"
+            except BybitError as exc:
+                order_id, code, msg = "", exc.code, exc.message
+            results.append(
+                {
+                    "category": category,
+                    "symbol": item_map.get("symbol", ""),
+                    "orderId": order_id,
+                    "orderLinkId": item_map.get("orderLinkId", ""),
+                    "createAt": str(now) if order_id else "",
+                }
+            )
+            codes.append({"code": code, "msg": msg})
+        return _Answer(result={"list": results}, ext={"list": codes})
+
+    def _cancel(self, params: Mapping[str, Any], now: int) -> _Answer:
+        category, symbol = _category(params), params.get("symbol")
+        order_id, link_id = params.get("orderId") or "", params.get("orderLinkId") or ""
+        if not isinstance(symbol, str) or not (order_id or link_id):
+            raise BybitError(eng.PARAM_ERROR, "symbol and orderId or orderLinkId are required")
+        order = self._engine.cancel(category, symbol, str(order_id), str(link_id), now)
+        return _Answer(
+            result={"orderId": order.order_id, "orderLinkId": order.request.order_link_id}
+        )
+
+    def _realtime(self, q: Mapping[str, Any], now: int) -> _Answer:
+        category = _category(q)
+        limit = eng.parse_limit(q.get("limit"), 20, 50)
+        rows, cursor = eng.page(
+            self._engine.realtime(category, q), "order", q.get("cursor"), limit, _seq
+        )
+        return _list_answer(category, [o.view() for o in rows], cursor)
+
+    def _history(self, q: Mapping[str, Any], now: int) -> _Answer:
+        category = _category(q)
+        limit = eng.parse_limit(q.get("limit"), 20, 50)
+        rows, cursor = eng.page(
+            self._engine.history(category, q, now), "order", q.get("cursor"), limit, _seq
+        )
+        return _list_answer(category, [o.view() for o in rows], cursor)
+
+    def _executions(self, q: Mapping[str, Any], now: int) -> _Answer:
+        category = _category(q)
+        limit = eng.parse_limit(q.get("limit"), 50, 100)
+        rows, cursor = eng.page(
+            self._engine.execution_list(category, q, now), "exec", q.get("cursor"), limit, _seq
+        )
+        return _list_answer(category, [e.view() for e in rows], cursor)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _seq(item: Any) -> int:
+    return int(item.seq)
+
+
+def _batch_size(params: Mapping[str, Any]) -> int:
+    """The number of orders in a well-formed batch (what it costs in rate limit); a
+    malformed or oversized batch is refused with 10001 before it is counted."""
+    category = params.get("category")
+    items = params.get("request")
+    if category not in eng.CATEGORIES or not isinstance(items, list) or not items:
+        raise BybitError(eng.PARAM_ERROR, "category and a non-empty request list needed")
+    maximum = eng.BATCH_MAX_SPOT if category == "spot" else eng.BATCH_MAX
+    if len(items) > maximum:
+        raise BybitError(eng.PARAM_ERROR, f"at most {maximum} orders per batch")
+    return len(items)
+
+
+def _category(params: Mapping[str, Any]) -> str:
+    category = params.get("category")
+    if category not in eng.CATEGORIES:
+        raise BybitError(eng.PARAM_ERROR, f"category must be one of {sorted(eng.CATEGORIES)}")
+    return str(category)
+
+
+def _list_answer(category: str, rows: list[dict[str, Any]], cursor: str) -> _Answer:
+    return _Answer(result={"category": category, "list": rows, "nextPageCursor": cursor})
+
+
+def _post_params(body: bytes) -> dict[str, Any]:
+    try:
+        payload = loads_limited(body)  # never plain json.loads: see airlock.relays.jsonbody
+    except ValueError as exc:
+        raise BybitError(eng.PARAM_ERROR, f"request body is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BybitError(eng.PARAM_ERROR, "request body must be a JSON object")
+    return payload
+
+
+def _get_params(query: str) -> dict[str, str]:
+    return dict(parse_qsl(query, keep_blank_values=True))
+
+
+def _to_response(answer: _Answer, now: int) -> web.Response:
+    if answer.text is not None:
+        return web.Response(status=answer.status, text=answer.text, headers=answer.headers)
+    envelope = {
+        "retCode": answer.ret_code,
+        "retMsg": answer.ret_msg,
+        "result": answer.result,
+        "retExtInfo": answer.ext,
+        "time": now,
+    }
+    return web.Response(
+        status=answer.status,
+        body=json.dumps(envelope).encode(),
+        content_type="application/json",
+        headers=answer.headers,
+    )
+
+
+async def _drop(request: web.BaseRequest) -> NoReturn:
+    """Reset the connection with no answer (RST); losing it cancels this handler."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    never: Awaitable[None] = asyncio.get_running_loop().create_future()
+    await never
+    raise ConnectionResetError("bybitsim dropped the connection")
+
+
+# ------------------------------------------------------------------------------ command
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m airlock.sim.bybit", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--api-key", required=True)
+    auth = parser.add_mutually_exclusive_group(required=True)
+    auth.add_argument("--secret-file", type=Path, help="file holding the HMAC secret")
+    auth.add_argument("--rsa-pubkey", type=Path, help="PEM file of the registered RSA key")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Foreground venue: print the URL on one line, serve until SIGTERM or SIGINT."""
+    args = _parse_args(argv)
+    secret = args.secret_file.read_bytes().strip() if args.secret_file else None
+    pem = args.rsa_pubkey.read_bytes() if args.rsa_pubkey else None
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with BybitSim(args.api_key, secret=secret, rsa_public_pem=pem, port=args.port) as sim:
+        print(sim.url, flush=True)
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

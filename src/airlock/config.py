@@ -13,14 +13,16 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from airlock.errors import ConfigError
 from airlock.hsm.uri import parse_pkcs11_uri
+from airlock.queue.policy import PolicyConfig
 from airlock.redact import redact_url
+from airlock.signer.bybit import CATEGORIES, SignType
 
 EMBEDDED_TOKEN_LABEL = "airlock"
 SOFTHSM_MODULE_CANDIDATES = (
@@ -148,6 +150,41 @@ class BroadcasterConfig:
 
 
 @dataclass(frozen=True)
+class BybitConfig:
+    """The Bybit V5 venue (``[bybit]``): where orders go and which HSM keys sign them.
+
+    Exactly one of ``secret_label`` (an HSM secret object for HMAC-SHA256 request
+    signatures) and ``rsa_key_label`` (an HSM RSA key for self-generated API keys) is set.
+    ``intent_key_label`` names the P-256 key that signs order intents at enqueue time.
+    ``api_key`` is not a secret to Bybit, but airlock never prints it in full: it is left
+    out of ``repr`` and shown as :attr:`api_key_hint`.
+    """
+
+    base_url: str
+    api_key: str = field(repr=False)
+    secret_label: str | None = None
+    rsa_key_label: str | None = None
+    recv_window_ms: int = 5000
+    intent_key_label: str = "airlock-intents"
+    category: str = "linear"  # one of airlock.signer.bybit.CATEGORIES
+    timeout_seconds: float = 10.0  # whole request, connect included
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+    @property
+    def sign_type(self) -> SignType:
+        """How requests are signed: ``hmac`` (``secret_label``) or ``rsa`` (``rsa_key_label``)."""
+        return "rsa" if self.rsa_key_label is not None else "hmac"
+
+    @property
+    def api_key_hint(self) -> str:
+        """The API key safe to print: its first 4 characters and an ellipsis.
+
+        Never more than half the key, so a short (test) key is not shown whole either.
+        """
+        return self.api_key[: min(4, len(self.api_key) // 2)] + "\u2026"
+
+
+@dataclass(frozen=True)
 class AirlockConfig:
     home: Path
     hsm: HsmConfig
@@ -157,6 +194,7 @@ class AirlockConfig:
     relays: tuple[RelayConfig, ...] = ()
     links: tuple[LinkConfig, ...] = ()
     broadcaster: BroadcasterConfig = BroadcasterConfig()
+    bybit: BybitConfig | None = None  # None: no [bybit] section
     source: Path | None = None  # the TOML file read, if any
 
 
@@ -215,6 +253,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -
         relays=_relays_config(_array_of_tables(data, "relays", path), links),
         links=links,
         broadcaster=_broadcaster_config(_table(data, "broadcaster", path)),
+        bybit=_bybit_config(_table(data, "bybit", path)) if "bybit" in data else None,
         source=path if path.exists() else None,
     )
 
@@ -517,6 +556,81 @@ def _health_config(table: Mapping[str, Any]) -> HealthConfig:
         if key in table:
             config = replace(config, **{key: _int_setting(section, key, table[key], 1, high)})
     return config
+
+
+_BYBIT_KEYS = {
+    "base_url",
+    "api_key",
+    "secret_label",
+    "rsa_key_label",
+    "recv_window_ms",
+    "intent_key_label",
+    "category",
+    "timeout_seconds",
+    "policy",
+}
+_API_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def _bybit_config(table: Mapping[str, Any]) -> BybitConfig:
+    section = "bybit"
+    _check_keys(section, table, _BYBIT_KEYS)
+    _require_keys(section, table, ("base_url", "api_key"))
+    api_key = table["api_key"]
+    if not isinstance(api_key, str) or not _API_KEY_RE.fullmatch(api_key):
+        # never echo the value: a misplaced secret is the likeliest bad api_key
+        got = f"{len(api_key)} characters" if isinstance(api_key, str) else type(api_key).__name__
+        raise ConfigError(
+            f"[bybit] api_key must be 1-128 printable ASCII characters without spaces, got {got}"
+        )
+    labels = [key for key in ("secret_label", "rsa_key_label") if key in table]
+    if len(labels) != 1:
+        problem = "both are set" if labels else "neither is set"
+        raise ConfigError(
+            f"[bybit]: set exactly one of secret_label (HMAC secret in the HSM) or "
+            f"rsa_key_label (RSA key in the HSM); {problem}"
+        )
+    config = BybitConfig(
+        base_url=_http_url_setting(section, "base_url", table["base_url"]),
+        api_key=api_key,
+        **{labels[0]: _label_setting(section, labels[0], table)},
+    )
+    if "recv_window_ms" in table:
+        value = _int_setting(section, "recv_window_ms", table["recv_window_ms"], 1, 60_000)
+        config = replace(config, recv_window_ms=value)
+    if "intent_key_label" in table:
+        value = _label_setting(section, "intent_key_label", table)
+        config = replace(config, intent_key_label=value)
+    if "category" in table:
+        category = table["category"]
+        if category not in CATEGORIES:
+            raise ConfigError(
+                f"[bybit] category must be one of {', '.join(CATEGORIES)}, got {category!r}"
+            )
+        config = replace(config, category=category)
+    if "timeout_seconds" in table:
+        value = _number_setting(section, "timeout_seconds", table["timeout_seconds"], 0.1, 120)
+        config = replace(config, timeout_seconds=value)
+    if "policy" in table:
+        policy = table["policy"]
+        if not isinstance(policy, dict):
+            raise ConfigError("[bybit] policy must be a table ([bybit.policy])")
+        config = replace(config, policy=_policy_config(policy))
+    return config
+
+
+_POLICY_KEYS = {f.name for f in fields(PolicyConfig)}
+
+
+def _policy_config(table: Mapping[str, Any]) -> PolicyConfig:
+    """``[bybit.policy]``: PolicyConfig validates itself; its messages get the section name."""
+    _check_keys("bybit.policy", table, _POLICY_KEYS)
+    try:
+        return PolicyConfig(**table)
+    except ConfigError as exc:
+        # PolicyConfig says "policy <key> must ..."; name the table and key as everywhere else
+        message = str(exc).removeprefix("policy ")
+        raise ConfigError(f"[bybit.policy] {message}") from exc
 
 
 def _queue_config(home: Path, table: Mapping[str, Any]) -> QueueConfig:

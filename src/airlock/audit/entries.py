@@ -32,6 +32,7 @@ ITEMS_SETTLED = "items.settled"  # what the chain decided for in-flight items (o
 ITEM_VARIANT_ADDED = "item.variant_added"  # a variant re-signed after the ladder ran out
 RELAY_HEALTH = "relay.health"  # a relay changed state (up, degraded, down, disabled)
 ALERT = "alert"  # something an operator must look at, and why
+ORDER_REFUSED = "order.refused"  # the outage policy refused an order at enqueue, and why
 KINDS = frozenset(
     {
         ITEM_ENQUEUED,
@@ -45,6 +46,7 @@ KINDS = frozenset(
         ITEM_VARIANT_ADDED,
         RELAY_HEALTH,
         ALERT,
+        ORDER_REFUSED,
     }
 )
 

@@ -24,6 +24,7 @@ from airlock.audit.checkpoint import (
     verify_note,
 )
 from airlock.audit.evm_check import EvmCheckError, check_enqueued_evm
+from airlock.audit.order_check import OrderCheckError, check_enqueued_order
 
 
 class VerifyFailure(Exception):
@@ -44,6 +45,7 @@ class Report:
     origin: str = ""
     key_source: str = ""
     signers: set[str] = field(default_factory=set)
+    intent_keys: set[str] = field(default_factory=set)  # fingerprints of order-intent keys
     kinds: Counter[str] = field(default_factory=Counter)
     first_ms: int | None = None
     last_ms: int | None = None
@@ -60,6 +62,7 @@ class Report:
             "signed_size": self.signed_size,
             "key_source": self.key_source,
             "signers": sorted(self.signers),
+            "intent_keys": sorted(self.intent_keys),
             "entry_types": dict(sorted(self.kinds.items())),
             "first_ms": self.first_ms,
             "last_ms": self.last_ms,
@@ -341,6 +344,11 @@ def _check_content(number: int, entry: dict[str, Any], report: Report) -> None:
             raise VerifyFailure(f"entry {number}: {exc}") from None
         data = entry["data"]
         report.evm_items[entry["item"]] = {k: data.get(k) for k in ("account", "chain_id", "nonce")}
+    elif entry["type"] == entries.ITEM_ENQUEUED and entry["data"].get("kind") == "bybit_order":
+        try:
+            report.intent_keys.add(check_enqueued_order(entry["data"]))
+        except OrderCheckError as exc:
+            raise VerifyFailure(f"entry {number}: {exc}") from None
     elif entry["type"] == entries.ITEM_VARIANT_ADDED:
         _check_added_variant(number, entry, report)
 

@@ -70,6 +70,7 @@ class Built:
 
     payload: dict[str, Any]
     variants: tuple[VariantDraft, ...] = ()
+    audit: dict[str, Any] = field(default_factory=dict)  # more for the item.enqueued entry
 
 
 @dataclass(frozen=True)
@@ -778,6 +779,7 @@ def _enqueued_entry(item: Item, built: Built) -> dict[str, Any]:
     skip = ("id", "state_reason", "active_variant", "sent_ms", "mined")
     data = {k: v for k, v in item.as_json().items() if k not in skip}
     data["variants"] = [_variant_entry(idx, v) for idx, v in enumerate(built.variants)]
+    data.update(built.audit)
     return data
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from airlock.config import (
     BroadcasterConfig,
+    BybitConfig,
     HealthConfig,
     LinkConfig,
     RelayConfig,
@@ -15,6 +16,7 @@ from airlock.config import (
     redact_url,
 )
 from airlock.errors import ConfigError
+from airlock.queue.policy import PolicyConfig
 
 
 def load(tmp_path: Path, text: str):
@@ -387,3 +389,233 @@ def test_url_errors_never_print_credentials(tmp_path):
 )
 def test_redact_url(url, shown):
     assert redact_url(url) == shown
+
+
+BYBIT_ACCEPTANCE = """
+[bybit]
+base_url = "http://127.0.0.1:18080"   # the simulator; https://api.bybit.com in production
+api_key = "XXXXXXXXXXXXXXXXXX"
+secret_label = "bybit-hmac"           # HSM object holding the secret, or
+# rsa_key_label = "bybit-rsa"         # an HSM RSA key for self-generated API keys
+recv_window_ms = 5000
+"""
+
+
+def test_bybit_acceptance_shape(tmp_path):
+    config = load_home(tmp_path, BYBIT_ACCEPTANCE)
+    assert config.bybit == BybitConfig(
+        base_url="http://127.0.0.1:18080",
+        api_key="XXXXXXXXXXXXXXXXXX",
+        secret_label="bybit-hmac",
+    )
+    bybit = config.bybit
+    assert (bybit.sign_type, bybit.rsa_key_label, bybit.recv_window_ms) == ("hmac", None, 5000)
+    assert (bybit.intent_key_label, bybit.category, bybit.timeout_seconds) == (
+        "airlock-intents",
+        "linear",
+        10.0,
+    )
+    assert bybit.policy == PolicyConfig()
+
+
+def test_bybit_absent_is_none(tmp_path):
+    assert load(tmp_path, "").bybit is None
+    assert load(tmp_path, RELAY).bybit is None
+
+
+def test_bybit_api_key_is_never_printed_in_full(tmp_path):
+    config = load_home(
+        tmp_path, BYBIT_ACCEPTANCE.replace("XXXXXXXXXXXXXXXXXX", "AbCdEfGhIjKlMnOpQr")
+    )
+    assert config.bybit is not None
+    assert config.bybit.api_key == "AbCdEfGhIjKlMnOpQr"
+    assert config.bybit.api_key_hint == "AbCd\u2026"
+    assert "AbCdEfGh" not in repr(config.bybit)
+    assert "AbCdEfGh" not in repr(config)
+    # a short key never shows more than half of itself
+    assert BybitConfig(base_url="http://h", api_key="abcd", secret_label="s").api_key_hint == (
+        "ab\u2026"
+    )
+
+
+def test_bybit_rsa_variant_and_every_setting(tmp_path):
+    config = load(
+        tmp_path,
+        """
+[bybit]
+base_url = "https://api.bybit.com"
+api_key = "k3y-with.punctuation!"
+rsa_key_label = "bybit-rsa"
+recv_window_ms = 60000
+intent_key_label = "desk-intents"
+category = "spot"
+timeout_seconds = 2.5
+""",
+    )
+    bybit = config.bybit
+    assert bybit is not None
+    assert (bybit.sign_type, bybit.rsa_key_label, bybit.secret_label) == ("rsa", "bybit-rsa", None)
+    assert (bybit.base_url, bybit.api_key) == ("https://api.bybit.com", "k3y-with.punctuation!")
+    assert (bybit.recv_window_ms, bybit.intent_key_label) == (60000, "desk-intents")
+    assert (bybit.category, bybit.timeout_seconds) == ("spot", 2.5)
+    assert bybit.policy == PolicyConfig()
+
+
+def test_bybit_policy_table(tmp_path):
+    config = load(
+        tmp_path,
+        BYBIT_ACCEPTANCE
+        + """
+[bybit.policy]
+default_ttl_s = 1800
+max_ttl_s = 7200
+market_ttl_s = 30
+immediate_ttl_s = 2
+max_slippage_bps = 100
+allow_market_with_ref = false
+market_limit_tif = "IOC"
+""",
+    )
+    assert config.bybit is not None
+    assert config.bybit.policy == PolicyConfig(
+        default_ttl_s=1800,
+        max_ttl_s=7200,
+        market_ttl_s=30,
+        immediate_ttl_s=2,
+        max_slippage_bps=100,
+        allow_market_with_ref=False,
+        market_limit_tif="IOC",
+    )
+    partial = load(tmp_path, BYBIT_ACCEPTANCE + "[bybit.policy]\nmax_slippage_bps = 50\n")
+    assert partial.bybit is not None
+    assert partial.bybit.policy == PolicyConfig(max_slippage_bps=50)
+
+
+def bybit(**settings: str | None) -> str:
+    """The acceptance [bybit] table with ``settings`` (TOML values) replaced or, when None,
+    removed."""
+    base: dict[str, str | None] = {
+        "base_url": q("http://127.0.0.1:18080"),
+        "api_key": q("XXXXXXXXXXXXXXXXXX"),
+        "secret_label": q("bybit-hmac"),
+        "recv_window_ms": "5000",
+    }
+    base.update(settings)
+    lines = [f"{key} = {value}" for key, value in base.items() if value is not None]
+    return "[bybit]\n" + "\n".join(lines) + "\n"
+
+
+BYBIT = bybit()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # presence and shape
+        (bybit(base_url=None), r"\[bybit\]: missing required setting\(s\) base_url"),
+        (bybit(api_key=None), r"\[bybit\]: missing required setting\(s\) api_key"),
+        ("[bybit]\n", r"\[bybit\]: missing required setting\(s\) base_url, api_key"),
+        ('bybit = "x"\n', r"\[bybit\] must be a table"),
+        (bybit(secret=q("s")), r"\[bybit\]: unknown setting\(s\) secret; known: api_key"),
+        # labels: exactly one of secret_label / rsa_key_label
+        (
+            bybit(rsa_key_label=q("bybit-rsa")),
+            r"\[bybit\]: set exactly one of secret_label .* or rsa_key_label .*; both are set",
+        ),
+        (bybit(secret_label=None), r"set exactly one of secret_label .*; neither is set"),
+        (bybit(secret_label=q("")), r"\[bybit\] secret_label must be a string of 1-64"),
+        (
+            bybit(secret_label=None, rsa_key_label=q("x" * 65)),
+            r"\[bybit\] rsa_key_label must be a string of 1-64",
+        ),
+        (bybit(intent_key_label="1"), r"\[bybit\] intent_key_label must be a string of 1-64"),
+        # base_url
+        (bybit(base_url=q("ftp://api.bybit.com")), r"\[bybit\] base_url must be an http://"),
+        (bybit(base_url=q("api.bybit.com")), r"base_url must be an http:// or https:// URL"),
+        (bybit(base_url=q("https://")), r"\[bybit\] base_url has no host"),
+        (bybit(base_url=q("https://api.bybit.com:0x")), r"base_url is not a valid URL"),
+        (bybit(base_url=q("http://a b")), r"base_url must not contain whitespace"),
+        (bybit(base_url="18080"), r"\[bybit\] base_url must be a non-empty string"),
+        # api_key
+        (bybit(api_key=q("")), r"\[bybit\] api_key must be 1-128 printable ASCII .* 0 char"),
+        (bybit(api_key=q("abc def")), r"api_key must be 1-128 printable ASCII characters"),
+        (bybit(api_key=q("k" * 129)), r"api_key must be .*, got 129 characters"),
+        (bybit(api_key=q("kéy")), r"api_key must be 1-128 printable ASCII"),
+        (bybit(api_key="12345"), r"api_key must be .*, got int"),
+        # recv_window_ms, category, timeout_seconds
+        (bybit(recv_window_ms="0"), r"\[bybit\] recv_window_ms must be an integer in 1..60000"),
+        (bybit(recv_window_ms="70000"), r"recv_window_ms must be an integer in 1..60000"),
+        (bybit(recv_window_ms="true"), r"recv_window_ms must be an integer in 1..60000, got True"),
+        (bybit(recv_window_ms="5000.0"), r"recv_window_ms must be an integer"),
+        (
+            bybit(category=q("option")),
+            r"\[bybit\] category must be one of linear, spot, inverse, got 'option'",
+        ),
+        (bybit(category="1"), r"category must be one of linear, spot, inverse"),
+        (bybit(timeout_seconds="0.05"), r"\[bybit\] timeout_seconds must be a number in 0.1..120"),
+        (bybit(timeout_seconds="121"), r"timeout_seconds must be a number"),
+        (bybit(timeout_seconds="false"), r"timeout_seconds must be a number"),
+        # [bybit.policy]
+        (bybit(policy="1"), r"\[bybit\] policy must be a table \(\[bybit.policy\]\)"),
+        (
+            BYBIT + "[bybit.policy]\nttl = 1\n",
+            r"\[bybit.policy\]: unknown setting\(s\) ttl; known: allow_market_with_ref",
+        ),
+        (
+            BYBIT + "[bybit.policy]\ndefault_ttl_s = 0\n",
+            r"\[bybit.policy\] default_ttl_s must be a positive integer, got 0",
+        ),
+        (
+            BYBIT + "[bybit.policy]\nmax_ttl_s = 60.0\n",
+            r"\[bybit.policy\] max_ttl_s must be a positive integer",
+        ),
+        (
+            BYBIT + "[bybit.policy]\nmarket_ttl_s = true\n",
+            r"\[bybit.policy\] market_ttl_s must be a positive integer",
+        ),
+        (
+            BYBIT + "[bybit.policy]\nmax_ttl_s = 600\n",
+            r"\[bybit.policy\] default_ttl_s \(3600\) exceeds max_ttl_s \(600\)",
+        ),
+        (
+            BYBIT + "[bybit.policy]\nmax_slippage_bps = 10000\n",
+            r"\[bybit.policy\] max_slippage_bps must be an integer in 0..9999",
+        ),
+        (
+            BYBIT + '[bybit.policy]\nallow_market_with_ref = "yes"\n',
+            r"\[bybit.policy\] allow_market_with_ref must be true or false",
+        ),
+        (
+            BYBIT + '[bybit.policy]\nmarket_limit_tif = "FOK"\n',
+            r"\[bybit.policy\] market_limit_tif must be GTC or IOC, got 'FOK'",
+        ),
+        # [bybit.policy] alone still needs the rest of [bybit]
+        ("[bybit.policy]\nmax_ttl_s = 600\n", r"\[bybit\]: missing required setting"),
+    ],
+)
+def test_bad_bybit_values(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        bybit(api_key=q("AbCdEfGh IjKlMnOp")),
+        bybit(api_key=q("AbCdEfGhIjKlMnOp" * 9)),
+        bybit(api_key=q("AbCdEfGhIjKlMnOp"), secret_label=None),
+        bybit(api_key=q("AbCdEfGhIjKlMnOp"), base_url=q("ftp://x")),
+    ],
+)
+def test_bybit_errors_never_print_the_api_key(tmp_path, text):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert "AbCdEfGh" not in str(info.value)
+
+
+def test_bybit_url_errors_are_redacted(tmp_path):
+    text = bybit(base_url=q("ftp://alice:hunter2@api.bybit.com/"))
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert "hunter2" not in str(info.value)
+    assert "ftp://***@api.bybit.com/" in str(info.value)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.test_cli import run
+from tests.test_cli import command_line, run
 
 from airlock.config import embedded_paths
 from airlock.hsm.pin import read_pin_file
@@ -95,28 +95,16 @@ def new_sender(home: Path, anvil: Anvil | None) -> str:
 
 
 def queue_transfer(home: Path, config: Path, label: str) -> dict:
-    done = airlock(
-        home,
-        "--config",
-        str(config),
-        "evm",
-        "queue",
-        "--key",
-        label,
-        "--chain-id",
-        str(CHAIN_ID),
-        "--to",
-        "0x000000000000000000000000000000000000dEaD",
-        "--value",
-        "1000",
-        "--gas",
-        "21000",
-        "--max-fee",
-        "3000000000",
-        "--priority-fee",
-        "1000000000",
-        "--json",
-    )
+    options = {
+        "chain-id": str(CHAIN_ID),
+        "to": "0x000000000000000000000000000000000000dEaD",
+        "value": "1000",
+        "gas": "21000",
+        "max-fee": "3000000000",
+        "priority-fee": "1000000000",
+    }
+    command = ["--config", str(config), "evm", "queue", "--key", label]
+    done = airlock(home, *command_line(command, options, {}), "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

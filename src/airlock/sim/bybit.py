@@ -20,17 +20,15 @@ import argparse
 import asyncio
 import json
 import signal
-import socket
-import struct
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -38,7 +36,7 @@ from aiohttp import web
 from airlock.relays.jsonbody import loads_limited
 from airlock.sim import bybit_engine as eng
 from airlock.sim.bybit_engine import BybitError
-from airlock.sim.loopthread import HOST, STOP_TIMEOUT, LoopThread
+from airlock.sim.loopthread import LoopThread, reset_connection
 
 CREATE = "/v5/order/create"
 CREATE_BATCH = "/v5/order/create-batch"
@@ -167,21 +165,13 @@ class BybitSim(LoopThread):
     # -- lifecycle -------------------------------------------------------------------
 
     async def _astart(self) -> None:
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(server, HOST, self._port, reuse_address=True)
-        self._port = self._listener.sockets[0].getsockname()[1]
+        self._listener = await self._open_listener(self._handle)
 
     async def _astop(self) -> None:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        current = asyncio.current_task()
-        others = [task for task in asyncio.all_tasks() if task is not current]
-        for task in others:
-            task.cancel()
-        if others:
-            await asyncio.wait(others, timeout=STOP_TIMEOUT / 2)
+        await self._cancel_the_rest()
         await asyncio.sleep(0)
 
     # -- test control (any thread) -----------------------------------------------------
@@ -245,7 +235,7 @@ class BybitSim(LoopThread):
         lost = fault is not None and fault.kind == "lose_response_after_accept"
         self._record(request, query, body, now, answer, lost)
         if lost:
-            await _drop(request)
+            await reset_connection(request)
         return _to_response(answer, self._clock())
 
     def _take_fault(self, path: str) -> Fault | None:
@@ -485,17 +475,6 @@ def _to_response(answer: _Answer, now: int) -> web.Response:
         headers=answer.headers,
     )
 
-
-async def _drop(request: web.BaseRequest) -> NoReturn:
-    """Reset the connection with no answer (RST); losing it cancels this handler."""
-    transport = request.transport
-    if transport is not None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-    never: Awaitable[None] = asyncio.get_running_loop().create_future()
-    await never
     raise ConnectionResetError("bybitsim dropped the connection")
 
 

@@ -18,8 +18,6 @@ import asyncio
 import json
 import random
 import signal
-import socket
-import struct
 import sys
 import threading
 import time
@@ -28,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -36,7 +34,7 @@ from aiohttp.web_protocol import RequestHandler
 from eth_utils import keccak
 
 from airlock.relays.jsonbody import loads_limited
-from airlock.sim.loopthread import HOST, STOP_TIMEOUT, LoopThread
+from airlock.sim.loopthread import HOST, LoopThread, reset_connection
 
 MODE_TIMEOUT = 5.0
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)
@@ -321,12 +319,6 @@ class FaultProxy(LoopThread):
         if self._fault.mode is Mode.DOWN:
             self._go_down(spare=None)
 
-    @staticmethod
-    async def _listen(server: web.Server, port: int) -> asyncio.Server:
-        """SO_REUSEADDR so ``down`` -> up can bind the same port despite TIME_WAIT."""
-        loop = asyncio.get_running_loop()
-        return await loop.create_server(server, HOST, port, reuse_address=True)
-
     async def _astop(self) -> None:
         """Close everything, then cancel whatever still runs so no task outlives the loop."""
         self._release_hung()
@@ -335,12 +327,7 @@ class FaultProxy(LoopThread):
                 listener.close()
         self._listener = self._control_listener = None
         self._close_connections(spare=None)
-        current = asyncio.current_task()
-        others = [task for task in asyncio.all_tasks() if task is not current]
-        for task in others:
-            task.cancel()
-        if others:
-            await asyncio.wait(others, timeout=STOP_TIMEOUT / 2)
+        await self._cancel_the_rest()
         if self._session is not None:
             await self._session.close()
         await asyncio.sleep(0)  # let transports run their connection_lost callbacks
@@ -407,7 +394,7 @@ class FaultProxy(LoopThread):
         fault = self._pick()
         if fault.mode is Mode.DOWN:  # a connection that raced the port closing
             self._count(Mode.DOWN)
-            return await self._drop(request)
+            return await reset_connection(request)
         self._keep(record(fault.mode, request.path, request.headers, body))
         return await self._actions[fault.mode](self, request, body, fault.params)
 
@@ -435,17 +422,6 @@ class FaultProxy(LoopThread):
             text = f"faultproxy: upstream unreachable: {exc!r}"
             return Upstream(502, text.encode(), "text/plain")
 
-    async def _drop(self, request: web.BaseRequest) -> NoReturn:
-        """Reset the connection (RST, no answer); losing the connection cancels this task."""
-        transport = request.transport
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            transport.abort()
-        await asyncio.get_running_loop().create_future()
-        raise ConnectionResetError("faultproxy dropped the connection")
-
     async def _do_pass(
         self, request: web.BaseRequest, body: bytes, params: Mapping[str, Any]
     ) -> web.StreamResponse:
@@ -457,7 +433,7 @@ class FaultProxy(LoopThread):
         """Hold the request until a mode change; a client that gives up cancels this."""
         assert self._release is not None
         await self._release.wait()
-        return await self._drop(request)
+        return await reset_connection(request)
 
     async def _do_slow(
         self, request: web.BaseRequest, body: bytes, params: Mapping[str, Any]
@@ -484,7 +460,7 @@ class FaultProxy(LoopThread):
     ) -> web.StreamResponse:
         """The upstream processes the request; the client never learns the outcome."""
         await self._forward(request, body)
-        return await self._drop(request)
+        return await reset_connection(request)
 
     _actions: Mapping[Mode, _Action] = {
         Mode.PASS: _do_pass,

@@ -9,11 +9,17 @@ run on the server's loop, each bounded in time.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import threading
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Self
+from typing import NoReturn, Self
+
+from aiohttp import web
 
 HOST = "127.0.0.1"
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
 
@@ -89,8 +95,45 @@ class LoopThread:
         finally:
             loop.close()
 
+    @staticmethod
+    async def _listen(server: web.Server, port: int) -> asyncio.Server:
+        """Listen on loopback; SO_REUSEADDR so a restart can bind the same port."""
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(server, HOST, port, reuse_address=True)
+
+    async def _open_listener(self, handler: Handler) -> asyncio.Server:
+        """Start serving ``handler`` on ``self._port`` (a free one when 0); learn the port."""
+        server = web.Server(handler, handler_cancellation=True, access_log=None)
+        listener = await self._listen(server, self._port)
+        self._port = listener.sockets[0].getsockname()[1]
+        return listener
+
+    @staticmethod
+    async def _cancel_the_rest() -> None:
+        """Cancel every other task on this loop (bounded) so none outlives it."""
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.wait(others, timeout=STOP_TIMEOUT / 2)
+
     async def _astart(self) -> None:
         raise NotImplementedError
 
     async def _astop(self) -> None:
         raise NotImplementedError
+
+
+async def reset_connection(request: web.BaseRequest) -> NoReturn:
+    """Reset the client's connection with no answer (RST): the "response lost" fault.
+
+    Losing the connection cancels the handler; this waits for that and never returns."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    await asyncio.get_running_loop().create_future()
+    raise ConnectionResetError("the simulator dropped the connection")

@@ -55,7 +55,7 @@ from eth_utils import keccak
 from eth_utils.exceptions import ValidationError
 
 from airlock.relays.jsonbody import loads_limited
-from airlock.sim.loopthread import HOST, STOP_TIMEOUT, LoopThread
+from airlock.sim.loopthread import LoopThread
 
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)
 SIGNATURE_HEADER = "X-Flashbots-Signature"
@@ -150,22 +150,14 @@ class PrivateRelay(LoopThread):
 
     async def _astart(self) -> None:
         self._session = aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, trust_env=False)
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(server, HOST, self._port, reuse_address=True)
-        self._port = self._listener.sockets[0].getsockname()[1]
+        self._listener = await self._open_listener(self._handle)
 
     async def _astop(self) -> None:
         """Close everything, then cancel whatever still runs so no task outlives the loop."""
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        current = asyncio.current_task()
-        others = [task for task in asyncio.all_tasks() if task is not current]
-        for task in others:
-            task.cancel()
-        if others:
-            await asyncio.wait(others, timeout=STOP_TIMEOUT / 2)
+        await self._cancel_the_rest()
         if self._session is not None:
             await self._session.close()
         await asyncio.sleep(0)  # let transports run their connection_lost callbacks

@@ -3,7 +3,6 @@ the project's fault proxy in front of every relay for link faults."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
@@ -67,7 +66,14 @@ async def test_outage_drill_every_transaction_mined_once_in_order(
     ids = [q.item.id for q in queued]
     configs = [relay(f"rpc-{n}", p.url, batch_size=25) for n, p in enumerate(proxies)]
     async with serving(store, configs) as broadcaster:
-        await asyncio.sleep(0.3)  # the broadcaster is running, relays are down:
+        # Every relay has been probed and found down, and dispatch rounds have run:
+        await wait_until_async(
+            lambda: all(
+                s.consecutive_failures >= 2 for s in broadcaster.monitor.snapshots().values()
+            ),
+            10,
+            "two failed probes of every relay",
+        )
         assert all_in(store, ids, State.QUEUED)  # nothing may leave
         assert not any(p.sent_raw_transactions() for p in proxies)
 

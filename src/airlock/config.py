@@ -169,6 +169,12 @@ class BybitConfig:
     category: str = "linear"  # one of airlock.signer.bybit.CATEGORIES
     timeout_seconds: float = 10.0  # whole request, connect included
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    account: str = "bybit"  # the queue's account name for this venue account
+    probe_seconds: float = 5.0  # how often the link and key are probed while connected
+    reconcile_seconds: float = 30.0  # periodic reconcile (also at start and on reconnect)
+    retry_base_seconds: float = 0.5  # backoff for connection-level failures ...
+    retry_cap_seconds: float = 30.0  # ... never longer than this ...
+    retry_jitter: float = 0.2  # ... shortened by up to this fraction at random
 
     @property
     def sign_type(self) -> SignType:
@@ -568,6 +574,12 @@ _BYBIT_KEYS = {
     "category",
     "timeout_seconds",
     "policy",
+    "account",
+    "probe_seconds",
+    "reconcile_seconds",
+    "retry_base_seconds",
+    "retry_cap_seconds",
+    "retry_jitter",
 }
 _API_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
 
@@ -611,6 +623,14 @@ def _bybit_config(table: Mapping[str, Any]) -> BybitConfig:
     if "timeout_seconds" in table:
         value = _number_setting(section, "timeout_seconds", table["timeout_seconds"], 0.1, 120)
         config = replace(config, timeout_seconds=value)
+    for key, (low, high) in _BYBIT_NUMBERS.items():
+        if key in table:
+            value = _number_setting(section, key, table[key], low, high)
+            config = replace(config, **{key: value})
+    if config.retry_cap_seconds < config.retry_base_seconds:
+        raise ConfigError("[bybit] retry_cap_seconds must be at least retry_base_seconds")
+    if "account" in table:
+        config = replace(config, account=_label_setting(section, "account", table))
     if "policy" in table:
         policy = table["policy"]
         if not isinstance(policy, dict):
@@ -619,6 +639,13 @@ def _bybit_config(table: Mapping[str, Any]) -> BybitConfig:
     return config
 
 
+_BYBIT_NUMBERS: dict[str, tuple[float, float]] = {
+    "probe_seconds": (0.01, 3600),
+    "reconcile_seconds": (0.01, 86_400),
+    "retry_base_seconds": (0.001, 600),
+    "retry_cap_seconds": (0.001, 3600),
+    "retry_jitter": (0, 1),
+}
 _POLICY_KEYS = {f.name for f in fields(PolicyConfig)}
 
 

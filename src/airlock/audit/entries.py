@@ -33,6 +33,8 @@ ITEM_VARIANT_ADDED = "item.variant_added"  # a variant re-signed after the ladde
 RELAY_HEALTH = "relay.health"  # a relay changed state (up, degraded, down, disabled)
 ALERT = "alert"  # something an operator must look at, and why
 ORDER_REFUSED = "order.refused"  # the outage policy refused an order at enqueue, and why
+ORDER_OBSERVED = "order.observed"  # the venue's state of an order changed, the item's did not
+ORDER_FILLS = "order.fills"  # fills (executions) seen for the first time, each once
 KINDS = frozenset(
     {
         ITEM_ENQUEUED,
@@ -47,6 +49,8 @@ KINDS = frozenset(
         RELAY_HEALTH,
         ALERT,
         ORDER_REFUSED,
+        ORDER_OBSERVED,
+        ORDER_FILLS,
     }
 )
 

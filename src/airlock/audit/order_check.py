@@ -30,7 +30,8 @@ def key_fingerprint(key: ec.EllipticCurvePublicKey) -> str:
 
 
 def check_enqueued_order(data: dict[str, Any]) -> str:
-    """Check a ``bybit_order`` item.enqueued entry; returns the intent key's fingerprint."""
+    """Check a ``bybit_order`` or ``bybit_cancel`` item.enqueued entry; returns the intent
+    key's fingerprint."""
     intent, signature, pem = (
         data.get("intent"),
         data.get("intent_signature"),

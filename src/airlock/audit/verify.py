@@ -344,13 +344,16 @@ def _check_content(number: int, entry: dict[str, Any], report: Report) -> None:
             raise VerifyFailure(f"entry {number}: {exc}") from None
         data = entry["data"]
         report.evm_items[entry["item"]] = {k: data.get(k) for k in ("account", "chain_id", "nonce")}
-    elif entry["type"] == entries.ITEM_ENQUEUED and entry["data"].get("kind") == "bybit_order":
+    elif entry["type"] == entries.ITEM_ENQUEUED and entry["data"].get("kind") in BYBIT_KINDS:
         try:
             report.intent_keys.add(check_enqueued_order(entry["data"]))
         except OrderCheckError as exc:
             raise VerifyFailure(f"entry {number}: {exc}") from None
     elif entry["type"] == entries.ITEM_VARIANT_ADDED:
         _check_added_variant(number, entry, report)
+
+
+BYBIT_KINDS = ("bybit_order", "bybit_cancel")  # both carry an HSM-signed intent
 
 
 def _check_added_variant(number: int, entry: dict[str, Any], report: Report) -> None:

@@ -8,13 +8,16 @@ neither ``relays/`` nor ``broadcaster/service`` ever holds a key object of its o
 from __future__ import annotations
 
 from airlock.broadcaster.service import Resigner
-from airlock.config import AirlockConfig
+from airlock.broadcaster.venue import VenueBroadcaster, VenueSettings
+from airlock.config import AirlockConfig, BybitConfig
 from airlock.errors import ConfigError
 from airlock.hsm.keyring import KeyRing
 from airlock.queue.items import Item
 from airlock.queue.store import Store, VariantDraft
+from airlock.relays.bybit import BackoffPolicy, BybitClient
 from airlock.relays.jsonrpc import EvmRelay, FlashbotsAuth
 from airlock.signer import evm
+from airlock.signer.bybit import hmac_signature, rsa_signature
 from airlock.signer.eip191 import make_flashbots_signer
 from airlock.signer.ladder import fee_of, level_above
 
@@ -72,3 +75,55 @@ def resigner(keyring: KeyRing, cap: int, bump_pct: float) -> Resigner:
         )
 
     return resign
+
+
+def build_venue(settings: BybitConfig, keyring: KeyRing, store: Store) -> VenueBroadcaster:
+    """The Bybit side from ``[bybit]``: a client whose requests are signed by the HSM at
+    send time, and the intent key's public half to check every intent before it leaves.
+
+    Fails (HsmError) before anything is sent when a key is missing."""
+    intent_pem = keyring.public_key_pem(settings.intent_key_label).encode()
+    if settings.secret_label is not None:
+        label = settings.secret_label
+        keyring.info(label)  # a missing secret fails here, not at the first order
+
+        def sign(payload: bytes) -> str:
+            return hmac_signature(lambda data: keyring.hmac_sha256(label, data), payload)
+    else:
+        assert settings.rsa_key_label is not None
+        rsa_label = settings.rsa_key_label
+        keyring.info(rsa_label)
+
+        def sign(payload: bytes) -> str:
+            return rsa_signature(lambda data: keyring.rsa_sign_sha256(rsa_label, data), payload)
+
+    backoff = BackoffPolicy(
+        base_s=settings.retry_base_seconds,
+        cap_s=settings.retry_cap_seconds,
+        jitter=settings.retry_jitter,
+    )
+    venues: list[VenueBroadcaster] = []
+    client = BybitClient(
+        settings.base_url,
+        settings.api_key,
+        sign,
+        settings.sign_type,
+        recv_window_ms=settings.recv_window_ms,
+        timeout_s=settings.timeout_seconds,
+        backoff=backoff,
+        on_alert=lambda message: venues[0].alert_from_client(message),
+    )
+    venue = VenueBroadcaster(
+        store,
+        client,
+        intent_pem,
+        VenueSettings(
+            recv_window_ms=settings.recv_window_ms,
+            probe_seconds=settings.probe_seconds,
+            reconcile_seconds=settings.reconcile_seconds,
+            backoff=backoff,
+            category=settings.category,
+        ),
+    )
+    venues.append(venue)
+    return venue

@@ -17,12 +17,15 @@ from typing import Any, TypeVar
 import click
 
 from airlock.broadcaster.service import Broadcaster, PassResult
-from airlock.broadcaster.setup import build_relays, make_resigner
+from airlock.broadcaster.setup import build_relays, build_venue, make_resigner
+from airlock.broadcaster.venue import VenueBroadcaster, VenueResult
 from airlock.cli import common
 from airlock.config import redact_url
+from airlock.errors import AirlockError, ConfigError
 from airlock.hsm.keyring import KeyRing
 from airlock.queue.states import State
 from airlock.queue.store import Store
+from airlock.relays.bybit import BybitAuthError
 from airlock.relays.health import Monitor
 from airlock.relays.jsonrpc import started
 
@@ -68,6 +71,36 @@ def _with_broadcaster(
         return outcome, _counts(store)
 
 
+def _with_service(
+    ctx: click.Context,
+    job: Callable[[Broadcaster | None, VenueBroadcaster | None], Awaitable[T]],
+) -> tuple[T, dict[str, int]]:
+    """Like :func:`_with_broadcaster`, with whichever sides are configured: the EVM
+    broadcaster (``[[relays]]``) and the Bybit one (``[bybit]``)."""
+    settings = common.config(ctx)
+    if not settings.relays and settings.bybit is None:
+        raise ConfigError(
+            f"nothing to broadcast to: add [[relays]] or [bybit] to "
+            f"{settings.home / 'airlock.toml'} (see docs/configuration.md)"
+        )
+    with common.open_store(ctx) as (store, ring):
+        relays = build_relays(settings, ring) if settings.relays else []
+        venue = build_venue(settings.bybit, ring, store) if settings.bybit else None
+
+        async def main() -> T:
+            async with started(relays), contextlib.AsyncExitStack() as stack:
+                evm = None
+                if relays:
+                    resigner = make_resigner(settings, ring)
+                    evm = Broadcaster(store, relays, settings.broadcaster, resigner=resigner)
+                if venue is not None:
+                    await stack.enter_async_context(venue.client)
+                return await job(evm, venue)
+
+        outcome = asyncio.run(main())
+        return outcome, _counts(store)
+
+
 def _counts(store: Store) -> dict[str, int]:
     return {str(state): n for state in State if (n := store.count(state))}
 
@@ -88,10 +121,36 @@ def _summary_text(data: dict[str, Any]) -> str:
     lines = [
         f"sent {data['sent']}, settled {data['settled']}, "
         f"bumped/rebroadcast {data['bumped_or_rebroadcast']}, expired {data['expired']}",
-        f"queue: {queue}",
     ]
+    bybit = data.get("bybit")
+    if bybit is not None:
+        lines.append(
+            f"bybit: sent {bybit['sent']}, settled {bybit['settled']}, requeued "
+            f"{bybit['requeued']}, quarantined {bybit['quarantined']}, new fills {bybit['fills']}"
+        )
+    lines.append(f"queue: {queue}")
     lines += [f"alert: {a}" for a in data["alerts"]]
     return "\n".join(lines)
+
+
+def _venue_summary(result: VenueResult) -> dict[str, Any]:
+    return {
+        "sent": result.sent,
+        "settled": result.settled,
+        "requeued": result.requeued,
+        "quarantined": result.quarantined,
+        "fills": result.fills,
+    }
+
+
+async def _once(
+    evm: Broadcaster | None, venue: VenueBroadcaster | None
+) -> tuple[PassResult, VenueResult | None]:
+    evm_result = await evm.run_once() if evm is not None else PassResult()
+    venue_result = await venue.run_once() if venue is not None else None
+    if venue_result is not None:
+        evm_result.alerts += venue_result.alerts
+    return evm_result, venue_result
 
 
 @click.group("broadcaster")
@@ -115,24 +174,43 @@ def broadcaster_run(
     """Drain the queue through every healthy relay; watch the chain until stopped."""
     _use_config(ctx, config_path)
     _log_to_stderr(not quiet)
-    if once:
-        result, counts = _with_broadcaster(ctx, lambda b: b.run_once())
-        data = _summary(result, counts)
-        common.emit(as_json, data, lambda: _summary_text(data))
-        return
-    _with_broadcaster(ctx, _serve)
+    try:
+        if once:
+            (result, venue_result), counts = _with_service(ctx, _once)
+            data = _summary(result, counts)
+            if venue_result is not None:
+                data["bybit"] = _venue_summary(venue_result)
+            common.emit(as_json, data, lambda: _summary_text(data))
+            return
+        _with_service(ctx, _serve)
+    except BybitAuthError as exc:
+        raise AirlockError(f"Bybit refused the API key: {exc.reason}") from None
 
 
-async def _serve(broadcaster: Broadcaster) -> None:
+async def _serve(evm: Broadcaster | None, venue: VenueBroadcaster | None) -> None:
     """Run until SIGTERM or SIGINT, then stop cleanly (every write is already durable)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    parts = []
+    if evm is not None:
+        parts.append(evm.run(stop))
+    if venue is not None:
+        parts.append(venue.run(stop))
     logging.getLogger("airlock.broadcaster").info(
-        "broadcaster started with %d relay(s)", len(broadcaster.relays)
+        "broadcaster started: %d relay(s)%s",
+        len(evm.relays) if evm is not None else 0,
+        ", bybit" if venue is not None else "",
     )
-    await broadcaster.run(stop)
+    tasks = [asyncio.ensure_future(part) for part in parts]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @click.command("reconcile")

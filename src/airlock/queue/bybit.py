@@ -14,10 +14,19 @@ from typing import Any
 
 from airlock.audit import entries as audit_entries
 from airlock.errors import InvalidInput
-from airlock.queue.items import Kind
-from airlock.queue.policy import Decision, OrderRequest
-from airlock.queue.store import Built, Draft, Enqueued, Store
-from airlock.signer.bybit import DigestSigner, intent_dict, sign_intent
+from airlock.queue.items import Item, Kind
+from airlock.queue.policy import CancelRequest, Decision, OrderRequest, decide_cancel
+from airlock.queue.states import IllegalTransition, State
+from airlock.queue.store import Built, CancelResult, Draft, Enqueued, Store
+from airlock.queue.venue import VenueDraft
+from airlock.signer.bybit import (
+    DigestSigner,
+    cancel_dict,
+    intent_dict,
+    make_cancel_intent,
+    order_link_id_for,
+    sign_intent,
+)
 
 
 class OrderRefused(InvalidInput):
@@ -66,6 +75,7 @@ def enqueue_order(
         priority=decision.priority,
         ttl_ms=None if decision.ttl_s is None else decision.ttl_s * 1000,
         signer=intent_key.label,
+        venue=VenueDraft("order", intent.category, intent.symbol, intent.order_link_id),
     )
 
     def build(_: int | None) -> Built:
@@ -79,6 +89,78 @@ def enqueue_order(
         return Built(payload=signed, audit=signed)
 
     return store.enqueue(draft, build)
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What ``cancel_order`` did: ``local`` (the order never left; it is cancelled in the
+    queue) or ``queued`` (a cancel item goes to the venue ahead of new orders)."""
+
+    action: str
+    rule: str
+    message: str
+    order: Item
+    cancel: Enqueued | None = None
+    local: CancelResult | None = None
+
+
+def cancel_order(
+    store: Store,
+    order: Item,
+    intent_key: IntentKey,
+    *,
+    idempotency_key: str | None = None,
+    strategy: str = "default",
+) -> CancelOutcome:
+    """Cancel the queued Bybit order ``order``: locally when it never left, else through
+    the venue with an HSM-signed cancel intent queued at cancel priority.
+
+    "Never left" is read from the queue and acted on under the store's guard: if the
+    broadcaster takes the order between the read and the local cancel, the local cancel
+    is refused by the state machine and a venue cancel is queued instead.
+    """
+    pair = store.venue_item(order.id)
+    if order.kind is not Kind.BYBIT_ORDER or pair is None:
+        raise InvalidInput(f"item {order.id} is not a Bybit order")
+    _, ref = pair
+    request = CancelRequest(ref.category, ref.symbol, order.idempotency_key)
+    if order.state is State.QUEUED:
+        decision = decide_cancel(request, sent=False)
+        try:
+            local = store.cancel(order.id, f"{decision.rule}: {decision.message}")
+        except IllegalTransition:
+            order = store.get(order.id)  # taken by the broadcaster meanwhile
+        else:
+            return CancelOutcome("local", decision.rule, decision.message, local.item, local=local)
+    decision = decide_cancel(request, sent=True)
+    if decision.action != "queue":
+        raise InvalidInput(decision.message)
+    if order.state not in (State.SENDING, State.SENT, State.NEEDS_OPERATOR):
+        raise InvalidInput(f"order {ref.link_id} is {order.state}: there is nothing to cancel")
+    intent = make_cancel_intent(ref.category, ref.symbol, order_link_id_for(order.idempotency_key))
+    key = idempotency_key or f"cancel:{order.idempotency_key}"
+    draft = Draft(
+        kind=Kind.BYBIT_CANCEL,
+        account=order.account,
+        strategy=strategy,
+        idempotency_key=key,
+        request={"cancel": order.id, "order_link_id": ref.link_id},
+        priority=decision.priority or 0,
+        signer=intent_key.label,
+        venue=VenueDraft("cancel", ref.category, ref.symbol, ref.link_id),
+    )
+
+    def build(_: int | None) -> Built:
+        signed = {
+            "intent": cancel_dict(intent),
+            "intent_signature": sign_intent(intent_key.key, intent).hex(),
+            "intent_key_pem": intent_key.public_pem,
+            "policy": {"rule": decision.rule, "message": decision.message},
+        }
+        return Built(payload=signed, audit=signed)
+
+    queued = store.enqueue(draft, build)
+    return CancelOutcome("queued", decision.rule, decision.message, order, cancel=queued)
 
 
 def _request_json(request: OrderRequest) -> dict[str, Any]:

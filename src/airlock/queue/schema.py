@@ -130,6 +130,36 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (item_id, n)
     ) WITHOUT ROWID;
     """,
+    # 5: Bybit: each order's (or cancel's) venue reference and last seen venue state, and
+    # every fill of the account once (execId is Bybit's unique fill id).
+    """
+    CREATE TABLE venue_orders (
+        item_id    TEXT    PRIMARY KEY REFERENCES items (id),
+        action     TEXT    NOT NULL CHECK (action IN ('order', 'cancel')),
+        category   TEXT    NOT NULL,
+        symbol     TEXT    NOT NULL,
+        link_id    TEXT    NOT NULL,
+        order_id   TEXT,
+        status     TEXT,
+        cum_qty    TEXT,
+        avg_price  TEXT,
+        seen_ms    INTEGER
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX venue_orders_link ON venue_orders (link_id) WHERE action = 'order';
+    CREATE TABLE fills (
+        exec_id      TEXT    PRIMARY KEY,
+        item_id      TEXT    REFERENCES items (id),
+        link_id      TEXT    NOT NULL,
+        order_id     TEXT    NOT NULL,
+        symbol       TEXT    NOT NULL,
+        side         TEXT    NOT NULL,
+        exec_qty     TEXT    NOT NULL,
+        exec_price   TEXT    NOT NULL,
+        exec_time_ms INTEGER NOT NULL,
+        seen_ms      INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX fills_by_time ON fills (exec_time_ms);
+    """,
 )
 CURRENT = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 10_000

@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from airlock.audit import entries as audit_entries
-from airlock.queue import items, nonces, schema, sends
+from airlock.queue import items, nonces, schema, sends, venue
 from airlock.queue.envelope import DEFAULT_ROTATE_AFTER, Envelope, Kek
-from airlock.queue.errors import IdempotencyConflict, PayloadTampered
+from airlock.queue.errors import IdempotencyConflict, PayloadTampered, StaleItems
 from airlock.queue.items import Item, Kind, Transition
 from airlock.queue.journal import CheckpointRecord, Journal
 from airlock.queue.sends import Attempt, Lane, Mined, Move, StoredVariant
 from airlock.queue.states import LIVE, TERMINAL, IllegalTransition, State
 from airlock.queue.ulid import UlidGenerator
+from airlock.queue.venue import Fill, VenueRef, VenueSeen
 
 ClockMs = Callable[[], int]
 
@@ -53,6 +54,7 @@ class Draft:
     explicit_nonce: int | None = None
     private: bool = False
     signer: str | None = None
+    venue: venue.VenueDraft | None = None  # Bybit items: the venue reference, kept in clear
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,8 @@ class Store:
             key_id=sealed.key_id,
         )
         items.insert(conn, item, sealed.blob)
+        if draft.venue is not None:
+            venue.insert(conn, item_id, draft.venue)
         for idx, variant in enumerate(built.variants):
             self._insert_variant(conn, item_id, idx, variant)
         self._journal.append(
@@ -454,14 +458,18 @@ class Store:
         target: State,
         reason: str,
         chain: dict[str, Any] | None = None,
+        venue_seen: dict[str, Any] | None = None,
     ) -> Item:
         """A state change, its history row and its audit entry: one transaction.
 
-        ``chain`` (the receipt behind a move to sent or confirmed) goes into the entry."""
+        ``chain`` (the receipt behind a move to sent or confirmed) or ``venue_seen`` (what
+        Bybit said) goes into the entry."""
         moved = items.move(conn, item, target, reason, self._clock_ms())
         data: dict[str, Any] = {"from": str(item.state), "to": str(moved.state), "reason": reason}
         if chain is not None:
             data["chain"] = chain
+        if venue_seen is not None:
+            data["venue"] = venue_seen
         self._journal.append(conn, audit_entries.ITEM_TRANSITION, item.id, data)
         return moved
 
@@ -655,6 +663,107 @@ class Store:
         with self.transaction() as conn:
             self._journal.append(conn, kind, item_id, data)
 
+    # -- Bybit ------------------------------------------------------------------------
+
+    def venue_due(self, limit: int = 100) -> list[tuple[Item, VenueRef]]:
+        """Queued Bybit items due a send, most urgent first (cancels lead)."""
+        with self._lock:
+            return venue.due(self._conn, self._clock_ms(), limit)
+
+    def venue_items(self, states: list[State]) -> list[tuple[Item, VenueRef]]:
+        with self._lock:
+            return venue.in_states(self._conn, [str(s) for s in states])
+
+    def venue_all(self, limit: int | None = None) -> list[tuple[Item, VenueRef]]:
+        """Every Bybit item, newest first."""
+        with self._lock:
+            return venue.every(self._conn, limit)
+
+    def venue_item(self, item_id: str) -> tuple[Item, VenueRef] | None:
+        with self._lock:
+            return venue.of_item(self._conn, item_id)
+
+    def venue_order_by_link(self, link_id: str) -> tuple[Item, VenueRef] | None:
+        """The queued order with this orderLinkId (cancels are not returned)."""
+        with self._lock:
+            return venue.order_by_link(self._conn, link_id)
+
+    def venue_items_by_link(self, link_ids: list[str]) -> dict[str, str]:
+        with self._lock:
+            return venue.item_ids_by_link(self._conn, link_ids)
+
+    def begin_venue(self, item: Item, reason: str) -> Item:
+        """Durably mark a queued Bybit item ``sending`` before its request leaves.
+
+        Raises :class:`StaleItems` (nothing written) if the item moved since it was read."""
+        with self.transaction() as conn:
+            current = items.get(conn, item.id)
+            if current.state is not State.QUEUED or item.state is not State.QUEUED:
+                raise StaleItems(f"item {item.id} is {current.state}, no longer queued")
+            venue.set_sent_ms(conn, item.id, self._clock_ms())
+            return self._move(conn, current, State.SENDING, reason)
+
+    def record_venue(
+        self,
+        item: Item,
+        path: list[State],
+        reason: str,
+        seen: VenueSeen | None = None,
+        *,
+        retry_ms: int | None = None,
+    ) -> Item:
+        """What the venue said of one item: the states it passes through (``path``, maybe
+        empty), its venue state, and a retry time; one transaction, audited.
+
+        A venue change with no state change is an ``order.observed`` entry. Raises
+        :class:`StaleItems` (nothing written) if the item moved since it was read."""
+        now = self._clock_ms()
+        with self.transaction() as conn:
+            current = items.get(conn, item.id)
+            if current.state is not item.state:
+                raise StaleItems(f"item {item.id} is {current.state}, not {item.state}")
+            before = venue.of_item(conn, item.id)
+            seen_json = None if seen is None else seen.as_json()
+            if seen is not None:
+                venue.note_seen(conn, item.id, seen, now)
+            for target in path:
+                current = self._move(conn, current, target, reason, venue_seen=seen_json)
+            if retry_ms is not None or current.state is State.QUEUED:
+                venue.set_retry(conn, item.id, retry_ms)
+            after = venue.of_item(conn, item.id)
+            changed = (
+                before is not None and after is not None and _venue_changed(before[1], after[1])
+            )
+            if not path and changed:
+                assert seen_json is not None
+                data = {"state": str(current.state), "reason": reason, "venue": seen_json}
+                self._journal.append(conn, audit_entries.ORDER_OBSERVED, item.id, data)
+            return current
+
+    def record_fills(self, found: list[Fill]) -> list[Fill]:
+        """Store fills not seen before (by execId) and audit them in one entry; returns
+        the new ones."""
+        if not found:
+            return []
+        with self.transaction() as conn:
+            new = venue.add_fills(conn, found, self._clock_ms())
+            if new:
+                data = {"fills": [f.as_json() for f in new]}
+                self._journal.append(conn, audit_entries.ORDER_FILLS, None, data)
+            return new
+
+    def fills(self, item_id: str | None = None) -> list[Fill]:
+        with self._lock:
+            return venue.fills(self._conn, item_id)
+
+    def fill_counts(self) -> dict[str, int]:
+        with self._lock:
+            return venue.fill_counts(self._conn)
+
+    def latest_fill_ms(self) -> int | None:
+        with self._lock:
+            return venue.latest_fill_ms(self._conn)
+
     def count(self, state: State) -> int:
         with self._lock:
             return sends.in_state(self._conn, state)
@@ -763,6 +872,11 @@ class Store:
             for t in self.history(item.id)
         ]
         return record
+
+
+def _venue_changed(before: VenueRef, after: VenueRef) -> bool:
+    fields = ("order_id", "status", "cum_qty", "avg_price")
+    return any(getattr(before, f) != getattr(after, f) for f in fields)
 
 
 def _not_queued(item: Item) -> IllegalTransition:

@@ -50,6 +50,7 @@ SIGN_TYPES: tuple[str, ...] = ("hmac", "rsa")
 
 INTENT_VERSION = 1
 INTENT_TYPE = "bybit.order"
+CANCEL_TYPE = "bybit.cancel"
 
 ORDER_LINK_ID_MAX = 36
 ORDER_LINK_ID_PREFIX = "al-"
@@ -287,11 +288,11 @@ def intent_bytes(intent: OrderIntent) -> bytes:
     return canonical(intent_dict(intent))
 
 
-def intent_digest(intent: OrderIntent) -> bytes:
-    return hashlib.sha256(intent_bytes(intent)).digest()
+def intent_digest(intent: OrderIntent | CancelIntent) -> bytes:
+    return hashlib.sha256(intent_message(intent)).digest()
 
 
-def sign_intent(key: DigestSigner, intent: OrderIntent) -> bytes:
+def sign_intent(key: DigestSigner, intent: OrderIntent | CancelIntent) -> bytes:
     """DER ECDSA P-256 signature over SHA-256 of :func:`intent_bytes`.
 
     DER rather than the HSM's raw r||s: it is what ``cryptography``, OpenSSL and the audit
@@ -306,6 +307,73 @@ def sign_intent(key: DigestSigner, intent: OrderIntent) -> bytes:
     return encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
 
 
+def intent_from_dict(data: Any) -> OrderIntent:
+    """The intent stored by :func:`intent_dict`, validated again (a stored intent is input
+    like any other: the broadcaster re-reads it from the queue)."""
+    if not isinstance(data, dict) or data.get("type") != INTENT_TYPE:
+        raise InvalidInput(f"not a {INTENT_TYPE} intent")
+    if data.get("v") != INTENT_VERSION:
+        raise InvalidInput(f"unknown {INTENT_TYPE} intent version {data.get('v')!r}")
+    intent = make_order_intent(
+        category=data.get("category"),
+        symbol=data.get("symbol"),
+        side=data.get("side"),
+        order_type=data.get("orderType"),
+        qty=data.get("qty"),
+        price=data.get("price"),
+        time_in_force=data.get("timeInForce"),
+        reduce_only=data.get("reduceOnly"),
+        order_link_id=data.get("orderLinkId"),
+    )
+    if intent_dict(intent) != data:
+        raise InvalidInput("the stored intent is not in its canonical form")
+    return intent
+
+
+@dataclass(frozen=True)
+class CancelIntent:
+    """A cancel of the order with ``order_link_id``, signed like an order intent so that a
+    tampered database cannot cancel working orders either."""
+
+    category: Category
+    symbol: str
+    order_link_id: str
+
+
+def make_cancel_intent(category: Any, symbol: Any, order_link_id: Any) -> CancelIntent:
+    return CancelIntent(
+        cast(Category, _choice("category", category, CATEGORIES)),
+        _symbol(symbol),
+        _order_link_id(order_link_id),
+    )
+
+
+def cancel_dict(intent: CancelIntent) -> dict[str, Any]:
+    return {
+        "v": INTENT_VERSION,
+        "type": CANCEL_TYPE,
+        "category": intent.category,
+        "symbol": intent.symbol,
+        "orderLinkId": intent.order_link_id,
+    }
+
+
+def cancel_from_dict(data: Any) -> CancelIntent:
+    if not isinstance(data, dict) or data.get("type") != CANCEL_TYPE:
+        raise InvalidInput(f"not a {CANCEL_TYPE} intent")
+    intent = make_cancel_intent(data.get("category"), data.get("symbol"), data.get("orderLinkId"))
+    if cancel_dict(intent) != data:
+        raise InvalidInput("the stored cancel intent is not in its canonical form")
+    return intent
+
+
+def intent_message(intent: OrderIntent | CancelIntent) -> bytes:
+    """The canonical bytes an intent signature covers, for orders and cancels alike."""
+    if isinstance(intent, CancelIntent):
+        return canonical(cancel_dict(intent))
+    return intent_bytes(intent)
+
+
 def load_intent_public_key(public_key_pem: bytes) -> ec.EllipticCurvePublicKey:
     """Parse a P-256 public key; anything else is a configuration mistake, not a bad signature."""
     try:
@@ -317,7 +385,9 @@ def load_intent_public_key(public_key_pem: bytes) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def verify_intent(public_key_pem: bytes, intent: OrderIntent, signature: bytes) -> bool:
+def verify_intent(
+    public_key_pem: bytes, intent: OrderIntent | CancelIntent, signature: bytes
+) -> bool:
     """True only if ``signature`` is a valid DER signature of ``intent`` by that key.
 
     Returns False (never raises) for any wrong, malformed or truncated signature, so the
@@ -328,7 +398,7 @@ def verify_intent(public_key_pem: bytes, intent: OrderIntent, signature: bytes) 
     if not isinstance(signature, bytes | bytearray):
         return False
     try:
-        key.verify(bytes(signature), intent_bytes(intent), ec.ECDSA(hashes.SHA256()))
+        key.verify(bytes(signature), intent_message(intent), ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError):
         return False
     return True

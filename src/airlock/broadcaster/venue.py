@@ -1,0 +1,484 @@
+"""The Bybit side of the broadcaster: send queued orders and cancels, then reconcile.
+
+One account, one :class:`~airlock.relays.bybit.BybitClient`. The rules it keeps are in
+:mod:`airlock.broadcaster.venue_decide` (pure); this module is the shell around them:
+
+- Before a request leaves, the item's intent is decrypted and its signature verified with
+  the intent key taken from the HSM at start (never the PEM stored beside the intent): an
+  intent that does not verify is quarantined and alerted, never sent.
+- Each item is marked ``sending`` durably before its request leaves; requests go one at a
+  time, most urgent first (cancels lead), paced by the client's rate-limit bookkeeping.
+- Reconcile at start, on every reconnect and periodically: unresolved sends are looked up
+  by orderLinkId; open orders and history (every page) give each sent order's status;
+  executions (every page) give fills, stored once per execId.
+- A refused key stops the account with one alert (the client's); nothing more is sent or
+  read for it until the service restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from airlock.audit import entries as audit_entries
+from airlock.broadcaster import venue_decide as decide
+from airlock.broadcaster.venue_decide import Step
+from airlock.errors import InvalidInput
+from airlock.queue.errors import PayloadTampered, StaleItems
+from airlock.queue.items import Item, Kind
+from airlock.queue.states import IllegalTransition, State
+from airlock.queue.store import Store, wall_clock_ms
+from airlock.queue.venue import VenueRef, VenueSeen
+from airlock.relays.bybit import (
+    BackoffPolicy,
+    BybitAuthError,
+    BybitClient,
+    BybitError,
+    ConnectionSupervisor,
+)
+from airlock.signer.bybit import (
+    CancelIntent,
+    OrderIntent,
+    cancel_from_dict,
+    intent_from_dict,
+    order_link_id_for,
+    verify_intent,
+)
+
+log = logging.getLogger("airlock.broadcaster.bybit")
+
+DUE_BATCH = 100  # queued items read per dispatch step
+IDLE_TICK_SECONDS = 0.2  # how often an idle service looks for new work in the queue
+STOP_SECONDS = 10.0
+
+
+@dataclass
+class VenueResult:
+    """What one Bybit pass changed; ``--once`` stops when a pass changes nothing."""
+
+    sent: int = 0  # requests that reached a decision (placed, rejected, cancel accepted)
+    settled: int = 0  # state changes decided by reconcile
+    requeued: int = 0  # back in the queue: nothing was processed
+    quarantined: int = 0
+    fills: int = 0  # fills seen for the first time
+    alerts: list[str] = field(default_factory=list)
+    halted: bool = False  # the pass stopped early (link down, rate limit, account stopped)
+
+    @property
+    def progress(self) -> int:
+        return self.sent + self.settled + self.quarantined + self.fills
+
+    def add(self, other: VenueResult) -> None:
+        self.sent += other.sent
+        self.settled += other.settled
+        self.requeued += other.requeued
+        self.quarantined += other.quarantined
+        self.fills += other.fills
+        self.alerts += other.alerts
+        self.halted = self.halted or other.halted
+
+
+@dataclass(frozen=True)
+class VenueSettings:
+    """The service's timing (``[bybit]`` in airlock.toml)."""
+
+    recv_window_ms: int = 5000
+    probe_seconds: float = 5.0
+    reconcile_seconds: float = 30.0
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    category: str = "linear"
+
+
+class VenueBroadcaster:
+    """Drains one store's Bybit items through one client. One event loop owns it."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: BybitClient,
+        intent_public_pem: bytes,
+        settings: VenueSettings,
+        *,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.settings = settings
+        self._intent_pem = intent_public_pem
+        self._clock_ms = clock_ms
+        self.supervisor = ConnectionSupervisor(
+            client,
+            settings.backoff,
+            on_reconnect=self._on_reconnect,
+            interval_s=settings.probe_seconds,
+            category=settings.category,
+        )
+        self.reconnected = asyncio.Event()
+        self.alerts: list[str] = []
+        self._paused_until = 0
+        self._failures = 0
+        self._last_reconcile_ms = 0
+        self._fills_from: int | None = None  # in-process watermark of executions read
+
+    # -- the loops ---------------------------------------------------------------------
+
+    async def connect(self) -> bool:
+        """Measure the venue clock and prove the key. A refused key raises
+        :class:`BybitAuthError` (fail loud: retrying cannot fix a key); an unreachable
+        venue returns False (the supervisor keeps trying)."""
+        try:
+            await self.supervisor.connect()
+        except BybitAuthError:
+            raise
+        except BybitError as exc:
+            log.warning("bybit unreachable at start: %s", exc)
+            return False
+        log.info("bybit connected, venue clock offset %+d ms", self.client.offset_ms)
+        return True
+
+    async def run_once(self, max_passes: int = 10_000) -> VenueResult:
+        """Connect, then dispatch and reconcile until a pass changes nothing."""
+        total = VenueResult()
+        if not await self.connect():
+            return total
+        for _ in range(max_passes):
+            result = VenueResult()
+            self.store.expire_due()
+            result.add(await self.dispatch())
+            result.add(await self.reconcile())
+            total.add(result)
+            if result.progress == 0 and not await self._retry_soon():
+                break
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set: dispatch when connected, reconcile at start, on
+        reconnect and periodically. Raises :class:`BybitAuthError` if the key is refused
+        at the first connection."""
+        await self.connect()
+        watcher = asyncio.create_task(self._supervise(), name="airlock-bybit-supervisor")
+        try:
+            reconcile = True
+            while not stop.is_set():
+                if self.reconnected.is_set():
+                    self.reconnected.clear()
+                    reconcile = True
+                if reconcile or self._reconcile_due():
+                    await self.reconcile()
+                    reconcile = False
+                self.store.expire_due()
+                result = await self.dispatch()
+                if result.sent and not result.halted:
+                    continue  # a backlog: keep going
+                await _wait_any(stop, self.reconnected, IDLE_TICK_SECONDS)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _supervise(self) -> None:
+        try:
+            await self.supervisor.run()
+        except BybitAuthError as exc:
+            log.error("bybit key refused; the account is stopped: %s", exc.reason)
+
+    async def _on_reconnect(self) -> None:
+        log.info("bybit reachable again: reconciling, then sending")
+        self._paused_until = 0
+        self._failures = 0
+        self.reconnected.set()
+
+    def _reconcile_due(self) -> bool:
+        elapsed = self._clock_ms() - self._last_reconcile_ms
+        return elapsed >= self.settings.reconcile_seconds * 1000
+
+    async def _retry_soon(self) -> bool:
+        """In ``--once`` runs: wait (a few seconds at most) for items backing off."""
+        if not self._usable():
+            return False
+        due = [i.retry_ms for i, _ in self.store.venue_items([State.QUEUED]) if i.retry_ms]
+        unresolved = self.store.venue_items([State.SENDING])
+        if not due and not unresolved:
+            return False
+        wait_ms = min(due) - self._clock_ms() if due else 500
+        if wait_ms > 5_000:
+            return False
+        await asyncio.sleep(max(wait_ms, 0) / 1000)
+        return True
+
+    def _usable(self) -> bool:
+        return self.client.auth_stopped is None and self.supervisor.is_connected
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    async def dispatch(self) -> VenueResult:
+        """Send what is due, most urgent first, one request at a time, until the queue is
+        empty or an answer says to stop (link down, rate limit, account stopped)."""
+        result = VenueResult()
+        while self._usable() and self._clock_ms() >= self._paused_until:
+            due = self.store.venue_due(DUE_BATCH)
+            if not due:
+                break
+            moved = 0
+            for item, ref in due:
+                step = await self._dispatch_one(item, ref, result)
+                moved += step is not None and bool(step.path)
+                if step is not None and step.halt:
+                    result.halted = True
+                    return result
+            if not moved:
+                break  # everything due is waiting on something else
+        return result
+
+    async def _dispatch_one(self, item: Item, ref: VenueRef, result: VenueResult) -> Step | None:
+        checked = self._checked_intent(item, ref, result)
+        if checked is None:
+            return None
+        if isinstance(checked, CancelIntent):
+            wait = self._cancel_precheck(item, ref)
+            if wait is not None:
+                if wait.path:
+                    self._record(item, wait, result)
+                return wait
+        try:
+            sending = self.store.begin_venue(item, f"sending to bybit ({ref.action})")
+        except StaleItems:
+            return None
+        if isinstance(checked, OrderIntent):
+            placement = await self.client.create_order(checked)
+            step = decide.judge_order_send(placement)
+        else:
+            placement = await self.client.cancel_order(
+                checked.category, checked.symbol, checked.order_link_id
+            )
+            step = decide.judge_cancel_send(placement)
+        seen = None
+        if placement.order_id is not None and ref.action == "order":
+            seen = VenueSeen(order_id=placement.order_id)
+        if step.lookup:
+            step, seen = await self._look_up(sending, ref, step)
+        self._record(sending, step, result, seen)
+        self._note_link(step)
+        return step
+
+    def _checked_intent(
+        self, item: Item, ref: VenueRef, result: VenueResult
+    ) -> OrderIntent | CancelIntent | None:
+        """The item's intent if its signature verifies with the HSM's intent key and it
+        matches the item; otherwise the item is quarantined (or already was) and alerted."""
+        try:
+            payload = self.store.payload(item.id)
+        except PayloadTampered as exc:
+            self._alert(result, f"item {item.id} quarantined: {exc}", item.id)
+            result.quarantined += 1
+            return None
+        why = _intent_problem(item, ref, payload, self._intent_pem)
+        if isinstance(why, OrderIntent | CancelIntent):
+            return why
+        try:
+            self.store.record_venue(item, [State.QUARANTINED], f"intent refused: {why}")
+        except StaleItems:
+            return None
+        result.quarantined += 1
+        self._alert(result, f"item {item.id} quarantined, never sent: intent {why}", item.id)
+        return None
+
+    def _cancel_precheck(self, item: Item, ref: VenueRef) -> Step | None:
+        target = self.store.venue_order_by_link(ref.link_id)
+        if target is None:
+            return Step((State.REJECTED,), f"no queued order has orderLinkId {ref.link_id}")
+        order, _ = target
+        if order.state is State.QUEUED:
+            try:
+                self.store.cancel(order.id, "cancel-local: the order had not left")
+            except IllegalTransition:  # taken by a send meanwhile: decide next pass
+                return Step(reason="the order is being sent; the cancel waits")
+        return decide.cancel_before_send(order.state)
+
+    async def _look_up(
+        self, item: Item, ref: VenueRef, step: Step
+    ) -> tuple[Step, VenueSeen | None]:
+        """After an answer that may hide a placed order: ask the venue by orderLinkId."""
+        try:
+            row = await self.client.order_by_link_id(ref.category, ref.link_id, symbol=ref.symbol)
+        except BybitError as exc:
+            return Step(reason=f"{step.reason}; lookup failed ({exc.reason}): next pass"), None
+        if row is None:
+            return Step(reason=f"{step.reason}; not visible yet: looked up next pass"), None
+        found = decide.judge_order_row(item.state, row)
+        reason = f"{step.reason}; found on the venue: {found.reason}"
+        return Step(found.path, reason, alert=found.alert), decide.seen_of(row)
+
+    def _record(
+        self,
+        item: Item,
+        step: Step,
+        result: VenueResult,
+        seen: VenueSeen | None = None,
+        *,
+        settling: bool = False,
+    ) -> None:
+        retry_ms = None
+        if step.retry:
+            retry_ms = self._clock_ms() + int(self.settings.backoff.delay(self._failures) * 1000)
+        try:
+            self.store.record_venue(item, list(step.path), step.reason, seen, retry_ms=retry_ms)
+        except StaleItems:
+            return
+        if step.path and step.path[-1] is State.QUEUED:
+            result.requeued += 1
+        elif step.path and settling:
+            result.settled += 1
+        elif step.path:
+            result.sent += 1
+        if step.alert:
+            self._alert(result, f"item {item.id}: {step.alert}", item.id)
+
+    def _note_link(self, step: Step) -> None:
+        """Consecutive 'not processed' answers pause the whole account with backoff."""
+        if step.halt:
+            self._paused_until = self._clock_ms() + int(
+                self.settings.backoff.delay(self._failures) * 1000
+            )
+            self._failures += 1
+        elif step.path:
+            self._failures = 0
+
+    # -- reconcile ---------------------------------------------------------------------
+
+    async def reconcile(self) -> VenueResult:
+        """Resolve unknown sends, follow sent orders to their final state, read new fills."""
+        result = VenueResult()
+        self._last_reconcile_ms = self._clock_ms()
+        if self.client.auth_stopped is not None:
+            return result
+        try:
+            await self._resolve_sending(result)
+            await self._follow_sent(result)
+            self._settle_cancels(result)
+            await self._read_fills(result)
+        except BybitAuthError:
+            result.halted = True  # the client alerted once and stopped the account
+        except BybitError as exc:
+            log.info("bybit reconcile incomplete, resumed next pass: %s", exc)
+            result.halted = True
+        return result
+
+    async def _resolve_sending(self, result: VenueResult) -> None:
+        for item, ref in self.store.venue_items([State.SENDING]):
+            if ref.action == "cancel":
+                step = Step((State.QUEUED,), "cancel outcome unknown after a restart: sent again")
+                self._record(item, step, result)
+                continue
+            row = await self.client.order_by_link_id(ref.category, ref.link_id, symbol=ref.symbol)
+            if row is None:
+                step = decide.judge_missing(
+                    item.state, item.sent_ms, self._clock_ms(), self.settings.recv_window_ms
+                )
+                self._record(item, step, result, settling=True)
+            else:
+                self._settle(item, decide.judge_order_row(item.state, row), row, result)
+
+    async def _follow_sent(self, result: VenueResult) -> None:
+        live = [
+            (i, r)
+            for i, r in self.store.venue_items([State.SENT, State.NEEDS_OPERATOR])
+            if r.action == "order"
+        ]
+        if not live:
+            return
+        now = self.client.server_now_ms()
+        oldest = min((i.sent_ms or i.created_ms) for i, _ in live)
+        start = max(oldest - decide.FILL_OVERLAP_MS, now - decide.MAX_SPAN_MS + 1)
+        listings = []
+        for category in sorted({r.category for _, r in live}):
+            listings.append(await self.client.open_orders(category, limit=50))
+            listings.append(
+                await self.client.history(category, start_ms=start, end_ms=now, limit=50)
+            )
+        rows = decide.newest_rows(*listings)
+        for item, ref in live:
+            row = rows.get(ref.link_id)
+            if row is not None:
+                self._settle(item, decide.judge_order_row(item.state, row), row, result)
+
+    def _settle_cancels(self, result: VenueResult) -> None:
+        for item, ref in self.store.venue_items([State.SENT]):
+            if ref.action != "cancel":
+                continue
+            target = self.store.venue_order_by_link(ref.link_id)
+            if target is None:
+                continue
+            order, order_ref = target
+            step = decide.judge_cancel_target(order.state, order_ref.status)
+            if step.path:
+                self._record(item, step, result, settling=True)
+
+    def _settle(self, item: Item, step: Step, row: dict[str, Any], result: VenueResult) -> None:
+        self._record(item, step, result, decide.seen_of(row), settling=True)
+
+    async def _read_fills(self, result: VenueResult) -> None:
+        now = self.client.server_now_ms()
+        start = self._fills_from
+        if start is None:
+            start = decide.fills_window(now, self.store.latest_fill_ms(), self._oldest_sent())
+        categories = {r.category for _, r in self.store.venue_all(limit=1000)}
+        rows = []
+        for category in sorted(categories or {self.settings.category}):
+            rows += await self.client.executions(category, start_ms=start, end_ms=now)
+        links = sorted({str(r.get("orderLinkId") or "") for r in rows} - {""})
+        item_ids = self.store.venue_items_by_link(links)
+        found = [f for r in rows if (f := decide.fill_of(r, item_ids)) is not None]
+        new = self.store.record_fills(found)
+        result.fills += len(new)
+        self._fills_from = max(start, now - decide.FILL_OVERLAP_MS)
+
+    def _oldest_sent(self) -> int | None:
+        sent = [i.sent_ms for i, _ in self.store.venue_all() if i.sent_ms is not None]
+        return min(sent) if sent else None
+
+    # -- alerts ------------------------------------------------------------------------
+
+    def _alert(self, result: VenueResult, message: str, item_id: str | None = None) -> None:
+        log.warning("ALERT %s", message)
+        result.alerts.append(message)
+        self.alerts.append(message)
+        self.store.record_event(audit_entries.ALERT, {"message": message}, item_id)
+
+    def alert_from_client(self, message: str) -> None:
+        """The client's one alert when the key is refused (wired as its ``on_alert``)."""
+        self._alert(VenueResult(), message)
+
+
+def _intent_problem(
+    item: Item, ref: VenueRef, payload: dict[str, Any], trusted_pem: bytes
+) -> OrderIntent | CancelIntent | str:
+    """The verified intent, or why it is refused."""
+    try:
+        if item.kind is Kind.BYBIT_ORDER:
+            intent: OrderIntent | CancelIntent = intent_from_dict(payload.get("intent"))
+            expected_link = order_link_id_for(item.idempotency_key)
+        else:
+            intent = cancel_from_dict(payload.get("intent"))
+            expected_link = ref.link_id
+        signature = bytes.fromhex(str(payload.get("intent_signature", "")))
+    except (InvalidInput, ValueError) as exc:
+        return f"malformed: {exc}"
+    if not verify_intent(trusted_pem, intent, signature):
+        return "signature does not verify with the HSM intent key"
+    if intent.order_link_id != expected_link or intent.order_link_id != ref.link_id:
+        return "orderLinkId does not match the item"
+    if (intent.category, intent.symbol) != (ref.category, ref.symbol):
+        return "category or symbol does not match the item"
+    return intent
+
+
+async def _wait_any(stop: asyncio.Event, other: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(other.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

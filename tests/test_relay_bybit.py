@@ -280,7 +280,7 @@ async def test_rate_limit_waits_for_reset_and_never_hits_10006(clock: Clock) -> 
             placed = [await bybit.create_order(intent(n)) for n in range(12)]
     assert [p.outcome for p in placed] == [V.PLACED] * 12
     assert [r.ret_code for r in creates(venue)] == [0] * 12
-    assert clock.slept == [1.0, 1.0]
+    assert clock.slept == [1.01, 1.01]  # the reset, plus RATE_MARGIN_MS
 
 
 async def test_unexpected_10006_waits_for_reset_and_resends_once(clock: Clock) -> None:
@@ -292,7 +292,7 @@ async def test_unexpected_10006_waits_for_reset_and_resends_once(clock: Clock) -
             placed = await bybit.create_order(intent(1))
     assert placed.outcome == V.PLACED
     assert [r.ret_code for r in creates(venue)] == [0, 10006, 0]
-    assert clock.slept == [0.8]
+    assert clock.slept == [0.81]
 
 
 async def test_executions_read_every_page(clock: Clock) -> None:

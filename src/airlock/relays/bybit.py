@@ -77,6 +77,10 @@ DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
 MAX_RATE_WAIT_S = 60.0
 """A reset timestamp further away than this is not believed (a 1 s window resets within
 about a second); waiting that long instead lets a 10006 tell us again."""
+RATE_MARGIN_MS = 10
+"""Waits for a rate-limit reset end this long after the venue's reset timestamp, so that a
+clock offset measured to within half a loopback round trip never lands a request a
+millisecond early (a 10006). Costs about 1 % of a 10/s limit."""
 MAX_PAGES = 10_000
 _READ_CHUNK = 1 << 16
 _SHOW_CHARS = 160
@@ -551,7 +555,7 @@ class BybitClient:
         limit = self._limits.get(path)
         wait = fallback_s
         if limit is not None:
-            wait = max(0.0, (limit.reset_ms - self.server_now_ms()) / 1000)
+            wait = max(0.0, (limit.reset_ms + RATE_MARGIN_MS - self.server_now_ms()) / 1000)
             limit.remaining = 1 << 30  # the window has passed; the next answer says more
         if wait > 0:
             await self._sleep(min(wait, MAX_RATE_WAIT_S))

@@ -30,7 +30,7 @@ from airlock.errors import InvalidInput
 from airlock.queue.errors import PayloadTampered, StaleItems
 from airlock.queue.items import Item, Kind
 from airlock.queue.states import IllegalTransition, State
-from airlock.queue.store import Store, wall_clock_ms
+from airlock.queue.store import Store
 from airlock.queue.venue import VenueRef, VenueSeen
 from airlock.relays.bybit import (
     BackoffPolicy,
@@ -53,6 +53,7 @@ log = logging.getLogger("airlock.broadcaster.bybit")
 DUE_BATCH = 100  # queued items read per dispatch step
 IDLE_TICK_SECONDS = 0.2  # how often an idle service looks for new work in the queue
 STOP_SECONDS = 10.0
+ONCE_WAIT_MS = 15_000  # --once waits for a retry or an unresolved send this long at most
 
 
 @dataclass
@@ -102,13 +103,13 @@ class VenueBroadcaster:
         intent_public_pem: bytes,
         settings: VenueSettings,
         *,
-        clock_ms: Callable[[], int] = wall_clock_ms,
+        clock_ms: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
         self.client = client
         self.settings = settings
         self._intent_pem = intent_public_pem
-        self._clock_ms = clock_ms
+        self._clock_ms = clock_ms or store.now_ms  # the clock the store stamps sent_ms with
         self.supervisor = ConnectionSupervisor(
             client,
             settings.backoff,
@@ -139,17 +140,21 @@ class VenueBroadcaster:
         log.info("bybit connected, venue clock offset %+d ms", self.client.offset_ms)
         return True
 
-    async def run_once(self, max_passes: int = 10_000) -> VenueResult:
-        """Connect, then dispatch and reconcile until a pass changes nothing."""
+    async def run_once(self, max_idle_passes: int = 100) -> VenueResult:
+        """Connect, then dispatch and reconcile until nothing more can progress: nothing is
+        due, nothing is backing off for long, no send is waiting to be resolved. Gives up
+        after ``max_idle_passes`` passes in a row without progress."""
         total = VenueResult()
         if not await self.connect():
             return total
-        for _ in range(max_passes):
+        idle = 0
+        while idle < max_idle_passes:
             result = VenueResult()
             self.store.expire_due()
             result.add(await self.dispatch())
             result.add(await self.reconcile())
             total.add(result)
+            idle = 0 if result.progress else idle + 1
             if result.progress == 0 and not await self._retry_soon():
                 break
         return total
@@ -195,17 +200,24 @@ class VenueBroadcaster:
         return elapsed >= self.settings.reconcile_seconds * 1000
 
     async def _retry_soon(self) -> bool:
-        """In ``--once`` runs: wait (a few seconds at most) for items backing off."""
+        """In ``--once`` runs: wait (a few seconds at most) for items backing off and for
+        sends the venue may still show; False when there is nothing worth waiting for."""
         if not self._usable():
             return False
-        due = [i.retry_ms for i, _ in self.store.venue_items([State.QUEUED]) if i.retry_ms]
-        unresolved = self.store.venue_items([State.SENDING])
-        if not due and not unresolved:
+        now = self._clock_ms()
+        grace = self.settings.recv_window_ms + decide.LOOKUP_GRACE_MS
+        waits = [i.retry_ms for i, _ in self.store.venue_items([State.QUEUED]) if i.retry_ms]
+        waits += [
+            (i.sent_ms or now) + grace + 1
+            for i, r in self.store.venue_items([State.SENDING])
+            if r.action == "order"
+        ]
+        if not waits:
             return False
-        wait_ms = min(due) - self._clock_ms() if due else 500
-        if wait_ms > 5_000:
+        wait_ms = min(waits) - now
+        if wait_ms > ONCE_WAIT_MS:
             return False
-        await asyncio.sleep(max(wait_ms, 0) / 1000)
+        await asyncio.sleep(max(wait_ms / 1000, IDLE_TICK_SECONDS / 2))
         return True
 
     def _usable(self) -> bool:

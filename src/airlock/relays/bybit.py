@@ -689,6 +689,9 @@ class ConnectionSupervisor:
         self._connected = True
 
     async def _probe(self) -> None:
+        stopped = self._client.auth_stopped
+        if stopped is not None:  # not even the unsigned time request: the account is stopped
+            raise BybitAuthError(SERVER_TIME, f"account stopped: {stopped}")
         await self._client.sync_time(retry=False)  # the supervisor owns the backoff
         await self._client.probe_auth(self._category)
 

@@ -299,8 +299,9 @@ class VenueBroadcaster:
 
     def _cancel_precheck(self, item: Item, ref: VenueRef) -> Step | None:
         target = self.store.venue_order_by_link(ref.link_id)
-        if target is None:
-            return Step((State.REJECTED,), f"no queued order has orderLinkId {ref.link_id}")
+        if target is None:  # cancel_order never makes one: a human must look
+            why = f"cancel of orderLinkId {ref.link_id}, which no queued order has"
+            return Step((State.NEEDS_OPERATOR,), why, alert=why)
         order, _ = target
         if order.state is State.QUEUED:
             try:
@@ -386,8 +387,9 @@ class VenueBroadcaster:
                 continue
             row = await self.client.order_by_link_id(ref.category, ref.link_id, symbol=ref.symbol)
             if row is None:
+                sent_ms = item.sent_ms or item.updated_ms
                 step = decide.judge_missing(
-                    item.state, item.sent_ms, self._clock_ms(), self.settings.recv_window_ms
+                    item.state, sent_ms, self._clock_ms(), self.settings.recv_window_ms
                 )
                 self._record(item, step, result, settling=True)
             else:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airlock.queue.states import State
+from airlock.queue.states import TERMINAL, State
 from airlock.queue.venue import Fill, VenueSeen
 from airlock.relays.bybit import Placement
 from airlock.relays.bybit_codes import VenueOutcome
@@ -161,7 +161,7 @@ def judge_cancel_target(target_state: State, target_status: str | None) -> Step:
     """A sent cancel is done once its order is final (on the venue or in the queue)."""
     if target_status in DONE_STATUSES or target_status in REJECTED_STATUSES:
         return Step((State.CONFIRMED,), f"the order is final on the venue: {target_status}")
-    if target_state in (State.CONFIRMED, State.REJECTED, State.CANCELLED, State.EXPIRED):
+    if target_state in TERMINAL or target_state is State.CONFIRMED:
         return Step((State.CONFIRMED,), f"the order is {target_state}")
     return Step(reason="waiting for the venue to show the order cancelled")
 
@@ -179,24 +179,35 @@ def cancel_before_send(target_state: State) -> Step | None:
     return Step((State.CANCELLED,), f"the order is already {target_state}: nothing to cancel")
 
 
-def fill_of(row: Mapping[str, Any], item_ids: Mapping[str, str]) -> Fill | None:
-    """A fill from an execution row; None for a row without the fields a fill needs."""
-    try:
-        exec_id, link = str(row["execId"]), str(row.get("orderLinkId") or "")
-        fill = Fill(
-            exec_id=exec_id,
-            link_id=link,
-            order_id=str(row["orderId"]),
-            symbol=str(row["symbol"]),
-            side=str(row["side"]),
-            exec_qty=str(row["execQty"]),
-            exec_price=str(row["execPrice"]),
-            exec_time_ms=int(row["execTime"]),
-            item_id=item_ids.get(link),
-        )
-    except (KeyError, TypeError, ValueError):
+_FILL_TEXT = ("execId", "orderId", "symbol", "side", "execQty", "execPrice")
+
+
+def fill_of(row: Any, item_ids: Mapping[str, str]) -> Fill | None:
+    """A fill from an execution row; None for a row without the fields a fill needs
+    (each a non-empty string, execTime a whole number of milliseconds)."""
+    if not isinstance(row, Mapping):
         return None
-    return fill if exec_id else None
+    values = [row.get(key) for key in _FILL_TEXT]
+    if not all(isinstance(v, str) and v for v in values):
+        return None
+    try:
+        exec_time = int(str(row.get("execTime")))
+    except ValueError:
+        return None
+    link = row.get("orderLinkId")
+    link = link if isinstance(link, str) else ""
+    exec_id, order_id, symbol, side, qty, price = values
+    return Fill(
+        exec_id=exec_id,
+        link_id=link,
+        order_id=order_id,
+        symbol=symbol,
+        side=side,
+        exec_qty=qty,
+        exec_price=price,
+        exec_time_ms=exec_time,
+        item_id=item_ids.get(link),
+    )
 
 
 def fills_window(now_ms: int, latest_fill_ms: int | None, oldest_sent_ms: int | None) -> int:

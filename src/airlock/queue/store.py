@@ -738,7 +738,7 @@ class Store:
                 assert seen_json is not None
                 data = {"state": str(current.state), "reason": reason, "venue": seen_json}
                 self._journal.append(conn, audit_entries.ORDER_OBSERVED, item.id, data)
-            return current
+            return items.get(conn, item.id)
 
     def record_fills(self, found: list[Fill]) -> list[Fill]:
         """Store fills not seen before (by execId) and audit them in one entry; returns

@@ -340,10 +340,10 @@ class VenueBroadcaster:
             self.store.record_venue(item, list(step.path), step.reason, seen, retry_ms=retry_ms)
         except StaleItems:
             return
-        if step.path and step.path[-1] is State.QUEUED:
-            result.requeued += 1
-        elif step.path and settling:
-            result.settled += 1
+        if step.path and settling:
+            result.settled += 1  # reconcile changed it (a resend it queued is due at once)
+        elif step.path and step.path[-1] is State.QUEUED:
+            result.requeued += 1  # nothing was processed: not progress
         elif step.path:
             result.sent += 1
         if step.alert:

@@ -26,12 +26,15 @@ def test_demo_drill_passes_its_invariants(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["states"] == {"confirmed": 2, "cancelled": 1}
+    assert result["states"] == {"confirmed": 5, "cancelled": 2}  # 2 txs + 3 orders filled
+    assert result["bybit"] == {"orders_placed": 3, "orders_refused": 1, "fills": 3}
     assert result["audit_verified"] is True
     assert len(result["mined"]) == 2 and result["queued"] == 3
     assert (
         "link down: queued" in done.stderr
         and "link b back" in done.stderr
         and "nothing sent" in done.stderr
+        and "refused at once" in done.stderr
+        and "placed exactly once" in done.stderr
     )
     assert list(tmp_path.iterdir()) == []

@@ -119,6 +119,7 @@ class VenueBroadcaster:
         )
         self.reconnected = asyncio.Event()
         self.alerts: list[str] = []
+        self.last_error: str | None = None  # why the venue was unreachable, last time
         self._paused_until = 0
         self._failures = 0
         self._last_reconcile_ms = 0
@@ -135,6 +136,7 @@ class VenueBroadcaster:
         except BybitAuthError:
             raise
         except BybitError as exc:
+            self.last_error = str(exc)
             log.warning("bybit unreachable at start: %s", exc)
             return False
         log.info("bybit connected, venue clock offset %+d ms", self.client.offset_ms)

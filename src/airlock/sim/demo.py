@@ -34,10 +34,12 @@ from airlock.relays.jsonrpc import EvmRelay, started
 from airlock.signer import evm
 from airlock.signer.ladder import LadderSpec
 from airlock.sim.anvil import Anvil, start_anvil
+from airlock.sim.demo_bybit import bybit_drill
 from airlock.sim.faultproxy import FaultProxy
 
 RECIPIENT = "0x000000000000000000000000000000000000dEaD"
 TRANSFERS = 3
+BYBIT_FILLED = 3  # two GTC limits and a market order made a limit at its slippage cap
 DRILL = BroadcasterConfig(
     confirmations=1,
     reconcile_seconds=0.5,
@@ -75,6 +77,7 @@ def run_demo(say: Callable[[str], None]) -> dict[str, object]:
             cancelled = store.cancel(queued[-1]).item.id
             say(f"link down: item {cancelled} cancelled locally, nothing sent")
             mined = asyncio.run(_drain_when_back(store, [link_a, link_b], queued[:-1], say))
+            bybit = bybit_drill(ring, store, say)
             audit_key = AuditKey(ring)
             report = verify_export(
                 export(store, audit_key, home / "audit").out, audit_key.pem.encode()
@@ -89,8 +92,10 @@ def run_demo(say: Callable[[str], None]) -> dict[str, object]:
             "states": states,
             "audit_entries": report.entries,
             "audit_verified": report.ok,
+            "bybit": bybit,
         }
-        if not report.ok or states != {"confirmed": TRANSFERS - 1, "cancelled": 1}:
+        expected = {"confirmed": TRANSFERS - 1 + BYBIT_FILLED, "cancelled": 2}
+        if not report.ok or states != expected or not report.intent_keys:
             raise DemoFailed(f"demo invariant failed: {result} {report.problem or ''}")
         return result
 

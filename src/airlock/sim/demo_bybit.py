@@ -104,7 +104,7 @@ def _queue_in_outage(
             "demo-mkt",
             ref_price="60000.0",
             slippage_bps=50,
-        ),  # fmt: skip
+        ),
         OrderRequest("linear", SYMBOL, "Sell", "Limit", "0.01", "demo-gtc-3", "70000", "GTC"),
     ]
     queued, refused = [], 0

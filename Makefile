@@ -23,6 +23,7 @@ bench: deps
 	$(VENV)/bin/python bench/enqueue.py --n 500 --rounds 7
 	$(VENV)/bin/python bench/audit_verify.py --entries 100000 --rounds 5
 	$(VENV)/bin/python bench/drain.py --senders 100 --nonces 100 --relays 3 --rounds 1
+	$(VENV)/bin/python bench/bybit_drain.py --orders 1000 --limit 10 --rounds 1
 
 lint: deps
 	$(VENV)/bin/ruff check src tests bench

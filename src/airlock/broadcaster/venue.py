@@ -177,7 +177,7 @@ class VenueBroadcaster:
                     await self.reconcile()
                     reconcile = False
                 self.store.expire_due()
-                result = await self.dispatch()
+                result = await self.dispatch(yield_to_reconcile=True)
                 if result.sent and not result.halted:
                     continue  # a backlog: keep going
                 await _wait_any(stop, self.reconnected, IDLE_TICK_SECONDS)
@@ -227,9 +227,11 @@ class VenueBroadcaster:
 
     # -- dispatch ----------------------------------------------------------------------
 
-    async def dispatch(self) -> VenueResult:
+    async def dispatch(self, *, yield_to_reconcile: bool = False) -> VenueResult:
         """Send what is due, most urgent first, one request at a time, until the queue is
-        empty or an answer says to stop (link down, rate limit, account stopped)."""
+        empty or an answer says to stop (link down, rate limit, account stopped) — or,
+        with ``yield_to_reconcile``, until a periodic reconcile is due (a long drain at
+        the venue's rate limit must not hold back fills and status changes)."""
         result = VenueResult()
         while self._usable() and self._clock_ms() >= self._paused_until:
             due = self.store.venue_due(DUE_BATCH)
@@ -237,6 +239,8 @@ class VenueBroadcaster:
                 break
             moved = 0
             for item, ref in due:
+                if yield_to_reconcile and self._reconcile_due():
+                    return result
                 step = await self._dispatch_one(item, ref, result)
                 moved += step is not None and bool(step.path)
                 if step is not None and step.halt:

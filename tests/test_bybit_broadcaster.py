@@ -316,3 +316,18 @@ def test_a_bad_key_at_first_connect_fails_loud(keyring, store: Store, keys):
         with pytest.raises(BybitAuthError):
             asyncio.run(once(kit.venue(keyring, store, keys, sim.url)))
         assert [r.path for r in sim.requests()].count(CREATE) == 0
+
+
+def test_rsa_key_in_the_hsm_signs_requests_the_venue_verifies(keyring, store: Store, keys):
+    """A self-generated API key: the venue holds only the PEM `airlock hsm pubkey` prints."""
+    label = kit.unique_label("bybit-rsa")
+    keyring.generate("rsa2048", label)
+    pem = keyring.public_key_pem(label).encode()
+    queued = kit.queue_orders(store, keys, 2)
+    with BybitSim(kit.API_KEY, rsa_public_pem=pem) as sim:
+        venue = kit.venue(keyring, store, keys, sim.url, secret_label=None, rsa_key_label=label)
+        asyncio.run(once(venue))
+        signed = [r for r in sim.requests() if r.path == CREATE]
+    assert states(store, queued) == {"sent": 2}
+    assert [r.ret_code for r in signed] == [0, 0]
+    assert all(len(r.headers["X-BAPI-SIGN"]) == 344 for r in signed)  # base64 of 256 bytes

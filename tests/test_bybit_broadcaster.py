@@ -331,3 +331,39 @@ def test_rsa_key_in_the_hsm_signs_requests_the_venue_verifies(keyring, store: St
     assert states(store, queued) == {"sent": 2}
     assert [r.ret_code for r in signed] == [0, 0]
     assert all(len(r.headers["X-BAPI-SIGN"]) == 344 for r in signed)  # base64 of 256 bytes
+
+
+def test_an_order_cancelled_elsewhere_is_caught_by_the_next_periodic_pass(
+    keyring, store: Store, keys
+):
+    """Cancelled at the venue by someone else (the web UI) while the service runs: the
+    next periodic reconcile records it, with the venue's status."""
+    queued = kit.queue_orders(store, keys, 3)
+    with kit.sim_for(keys) as sim:
+        venue = kit.venue(keyring, store, keys, sim.url)
+        other = kit.venue(keyring, store, keys, sim.url).client
+        target = link_ids(store, queued[:1])[0]
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            async with venue.client, other:
+                task = asyncio.create_task(venue.run(stop))
+                try:
+                    await wait_until_async(
+                        lambda: store.venue_item(queued[0].item.id)[1].status == "New", 10, "New"
+                    )
+                    await other.sync_time()
+                    assert (await other.cancel_order("linear", kit.SYMBOL, target)).order_id
+                    await wait_until_async(
+                        lambda: store.get(queued[0].item.id).state is State.CONFIRMED,
+                        10,
+                        "the periodic pass",
+                    )
+                finally:
+                    stop.set()
+                    await asyncio.wait_for(task, 10)
+
+        asyncio.run(main())
+    item, ref = store.venue_item(queued[0].item.id)
+    assert ref.status == "Cancelled" and "Cancelled" in (item.state_reason or "")
+    assert states(store, queued[1:]) == {"sent": 2}

@@ -134,3 +134,14 @@ def test_a_forged_intent_signature_fails_verification(tmp_path: Path, intent_key
     data["intent"] = dict(data["intent"], qty="100")  # a tampered quantity
     with pytest.raises(OrderCheckError, match="does not verify"):
         check_enqueued_order(data)
+
+
+def test_a_retry_during_an_outage_returns_the_order_queued_while_the_venue_was_up(
+    store: Store, intent_key: IntentKey
+):
+    ioc = request("ioc-retry", tif="IOC", ttl_s=None)
+    first = queue(store, intent_key, ioc, reachable=True)
+    before = store.audit_size()
+    again = queue(store, intent_key, ioc, reachable=False)  # the policy alone would refuse
+    assert again.existing and again.item.id == first.item.id
+    assert store.audit_size() == before  # no order.refused entry for a retry

@@ -218,16 +218,35 @@ async def _serve(evm: Broadcaster | None, venue: VenueBroadcaster | None) -> Non
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def reconcile(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
-    """One reconcile pass: receipts, replacements, reorgs, bumps — no new dispatch."""
+    """One reconcile pass — receipts, replacements, reorgs, bumps; Bybit order states and
+    fills — with no new dispatch."""
     _use_config(ctx, config_path)
     _log_to_stderr(False)
 
-    async def job(broadcaster: Broadcaster) -> PassResult:
-        await broadcaster.monitor.probe_all()
-        return await broadcaster.reconcile()
+    async def job(
+        evm: Broadcaster | None, venue: VenueBroadcaster | None
+    ) -> tuple[PassResult, VenueResult | None]:
+        result = PassResult()
+        if evm is not None:
+            await evm.monitor.probe_all()
+            result = await evm.reconcile()
+        venue_result = None
+        if venue is not None:
+            venue_result = VenueResult()
+            if await venue.connect():
+                venue_result = await venue.reconcile()
+            else:
+                venue_result.alerts.append(f"bybit unreachable: {venue.last_error}")
+            result.alerts += venue_result.alerts
+        return result, venue_result
 
-    result, counts = _with_broadcaster(ctx, job)
+    try:
+        (result, venue_result), counts = _with_service(ctx, job)
+    except BybitAuthError as exc:
+        raise AirlockError(f"Bybit refused the API key: {exc.reason}") from None
     data = _summary(result, counts)
+    if venue_result is not None:
+        data["bybit"] = _venue_summary(venue_result)
     common.emit(as_json, data, lambda: _summary_text(data))
 
 

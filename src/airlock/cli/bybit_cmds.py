@@ -31,7 +31,7 @@ from airlock.queue.policy import OrderRequest, decide_order
 from airlock.queue.store import Store
 from airlock.queue.venue import VenueRef
 from airlock.relays.bybit import BybitClient
-from airlock.signer.bybit import CATEGORIES, order_link_id_for
+from airlock.signer.bybit import CATEGORIES
 
 PROBE_TIMEOUT_S = 2.0
 """How long ``--venue auto`` waits for GET /v5/market/time before calling the venue down."""
@@ -193,11 +193,14 @@ def bybit_order(
     as_json: bool,
     **options: Any,
 ) -> None:
-    """Queue an order under the outage policy, its intent signed in the HSM.
+    """Queue an order under the outage policy.
 
     The policy decides whether the order may wait for the link, in what form and for how
-    long; the broadcaster sends it. Exit status 1 when the policy refuses it: the rule is
-    named on stderr, nothing is queued, the refusal is in the audit log.
+    long; the HSM signs its intent; the broadcaster sends it. Exit status 1 when the policy
+    refuses it: the rule is named on stderr, nothing is queued, the refusal is audited.
+
+    --venue up|down skips the probe and forces the policy's view of the venue: for drills,
+    or when the probe cannot tell (a venue reachable only through another link).
     """
     _use_config(ctx, config_path)
     settings = _bybit_settings(ctx)
@@ -221,13 +224,9 @@ def bybit_order(
         reduce_only=options["reduce_only"],
     )
     with common.open_store(ctx) as (store, ring):
-        # A key already queued is a retry: the store answers it with the stored item (or an
-        # IdempotencyConflict), so the outage must not refuse it first (an IOC queued while
-        # the venue was up, retried after the link dropped, is still the queued order).
-        replay = options["idempotency_key"] is not None and _queued(store, key)
-        decision = decide_order(
-            request, venue_reachable=reachable or replay, config=settings.policy
-        )
+        # A retry of a queued key is answered with the stored item by enqueue_order, even
+        # when the policy would refuse it now.
+        decision = decide_order(request, venue_reachable=reachable, config=settings.policy)
         intent_key = _intent_key(ring, settings.intent_key_label)
         result = enqueue_order(store, request, decision, intent_key, account=settings.account)
         item = result.item
@@ -252,15 +251,6 @@ def bybit_order(
             f"idempotency key already queued as {item.id} (now {item.state}); nothing new stored"
         )
     common.emit(as_json, data, lambda: _order_text(data))
-
-
-def _queued(store: Store, idempotency_key: str) -> bool:
-    """Whether an order was already queued under ``idempotency_key``."""
-    try:
-        link_id = order_link_id_for(idempotency_key)
-    except InvalidInput:
-        return False  # the policy refuses it, with its rule
-    return store.venue_order_by_link(link_id) is not None
 
 
 def _order_text(data: dict[str, Any]) -> str:
@@ -299,10 +289,10 @@ def bybit_cancel(
     config_path: Path | None,
     as_json: bool,
 ) -> None:
-    """Cancel an order: locally if it was never sent, else through the venue.
+    """Cancel an order, locally if it was never sent.
 
-    A cancel that must reach the venue is signed now and queued ahead of every new order;
-    the broadcaster sends it when the venue is reachable.
+    Otherwise a cancel is signed now and queued ahead of every new order; the broadcaster
+    sends it when the venue is reachable. Give exactly one of --order-link-id or --item.
     """
     if (link_id is None) == (item_id is None):
         raise click.UsageError("give exactly one of --order-link-id or --item")
@@ -362,9 +352,10 @@ def _find_order(store: Store, link_id: str | None, item_id: str | None) -> Item:
 def bybit_orders(
     ctx: click.Context, limit: int | None, config_path: Path | None, as_json: bool
 ) -> None:
-    """List Bybit orders and cancels, newest first, as the venue last saw them.
+    """List Bybit orders and cancels, newest first.
 
-    Metadata only: nothing is decrypted, nothing is sent."""
+    Each with what the venue last said of it. Metadata only: nothing is decrypted, nothing
+    is sent."""
     _use_config(ctx, config_path)
     with common.open_store(ctx) as (store, _):
         pairs = store.venue_all(limit)

@@ -58,8 +58,12 @@ def enqueue_order(
     """Store the order ``decision`` allows for ``request``, its intent signed in the HSM.
 
     Refusals are recorded in the audit log, then raised; ``cancel-local`` decisions are
-    not orders and are refused here."""
+    not orders and are refused here. A retry of an order already queued under the same
+    idempotency key answers with that item whatever the policy says now (an IOC queued
+    while the venue was up is not "refused" by a retry during the outage that followed)."""
     if decision.action != "queue" or decision.intent is None:
+        if store.by_idempotency_key(request.idempotency_key) is not None:
+            return store.enqueue(_retry_draft(request, account, strategy), _never_built)
         store.record_event(
             audit_entries.ORDER_REFUSED,
             {"request": _request_json(request), "decision": decision.as_json()},
@@ -161,6 +165,21 @@ def cancel_order(
 
     queued = store.enqueue(draft, build)
     return CancelOutcome("queued", decision.rule, decision.message, order, cancel=queued)
+
+
+def _retry_draft(request: OrderRequest, account: str, strategy: str) -> Draft:
+    """Enough of a draft for the store to find the stored item and compare the request."""
+    return Draft(
+        kind=Kind.BYBIT_ORDER,
+        account=account,
+        strategy=strategy,
+        idempotency_key=request.idempotency_key,
+        request=_request_json(request),
+    )
+
+
+def _never_built(_: int | None) -> Built:
+    raise AssertionError("an existing item is never built again")
 
 
 def _request_json(request: OrderRequest) -> dict[str, Any]:

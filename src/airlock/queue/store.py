@@ -300,6 +300,10 @@ class Store:
 
     # -- reading ----------------------------------------------------------------------
 
+    def by_idempotency_key(self, key: str) -> Item | None:
+        with self._lock:
+            return items.by_idempotency_key(self._conn, key)
+
     def get(self, item_id: str) -> Item:
         with self._lock:
             return items.get(self._conn, item_id)

@@ -117,6 +117,7 @@ class RelayConfig:
     timeout_seconds: float = 5.0  # whole request, connect included
     connect_timeout_seconds: float = 2.0
     batch_size: int = 100  # JSON-RPC calls per HTTP request
+    role: str = "primary"  # one of RELAY_ROLES: backups carry what the failover rules allow
 
     @property
     def private(self) -> bool:
@@ -191,6 +192,34 @@ class BybitConfig:
 
 
 @dataclass(frozen=True)
+class FailoverConfig:
+    """The outage playbook's rules (``[failover]``), applied by ``broadcaster.failover``."""
+
+    heartbeat_gap_ms: int = 3000  # OUTAGE when no primary link answered for longer ...
+    missed_acks: int = 2  # ... or every primary link missed this many probes in a row
+    backup_window_s: float = 30.0  # cancels and risk-reducing items use backups this long
+    backup_latency_ms: float = 200.0  # above it, market-critical orders are capped or refused
+    critical_slippage_bps: int = 10  # the cap for them: 0.1 %
+    escalate_queue_items: int = 50  # escalate when more live items wait than this ...
+    escalate_oldest_s: float = 120.0  # ... or the oldest waits longer than this
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The broadcaster as a service (``[service]``): metrics, logs, alert delivery."""
+
+    metrics_host: str = "127.0.0.1"  # loopback only
+    metrics_port: int = 9464  # 0: no metrics endpoint
+    log_format: str = "text"  # "text" or "json"
+    webhook_url: str | None = None  # alerts POSTed as JSON here ...
+    webhook_secret_label: str | None = None  # ... with an HMAC-SHA256 header by this HSM key
+    webhook_timeout_seconds: float = 5.0
+    alert_command: tuple[str, ...] = ()  # argv run per alert, the alert JSON on stdin
+    alert_command_timeout_seconds: float = 10.0
+    alert_dedup_seconds: float = 300.0  # the same alert again within this is not re-sent
+
+
+@dataclass(frozen=True)
 class AirlockConfig:
     home: Path
     hsm: HsmConfig
@@ -201,6 +230,8 @@ class AirlockConfig:
     links: tuple[LinkConfig, ...] = ()
     broadcaster: BroadcasterConfig = BroadcasterConfig()
     bybit: BybitConfig | None = None  # None: no [bybit] section
+    failover: FailoverConfig = FailoverConfig()
+    service: ServiceConfig = ServiceConfig()
     source: Path | None = None  # the TOML file read, if any
 
 
@@ -260,6 +291,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -
         links=links,
         broadcaster=_broadcaster_config(_table(data, "broadcaster", path)),
         bybit=_bybit_config(_table(data, "bybit", path)) if "bybit" in data else None,
+        failover=_failover_config(_table(data, "failover", path)),
+        service=_service_config(_table(data, "service", path)),
         source=path if path.exists() else None,
     )
 
@@ -412,7 +445,9 @@ _RELAY_KEYS = {
     "timeout_seconds",
     "connect_timeout_seconds",
     "batch_size",
+    "role",
 }
+RELAY_ROLES = ("primary", "backup")
 
 
 def _relays_config(
@@ -490,6 +525,12 @@ def _relay_config(
     if "batch_size" in table:
         value = _int_setting(section, "batch_size", table["batch_size"], 1, 1000)
         relay = replace(relay, batch_size=value)
+    if "role" in table:
+        if table["role"] not in RELAY_ROLES:
+            raise ConfigError(
+                f"{section} role must be one of {', '.join(RELAY_ROLES)}, got {table['role']!r}"
+            )
+        relay = replace(relay, role=table["role"])
     return relay
 
 
@@ -636,6 +677,91 @@ def _bybit_config(table: Mapping[str, Any]) -> BybitConfig:
         if not isinstance(policy, dict):
             raise ConfigError("[bybit] policy must be a table ([bybit.policy])")
         config = replace(config, policy=_policy_config(policy))
+    return config
+
+
+_FAILOVER_INTS: dict[str, tuple[int, int]] = {
+    "heartbeat_gap_ms": (1, 3_600_000),
+    "missed_acks": (1, 1000),
+    "critical_slippage_bps": (0, 9_999),
+    "escalate_queue_items": (0, 10_000_000),
+}
+_FAILOVER_NUMBERS: dict[str, tuple[float, float]] = {
+    "backup_window_s": (0, 86_400),
+    "backup_latency_ms": (0, 600_000),
+    "escalate_oldest_s": (0, 30 * 86_400),
+}
+
+
+def _failover_config(table: Mapping[str, Any]) -> FailoverConfig:
+    section = "failover"
+    _check_keys(section, table, set(_FAILOVER_INTS) | set(_FAILOVER_NUMBERS))
+    config = FailoverConfig()
+    for key, (low, high) in _FAILOVER_INTS.items():
+        if key in table:
+            config = replace(config, **{key: _int_setting(section, key, table[key], low, high)})
+    for key, (lo, hi) in _FAILOVER_NUMBERS.items():
+        if key in table:
+            config = replace(config, **{key: _number_setting(section, key, table[key], lo, hi)})
+    return config
+
+
+_SERVICE_KEYS = {f.name for f in fields(ServiceConfig)}
+LOG_FORMATS = ("text", "json")
+
+
+def _service_config(table: Mapping[str, Any]) -> ServiceConfig:
+    section = "service"
+    _check_keys(section, table, _SERVICE_KEYS)
+    config = ServiceConfig()
+    if "metrics_host" in table:
+        host = table["metrics_host"]
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise ConfigError(
+                f"[service] metrics_host must be a loopback address (127.0.0.1, ::1 or "
+                f"localhost), got {host!r}: the endpoint has no authentication"
+            )
+        config = replace(config, metrics_host=host)
+    if "metrics_port" in table:
+        port = _int_setting(section, "metrics_port", table["metrics_port"], 0, 65535)
+        config = replace(config, metrics_port=port)
+    if "log_format" in table:
+        if table["log_format"] not in LOG_FORMATS:
+            raise ConfigError(
+                f"[service] log_format must be one of {', '.join(LOG_FORMATS)}, "
+                f"got {table['log_format']!r}"
+            )
+        config = replace(config, log_format=table["log_format"])
+    if "webhook_url" in table:
+        url = _http_url_setting(section, "webhook_url", table["webhook_url"])
+        config = replace(config, webhook_url=url)
+    if "webhook_secret_label" in table:
+        label = _label_setting(section, "webhook_secret_label", table)
+        config = replace(config, webhook_secret_label=label)
+    if (config.webhook_url is None) != (config.webhook_secret_label is None):
+        raise ConfigError(
+            "[service] webhook_url and webhook_secret_label go together: alerts are sent "
+            "signed (import the secret with airlock hsm import-secret)"
+        )
+    if "alert_command" in table:
+        argv = table["alert_command"]
+        if (
+            not isinstance(argv, list)
+            or not argv
+            or not all(isinstance(a, str) and a for a in argv)
+        ):
+            raise ConfigError(
+                "[service] alert_command must be a non-empty list of strings (argv, no shell)"
+            )
+        config = replace(config, alert_command=tuple(argv))
+    for key, high in (
+        ("webhook_timeout_seconds", 120),
+        ("alert_command_timeout_seconds", 600),
+        ("alert_dedup_seconds", 86_400),
+    ):
+        if key in table:
+            low = 0 if key == "alert_dedup_seconds" else 0.1
+            config = replace(config, **{key: _number_setting(section, key, table[key], low, high)})
     return config
 
 

@@ -160,6 +160,19 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX fills_by_time ON fills (exec_time_ms);
     """,
+    # 6: alerts, one row per alert key: counted, de-duplicated, resolved (`airlock status`).
+    """
+    CREATE TABLE alerts (
+        key         TEXT    PRIMARY KEY,
+        message     TEXT    NOT NULL,
+        severity    TEXT    NOT NULL,
+        first_ms    INTEGER NOT NULL,
+        last_ms     INTEGER NOT NULL,
+        count       INTEGER NOT NULL,
+        sent_ms     INTEGER,
+        resolved_ms INTEGER
+    ) WITHOUT ROWID;
+    """,
 )
 CURRENT = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 10_000

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from airlock.audit import entries as audit_entries
-from airlock.queue import items, nonces, schema, sends, venue
+from airlock.queue import alerts, items, nonces, schema, sends, venue
+from airlock.queue.alerts import AlertRecord
 from airlock.queue.envelope import DEFAULT_ROTATE_AFTER, Envelope, Kek
 from airlock.queue.errors import IdempotencyConflict, PayloadTampered, StaleItems
 from airlock.queue.items import Item, Kind, Transition
@@ -767,6 +768,46 @@ class Store:
     def latest_fill_ms(self) -> int | None:
         with self._lock:
             return venue.latest_fill_ms(self._conn)
+
+    # -- alerts and service notes ------------------------------------------------------
+
+    def note_alert(
+        self, key: str, message: str, *, severity: str = "warning", dedup_ms: int = 300_000
+    ) -> tuple[AlertRecord, bool]:
+        """Count an alert under ``key``; True when it should be delivered now (new, raised
+        again after being resolved, or outside the de-duplication window). A delivered
+        alert is also an ``alert`` audit entry; a suppressed repeat only counts."""
+        with self.transaction() as conn:
+            record, deliver = alerts.note(conn, key, message, severity, self._clock_ms(), dedup_ms)
+            if deliver:
+                data = {"message": message, "key": key, "severity": severity}
+                self._journal.append(conn, audit_entries.ALERT, None, data)
+            return record, deliver
+
+    def resolve_alert(self, key: str) -> bool:
+        with self.transaction() as conn:
+            return alerts.resolve(conn, key, self._clock_ms())
+
+    def open_alerts(self) -> list[AlertRecord]:
+        with self._lock:
+            return alerts.open_alerts(self._conn)
+
+    def set_note(self, key: str, value: str) -> None:
+        """A service note (last reconcile, heartbeat) that ``airlock status`` reads."""
+        with self.transaction() as conn:
+            alerts.set_meta(conn, f"note.{key}", value)
+
+    def note(self, key: str) -> str | None:
+        with self._lock:
+            return alerts.get_meta(self._conn, f"note.{key}")
+
+    def counts_by_kind(self) -> list[tuple[str, str, int, int | None]]:
+        """(kind, state, count, oldest created_ms) for every kind and state present."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT kind, state, count(*), min(created_ms) FROM items GROUP BY kind, state"
+            ).fetchall()
+        return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
 
     def count(self, state: State) -> int:
         with self._lock:

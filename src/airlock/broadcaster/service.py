@@ -116,7 +116,7 @@ class Broadcaster:
         self._resigner = resigner
         self._clock_ms = clock_ms
         self._tries: dict[str, int] = defaultdict(int)
-        self._last_reconcile_ms = 0
+        self.last_reconcile_ms = 0
         self._last_head: dict[int, int] = {}
         self.alerts: list[str] = []
         # A wave is what every relay takes in one go over its connection pool. At most two
@@ -194,7 +194,7 @@ class Broadcaster:
         return self.monitor.returned.is_set()
 
     def _reconcile_due(self) -> bool:
-        if self._clock_ms() - self._last_reconcile_ms >= self.config.reconcile_seconds * 1000:
+        if self._clock_ms() - self.last_reconcile_ms >= self.config.reconcile_seconds * 1000:
             return True
         for chain_id in {r.chain_id for r in self.relays}:
             head = self._best_head(chain_id)
@@ -409,7 +409,7 @@ class Broadcaster:
     async def reconcile(self) -> PassResult:
         """Ask the chain about every in-flight item; settle, bump or rebroadcast."""
         result = PassResult()
-        self._last_reconcile_ms = self._clock_ms()
+        self.last_reconcile_ms = self._clock_ms()
         lanes_by_path: dict[tuple[int | None, bool], list[Lane]] = defaultdict(list)
         for lane in self.store.lanes(self._watch_from()):
             lanes_by_path[(lane.item.chain_id, lane.item.private)].append(lane)

@@ -120,9 +120,10 @@ class VenueBroadcaster:
         self.reconnected = asyncio.Event()
         self.alerts: list[str] = []
         self.last_error: str | None = None  # why the venue was unreachable, last time
+        self._stop: asyncio.Event | None = None  # set while serving: a stop parks the pass
         self._paused_until = 0
         self._failures = 0
-        self._last_reconcile_ms = 0
+        self.last_reconcile_ms = 0
         self._fills_from: int | None = None  # in-process watermark of executions read
 
     # -- the loops ---------------------------------------------------------------------
@@ -165,6 +166,7 @@ class VenueBroadcaster:
         """Serve until ``stop`` is set: dispatch when connected, reconcile at start, on
         reconnect and periodically. Raises :class:`BybitAuthError` if the key is refused
         at the first connection."""
+        self._stop = stop
         await self.connect()
         watcher = asyncio.create_task(self._supervise(), name="airlock-bybit-supervisor")
         try:
@@ -198,7 +200,7 @@ class VenueBroadcaster:
         self.reconnected.set()
 
     def _reconcile_due(self) -> bool:
-        elapsed = self._clock_ms() - self._last_reconcile_ms
+        elapsed = self._clock_ms() - self.last_reconcile_ms
         return elapsed >= self.settings.reconcile_seconds * 1000
 
     async def _retry_soon(self) -> bool:
@@ -241,6 +243,8 @@ class VenueBroadcaster:
             for item, ref in due:
                 if yield_to_reconcile and self._reconcile_due():
                     return result
+                if self._stop is not None and self._stop.is_set():
+                    return result  # stopping: what is not yet marked sending stays queued
                 step = await self._dispatch_one(item, ref, result)
                 moved += step is not None and bool(step.path)
                 if step is not None and step.halt:
@@ -370,7 +374,7 @@ class VenueBroadcaster:
     async def reconcile(self) -> VenueResult:
         """Resolve unknown sends, follow sent orders to their final state, read new fills."""
         result = VenueResult()
-        self._last_reconcile_ms = self._clock_ms()
+        self.last_reconcile_ms = self._clock_ms()
         if self.client.auth_stopped is not None:
             return result
         try:

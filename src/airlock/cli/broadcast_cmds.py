@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 
 import click
 
+from airlock.broadcaster.lock import ServiceLock
+from airlock.broadcaster.runner import Service
 from airlock.broadcaster.service import Broadcaster, PassResult
 from airlock.broadcaster.setup import build_relays, build_venue, make_resigner
-from airlock.broadcaster.venue import VenueBroadcaster, VenueResult
+from airlock.broadcaster.venue import VenueResult
 from airlock.cli import common
 from airlock.config import redact_url
 from airlock.errors import AirlockError, ConfigError
@@ -51,39 +53,19 @@ def _log_to_stderr(verbose: bool) -> None:
     )
 
 
-def _with_broadcaster(
-    ctx: click.Context, job: Callable[[Broadcaster], Awaitable[T]]
-) -> tuple[T, dict[str, int]]:
-    """Open the queue and the HSM, start the relays, run ``job``; return its result and
-    the queue's count per state afterwards."""
-    settings = common.config(ctx)
-    with common.open_store(ctx) as (store, ring):
-        relays = build_relays(settings, ring)
-
-        async def main() -> T:
-            async with started(relays):
-                broadcaster = Broadcaster(
-                    store, relays, settings.broadcaster, resigner=make_resigner(settings, ring)
-                )
-                return await job(broadcaster)
-
-        outcome = asyncio.run(main())
-        return outcome, _counts(store)
-
-
 def _with_service(
-    ctx: click.Context,
-    job: Callable[[Broadcaster | None, VenueBroadcaster | None], Awaitable[T]],
+    ctx: click.Context, job: Callable[[Service], Awaitable[T]]
 ) -> tuple[T, dict[str, int]]:
-    """Like :func:`_with_broadcaster`, with whichever sides are configured: the EVM
-    broadcaster (``[[relays]]``) and the Bybit one (``[bybit]``)."""
+    """Hold the one-broadcaster lock, open the queue and the HSM, start whichever sides are
+    configured (the EVM broadcaster for ``[[relays]]``, the Bybit one for ``[bybit]``),
+    run ``job``; return its result and the queue's count per state afterwards."""
     settings = common.config(ctx)
     if not settings.relays and settings.bybit is None:
         raise ConfigError(
             f"nothing to broadcast to: add [[relays]] or [bybit] to "
             f"{settings.home / 'airlock.toml'} (see docs/configuration.md)"
         )
-    with common.open_store(ctx) as (store, ring):
+    with ServiceLock(settings.queue.path), common.open_store(ctx) as (store, ring):
         relays = build_relays(settings, ring) if settings.relays else []
         venue = build_venue(settings.bybit, ring, store) if settings.bybit else None
 
@@ -95,7 +77,7 @@ def _with_service(
                     evm = Broadcaster(store, relays, settings.broadcaster, resigner=resigner)
                 if venue is not None:
                     await stack.enter_async_context(venue.client)
-                return await job(evm, venue)
+                return await job(Service(store, evm, venue))
 
         outcome = asyncio.run(main())
         return outcome, _counts(store)
@@ -143,16 +125,6 @@ def _venue_summary(result: VenueResult) -> dict[str, Any]:
     }
 
 
-async def _once(
-    evm: Broadcaster | None, venue: VenueBroadcaster | None
-) -> tuple[PassResult, VenueResult | None]:
-    evm_result = await evm.run_once() if evm is not None else PassResult()
-    venue_result = await venue.run_once() if venue is not None else None
-    if venue_result is not None:
-        evm_result.alerts += venue_result.alerts
-    return evm_result, venue_result
-
-
 @click.group("broadcaster")
 def broadcaster_group() -> None:
     """The service that sends queued items the moment a link returns."""
@@ -176,10 +148,10 @@ def broadcaster_run(
     _log_to_stderr(not quiet)
     try:
         if once:
-            (result, venue_result), counts = _with_service(ctx, _once)
-            data = _summary(result, counts)
-            if venue_result is not None:
-                data["bybit"] = _venue_summary(venue_result)
+            outcome, counts = _with_service(ctx, lambda s: s.run_once())
+            data = _summary(outcome.evm, counts)
+            if outcome.bybit is not None:
+                data["bybit"] = _venue_summary(outcome.bybit)
             common.emit(as_json, data, lambda: _summary_text(data))
             return
         _with_service(ctx, _serve)
@@ -187,30 +159,13 @@ def broadcaster_run(
         raise AirlockError(f"Bybit refused the API key: {exc.reason}") from None
 
 
-async def _serve(evm: Broadcaster | None, venue: VenueBroadcaster | None) -> None:
+async def _serve(service: Service) -> None:
     """Run until SIGTERM or SIGINT, then stop cleanly (every write is already durable)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    parts = []
-    if evm is not None:
-        parts.append(evm.run(stop))
-    if venue is not None:
-        parts.append(venue.run(stop))
-    logging.getLogger("airlock.broadcaster").info(
-        "broadcaster started: %d relay(s)%s",
-        len(evm.relays) if evm is not None else 0,
-        ", bybit" if venue is not None else "",
-    )
-    tasks = [asyncio.ensure_future(part) for part in parts]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        stop.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await service.run(stop)
 
 
 @click.command("reconcile")
@@ -223,9 +178,8 @@ def reconcile(ctx: click.Context, config_path: Path | None, as_json: bool) -> No
     _use_config(ctx, config_path)
     _log_to_stderr(False)
 
-    async def job(
-        evm: Broadcaster | None, venue: VenueBroadcaster | None
-    ) -> tuple[PassResult, VenueResult | None]:
+    async def job(service: Service) -> tuple[PassResult, VenueResult | None]:
+        evm, venue = service.evm, service.venue
         result = PassResult()
         if evm is not None:
             await evm.monitor.probe_all()
@@ -238,6 +192,7 @@ def reconcile(ctx: click.Context, config_path: Path | None, as_json: bool) -> No
             else:
                 venue_result.alerts.append(f"bybit unreachable: {venue.last_error}")
             result.alerts += venue_result.alerts
+        service.write_notes()
         return result, venue_result
 
     try:

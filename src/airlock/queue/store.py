@@ -797,6 +797,12 @@ class Store:
         with self.transaction() as conn:
             alerts.set_meta(conn, f"note.{key}", value)
 
+    def set_notes(self, notes: dict[str, str]) -> None:
+        """Several service notes in one transaction."""
+        with self.transaction() as conn:
+            for key, value in notes.items():
+                alerts.set_meta(conn, f"note.{key}", value)
+
     def note(self, key: str) -> str | None:
         with self._lock:
             return alerts.get_meta(self._conn, f"note.{key}")

@@ -1,0 +1,131 @@
+"""The broadcaster as one service: the EVM side and the Bybit side on one event loop.
+
+``airlock broadcaster run`` builds a :class:`Service` and runs it until SIGTERM/SIGINT.
+What it adds to the two sides:
+
+- **Stopping.** A stop is a request: each side finishes the step it is in (a wave already
+  marked ``sending`` is sent and recorded; a Bybit pass stops before its next item) and
+  returns; whatever is still ``sending`` when the process ends is resolved by the
+  reconcile that every start runs first. After ``STOP_SECONDS`` the rest is cancelled:
+  at worst an answer is not recorded, which is exactly the crash case, and crashes are
+  safe by construction.
+- **Notes for ``airlock status``.** A heartbeat, the pid and the time of the last
+  reconcile, written at most every ``NOTE_SECONDS`` (one small transaction, not one per
+  loop turn).
+- **One failure stops the whole.** If a side ends with an error (a refused Bybit key at
+  start), the other side is stopped too and the error reaches the caller: an operator
+  must see it, not a half-working service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from airlock.broadcaster.service import Broadcaster, PassResult
+from airlock.broadcaster.venue import VenueBroadcaster, VenueResult
+from airlock.queue.store import Store
+
+log = logging.getLogger("airlock.broadcaster")
+
+STOP_SECONDS = 15.0  # a stopping service finishes its steps within this, then cancels
+NOTE_SECONDS = 2.0
+
+
+@dataclass
+class OnceResult:
+    evm: PassResult = field(default_factory=PassResult)
+    bybit: VenueResult | None = None
+
+
+class Service:
+    """Drains one queue through whichever sides are configured."""
+
+    def __init__(
+        self,
+        store: Store,
+        evm: Broadcaster | None,
+        venue: VenueBroadcaster | None,
+        *,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        if evm is None and venue is None:
+            raise ValueError("a service needs an EVM side, a Bybit side, or both")
+        self.store = store
+        self.evm = evm
+        self.venue = venue
+        self._clock_ms = clock_ms or store.now_ms
+
+    async def run_once(self) -> OnceResult:
+        """Drain, bump and reconcile until nothing more moves (``--once``)."""
+        result = OnceResult()
+        if self.evm is not None:
+            result.evm = await self.evm.run_once()
+        if self.venue is not None:
+            result.bybit = await self.venue.run_once()
+            result.evm.alerts += result.bybit.alerts
+        self.write_notes()
+        return result
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set; see the module doc for how it stops."""
+        parts: list[Awaitable[None]] = []
+        if self.evm is not None:
+            parts.append(self.evm.run(stop))
+        if self.venue is not None:
+            parts.append(self.venue.run(stop))
+        parts.append(self._notes(stop))
+        tasks = [asyncio.ensure_future(part) for part in parts]
+        log.info(
+            "broadcaster started (pid %d): %d relay(s)%s",
+            os.getpid(),
+            len(self.evm.relays) if self.evm is not None else 0,
+            ", bybit" if self.venue is not None else "",
+        )
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            stop.set()
+            await self._finish(tasks)
+            self.write_notes()
+            log.info("broadcaster stopped")
+
+    async def _finish(self, tasks: list[asyncio.Future[None]]) -> None:
+        pending = [t for t in tasks if not t.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=STOP_SECONDS)
+            for task in late:
+                log.warning("stopping: a step did not finish in %.0f s; cancelled", STOP_SECONDS)
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        for task in tasks:  # retrieve every outcome so none is reported as never awaited
+            if task.done() and not task.cancelled():
+                task.exception()
+
+    async def _notes(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.write_notes()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(NOTE_SECONDS):  # not wait_for: see broadcaster.md
+                    await stop.wait()
+
+    def write_notes(self) -> None:
+        """Heartbeat, pid and last reconcile, for ``airlock status``."""
+        reconciled = max(
+            (side.last_reconcile_ms for side in (self.evm, self.venue) if side is not None),
+            default=0,
+        )
+        self.store.set_notes(
+            {
+                "broadcaster.heartbeat_ms": str(self._clock_ms()),
+                "broadcaster.pid": str(os.getpid()),
+                **({"broadcaster.last_reconcile_ms": str(reconciled)} if reconciled else {}),
+            }
+        )

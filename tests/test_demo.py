@@ -26,13 +26,17 @@ def test_demo_drill_passes_its_invariants(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["states"] == {"confirmed": 5, "cancelled": 2}  # 2 txs + 3 orders filled
-    assert result["bybit"] == {"orders_placed": 3, "orders_refused": 1, "fills": 3}
+    assert result["states"] == {"confirmed": 22, "cancelled": 2}  # 19 txs + 3 orders filled
+    bybit = result["bybit"]
+    assert (bybit["orders_placed"], bybit["orders_refused"], bybit["fills"]) == (3, 1, 3)
+    assert result["duplicates"] == 0 and result["lost"] == 0
     assert result["audit_verified"] is True
-    assert len(result["mined"]) == 2 and result["queued"] == 3
+    assert result["mined"] == 19 and result["queued"] == 20 and result["bumped"] > 0
+    assert result["link_return_to_first_send_ms"] >= 0
     assert (
-        "link down: queued" in done.stderr
+        "signing and queueing [####################] 20/20" in done.stderr
         and "link b back" in done.stderr
+        and "drill report" in done.stderr
         and "nothing sent" in done.stderr
         and "refused at once" in done.stderr
         and "placed exactly once" in done.stderr

@@ -1,22 +1,30 @@
-"""``airlock demo``: the drill on embedded defaults, grown issue by issue.
+"""``airlock demo``: the outage drill on embedded defaults, end to end and self-cleaning.
 
-Today: a SoftHSM token, a local anvil node and two relays in front of it, each behind the
-project's fault proxy. With both links down, three transfers are signed with fee ladders
-and pre-signed cancels and queued durably (nonces allocated, payloads encrypted, every step
-in the audit log); one is cancelled locally. The broadcaster runs all along: it sends
-nothing while the links are down, and the instant one returns it dispatches in nonce order
-through it (the other stays down), reconciles the receipts and confirms. The audit log is
-then exported and verified offline with only the public key. Everything runs in a
-throw-away data directory and stops what it started.
+A SoftHSM token, a local anvil chain, two relays each behind the project's fault proxy, and
+the Bybit simulator. With every link cut, transfers from two HSM senders are signed with
+fee ladders and pre-signed cancels and queued durably (nonces allocated, payloads
+encrypted, every step audited), with a progress display; one is cancelled locally. The
+broadcaster runs all along and sends nothing. The links come back one by one — the second
+one slow — while the chain's base fee spikes above every first fee level: the broadcaster
+dispatches in nonce order, bumps every stuck transaction to its next pre-signed level, and
+reconciles until each is confirmed. Then the Bybit half (:mod:`airlock.sim.demo_bybit`).
+The audit log is exported and verified offline with only the public key, and a final
+report gives items by final state, time to persist, time from link return to first send,
+duplicates (must be 0), lost items (must be 0) and the audit verdict. Any failed invariant
+raises :class:`DemoFailed` (exit 1). Everything runs in a throw-away data directory and
+stops what it started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from airlock.audit.export import export
 from airlock.audit.log import AuditKey
@@ -38,18 +46,31 @@ from airlock.sim.demo_bybit import bybit_drill
 from airlock.sim.faultproxy import FaultProxy
 
 RECIPIENT = "0x000000000000000000000000000000000000dEaD"
-TRANSFERS = 3
+SENDERS = 2
+PER_SENDER = 10
+TRANSFERS = SENDERS * PER_SENDER
 BYBIT_FILLED = 3  # two GTC limits and a market order made a limit at its slippage cap
+SLOW_LINK_MS = 150
+BLOCK_SECONDS = 0.25  # the drill's chain mines a block this often
 DRILL = BroadcasterConfig(
     confirmations=1,
-    reconcile_seconds=0.5,
-    health=HealthConfig(probe_seconds=0.5, probe_down_seconds=0.05),
+    reconcile_seconds=0.3,
+    bump_after_blocks=1,
+    health=HealthConfig(probe_seconds=0.3, probe_down_seconds=0.05),
 )
-DRILL_TIMEOUT_S = 30
+DRILL_TIMEOUT_S = 60
 
 
 class DemoFailed(AirlockError):
     """An invariant of the drill did not hold."""
+
+
+@dataclass
+class _EvmDrill:
+    return_ms: int  # when the first link came back (store clock)
+    first_send_ms: int  # the first relay answer that accepted a transaction
+    bumped: int  # items mined at a level above their first
+    mined: list[str]
 
 
 def run_demo(say: Callable[[str], None]) -> dict[str, object]:
@@ -68,40 +89,67 @@ def run_demo(say: Callable[[str], None]) -> dict[str, object]:
         ):
             link_a.set_mode("down")
             link_b.set_mode("down")
-            ring.generate("secp256k1", "demo-eth")
-            key = ring.ecdsa_key("demo-eth", curve="secp256k1")
-            sender = evm.address_from_public_key(key.public_key)
-            say(f"secp256k1 key 'demo-eth' in the HSM: {sender}; anvil on {anvil.url}")
-            anvil.rpc("anvil_setBalance", [sender, hex(10**18)])
-            queued, persist_ms = _queue_offline(store, key, anvil, say)
-            cancelled = store.cancel(queued[-1]).item.id
-            say(f"link down: item {cancelled} cancelled locally, nothing sent")
-            mined = asyncio.run(_drain_when_back(store, [link_a, link_b], queued[:-1], say))
+            keys = _senders(ring, anvil, say)
+            anvil.rpc("evm_setAutomine", [False])  # blocks come from the drill's chain loop
+            queued, persist_ms = _queue_offline(store, keys, anvil, say)
+            cancelled = store.cancel(queued.pop()).item.id
+            say(f"links down: item {cancelled} cancelled locally, nothing sent")
+            drill = asyncio.run(_drain_when_back(store, anvil, [link_a, link_b], queued, say))
+            evm_duplicates, evm_lost = _evm_count(store, anvil, queued, keys)
             bybit = bybit_drill(ring, store, say)
             audit_key = AuditKey(ring)
-            report = verify_export(
+            audit = verify_export(
                 export(store, audit_key, home / "audit").out, audit_key.pem.encode()
             )
             states = {str(s): len(store.list([s])) for s in State if store.list([s])}
-        say(f"audit export verified offline: {report.entries} entries, ok={report.ok}")
-        result: dict[str, object] = {
-            "sender": sender,
-            "queued": len(queued),
-            "max_persist_ms": round(max(persist_ms), 2),
-            "mined": mined,
+        result: dict[str, Any] = {
+            "senders": [evm.address_from_public_key(k.public_key) for k in keys],
+            "queued": TRANSFERS,
+            "persist_ms": {
+                "p50": round(statistics.median(persist_ms), 2),
+                "max": round(max(persist_ms), 2),
+            },
+            "link_return_to_first_send_ms": drill.first_send_ms - drill.return_ms,
+            "bumped": drill.bumped,
+            "mined": len(drill.mined),
             "states": states,
-            "audit_entries": report.entries,
-            "audit_verified": report.ok,
+            "duplicates": evm_duplicates + bybit["duplicates"],
+            "lost": evm_lost + bybit["lost"],
+            "audit_entries": audit.entries,
+            "audit_verified": audit.ok,
             "bybit": bybit,
         }
+        _report(result, say)
         expected = {"confirmed": TRANSFERS - 1 + BYBIT_FILLED, "cancelled": 2}
-        if not report.ok or states != expected or not report.intent_keys:
-            raise DemoFailed(f"demo invariant failed: {result} {report.problem or ''}")
+        failed = (
+            not audit.ok
+            or not audit.intent_keys
+            or states != expected
+            or result["duplicates"] != 0
+            or result["lost"] != 0
+            or drill.bumped == 0
+        )
+        if failed:
+            raise DemoFailed(f"demo invariant failed: {result} {audit.problem or ''}")
         return result
 
 
+def _senders(ring: KeyRing, anvil: Anvil, say: Callable[[str], None]) -> list[HsmEcdsaKey]:
+    keys = []
+    for n in range(SENDERS):
+        label = f"demo-eth-{n}"
+        ring.generate("secp256k1", label)
+        key = ring.ecdsa_key(label, curve="secp256k1")
+        address = evm.address_from_public_key(key.public_key)
+        anvil.rpc("anvil_setBalance", [address, hex(10**18)])
+        keys.append(key)
+        say(f"secp256k1 key {label!r} in the HSM: {address}")
+    say(f"anvil on {anvil.url}; relays rpc-a and rpc-b each behind a fault proxy, both cut")
+    return keys
+
+
 def _queue_offline(
-    store: Store, key: HsmEcdsaKey, anvil: Anvil, say: Callable[[str], None]
+    store: Store, keys: list[HsmEcdsaKey], anvil: Anvil, say: Callable[[str], None]
 ) -> tuple[list[str], list[float]]:
     base_fee = int(anvil.rpc("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
     ids, persist_ms = [], []
@@ -114,42 +162,117 @@ def _queue_offline(
             "max_fee_per_gas": 2 * base_fee + 10**9,
             "max_priority_fee_per_gas": 10**9,
         }
-        started = time.perf_counter()
+        started_at = time.perf_counter()
         result = enqueue_transaction(
-            store, key, fields, ladder=LadderSpec(levels=3, with_cancel=True), ttl_seconds=600
+            store,
+            keys[n % SENDERS],
+            fields,
+            ladder=LadderSpec(levels=3, with_cancel=True),
+            ttl_seconds=600,
         )
-        persist_ms.append((time.perf_counter() - started) * 1000)
+        persist_ms.append((time.perf_counter() - started_at) * 1000)
         ids.append(result.item.id)
-        say(
-            f"link down: queued {result.item.id} nonce {result.item.nonce}, "
-            f"{len(result.variants)} variants signed and stored in {persist_ms[-1]:.1f} ms"
-        )
+        done = n + 1
+        if done % 5 == 0 or done == TRANSFERS:
+            bar = "#" * (done * 20 // TRANSFERS)
+            say(
+                f"links down: signing and queueing [{bar:<20}] {done}/{TRANSFERS} "
+                f"(3 fee levels + a cancel each, {persist_ms[-1]:.1f} ms to persist the last)"
+            )
     return ids, persist_ms
 
 
 async def _drain_when_back(
-    store: Store, links: list[FaultProxy], ids: list[str], say: Callable[[str], None]
-) -> list[str]:
-    """Run the broadcaster while both links are down, then bring one back."""
+    store: Store, anvil: Anvil, links: list[FaultProxy], ids: list[str], say: Callable[[str], None]
+) -> _EvmDrill:
+    """Run the broadcaster with both links cut, then bring b back, then a (slow), while the
+    base fee sits above every first level until the broadcaster has bumped them."""
     relays = [
         EvmRelay(RelayConfig(name=f"rpc-{n}", kind="evm-rpc", url=link.url, chain_id=31337))
         for n, link in zip("ab", links, strict=True)
     ]
+    first_fee = int(store.variants(ids[0])[0].fee_per_gas)
+    second_fee = int(store.variants(ids[0])[1].fee_per_gas)
+    spike = (first_fee + second_fee) // 2
+    stop_chain = asyncio.Event()
+
+    def spiking() -> bool:
+        return not all(store.fates(i).get(1) is not None for i in ids)
+
+    async def chain() -> None:
+        """A block every BLOCK_SECONDS; the base fee spikes until every item was bumped."""
+        while not stop_chain.is_set():
+            if spiking():
+                await asyncio.to_thread(anvil.rpc, "anvil_setNextBlockBaseFeePerGas", [hex(spike)])
+            await asyncio.to_thread(anvil.rpc, "evm_mine", [])
+            await asyncio.sleep(BLOCK_SECONDS)
+
     async with started(relays), Broadcaster(store, relays, DRILL).serving() as broadcaster:
         await _until(lambda: broadcaster.monitor.snapshots()["rpc-a"].last_error is not None)
         if any(store.attempts(i) for i in ids):
             raise DemoFailed("something was sent while every link was down")
         say("broadcaster running, both links down: nothing sent")
-        links[1].set_mode("pass")
-        say("link b back (link a stays down): dispatching in nonce order")
-        await _until(lambda: all(store.get(i).state is State.CONFIRMED for i in ids))
-    mined = []
+        miner = asyncio.create_task(chain())
+        try:
+            say(f"gas spike: the base fee jumps to {spike} wei, above every first fee level")
+            return_ms = store.now_ms()
+            links[1].set_mode("pass")
+            say("link b back (link a still down): dispatching in nonce order")
+            await _until(lambda: any(store.attempts(i) for i in ids))
+            links[0].set_mode("slow", delay_ms=SLOW_LINK_MS)
+            say(f"link a back, slow ({SLOW_LINK_MS} ms a request): both links carry sends")
+            await _until(lambda: not spiking())
+            say("every stuck transfer bumped to its next pre-signed fee level; spike over")
+            await _until(lambda: all(store.get(i).state is State.CONFIRMED for i in ids))
+        finally:
+            stop_chain.set()
+            await miner
+    first_send = min(a.at_ms for i in ids for _, a in store.attempts(i) if a.outcome == "accepted")
+    mined, bumped = [], 0
     for item_id in ids:
         item = store.get(item_id)
-        relays_used = sorted({a.relay for _, a in store.attempts(item_id)})
-        say(f"nonce {item.nonce} mined as {item.mined_hash} via {', '.join(relays_used)}")
+        bumped += item.active_idx is not None and item.active_idx > 0
         mined.append(str(item.mined_hash))
-    return mined
+    say(f"{len(mined)} transfers mined in nonce order, {bumped} of them at a bumped level")
+    return _EvmDrill(return_ms, first_send, bumped, mined)
+
+
+def _evm_count(
+    store: Store, anvil: Anvil, ids: list[str], keys: list[HsmEcdsaKey]
+) -> tuple[int, int]:
+    """Duplicates (more than one of an item's variants mined, or more chain nonces used than
+    items) and lost items (confirmed items whose hash has no receipt), from the chain."""
+    duplicates = lost = 0
+    for item_id in ids:
+        hashes = [v.tx_hash for v in store.variants(item_id)]
+        receipts = [h for h in hashes if anvil.rpc("eth_getTransactionReceipt", [h])]
+        duplicates += max(0, len(receipts) - 1)
+        lost += not receipts
+    used = sum(
+        int(anvil.rpc("eth_getTransactionCount", [evm.address_from_public_key(k.public_key),
+                                                  "latest"]), 16)
+        for k in keys
+    )  # fmt: skip
+    return duplicates + max(0, used - len(ids)), lost
+
+
+def _report(result: dict[str, Any], say: Callable[[str], None]) -> None:
+    bybit = result["bybit"]
+    states = ", ".join(f"{k} {v}" for k, v in sorted(result["states"].items()))
+    say("— drill report —")
+    say(f"items by final state: {states}")
+    say(
+        f"time to persist a signed item: p50 {result['persist_ms']['p50']} ms, "
+        f"max {result['persist_ms']['max']} ms"
+    )
+    say(
+        f"link return -> first send: EVM {result['link_return_to_first_send_ms']} ms, "
+        f"Bybit {bybit['return_to_first_send_ms']} ms"
+    )
+    say(f"gas bumps: {result['bumped']}; Bybit fills reconciled: {bybit['fills']}")
+    say(f"duplicates: {result['duplicates']} (must be 0); lost: {result['lost']} (must be 0)")
+    verdict = "verified" if result["audit_verified"] else "FAILED"
+    say(f"audit log: {result['audit_entries']} entries, {verdict} offline with the public key")
 
 
 async def _until(check: Callable[[], bool]) -> None:

@@ -70,18 +70,30 @@ def bybit_drill(ring: KeyRing, store: Store, say: Callable[[str], None]) -> dict
     sim = BybitSim(API_KEY, secret=secret, port=port, clock_ms=_skewed_clock)
     sim.inject("lose_response_after_accept", count=1, path=CREATE)
     try:  # the venue is down (not listening) until the drill brings it back
-        asyncio.run(_drain_when_back(store, venue, sim, queued, say))
+        back_ms = asyncio.run(_drain_when_back(store, venue, sim, queued, say))
         placed = Counter(o["orderLinkId"] for o in sim.orders())
         fills = len(sim.executions())
+        first_ms = min(
+            r.time_ms - SKEW_MS for r in sim.requests() if r.path == CREATE and r.ret_code == 0
+        )
     finally:
         sim.stop()
     links = [store.venue_item(i)[1].link_id for i in queued]
-    if placed != Counter(links):
+    duplicates = sum(n - 1 for n in placed.values()) + len(set(placed) - set(links))
+    lost = len(set(links) - set(placed))
+    if duplicates or lost:
         raise BybitDrillFailed(f"orders not placed exactly once: {placed}")
     if len(store.fills()) != fills:
         raise BybitDrillFailed(f"{fills} fills on the venue, {len(store.fills())} reconciled")
     say(f"{len(links)} orders placed exactly once; {fills} fills reconciled, each once")
-    return {"orders_placed": len(links), "orders_refused": refused, "fills": fills}
+    return {
+        "orders_placed": len(links),
+        "orders_refused": refused,
+        "fills": fills,
+        "duplicates": duplicates,
+        "lost": lost,
+        "return_to_first_send_ms": first_ms - back_ms,
+    }
 
 
 def _skewed_clock() -> int:
@@ -123,7 +135,9 @@ def _queue_in_outage(
 
 async def _drain_when_back(
     store: Store, venue: VenueBroadcaster, sim: BybitSim, ids: list[str], say: Callable[[str], None]
-) -> None:
+) -> int:
+    """Run the broadcaster with the venue down, bring it back; returns when it came back
+    (wall-clock ms)."""
     stop = asyncio.Event()
     async with venue.client:
         task = asyncio.create_task(venue.run(stop))
@@ -132,8 +146,9 @@ async def _drain_when_back(
             if sim.requests():
                 raise BybitDrillFailed("something reached the venue while it was down")
             say("broadcaster running, venue down: nothing sent")
-            await asyncio.to_thread(sim.start)
             sim.set_mark_price(SYMBOL, "61000")
+            await asyncio.to_thread(sim.start)
+            back_ms = time.time_ns() // 1_000_000
             say("venue back (clock 3 s behind, one answer will be lost): sending")
             await _until(lambda: all(store.get(i).state is State.SENT for i in ids))
             say(f"venue clock offset learned: {venue.client.offset_ms:+d} ms")
@@ -143,6 +158,7 @@ async def _drain_when_back(
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
+    return back_ms
 
 
 async def _until(check: Callable[[], bool]) -> None:

@@ -35,6 +35,7 @@ ALERT = "alert"  # something an operator must look at, and why
 ORDER_REFUSED = "order.refused"  # the outage policy refused an order at enqueue, and why
 ORDER_OBSERVED = "order.observed"  # the venue's state of an order changed, the item's did not
 ORDER_FILLS = "order.fills"  # fills (executions) seen for the first time, each once
+FAILOVER_DECISION = "failover.decision"  # a failover rule fired: mode, route, escalation
 KINDS = frozenset(
     {
         ITEM_ENQUEUED,
@@ -51,6 +52,7 @@ KINDS = frozenset(
         ORDER_REFUSED,
         ORDER_OBSERVED,
         ORDER_FILLS,
+        FAILOVER_DECISION,
     }
 )
 

@@ -119,6 +119,7 @@ class Broadcaster:
         self.last_reconcile_ms = 0
         self._last_head: dict[int, int] = {}
         self.alerts: list[str] = []
+        self.router: Callable[[int], str] | None = None  # priority -> relay role or "none"
         # A wave is what every relay takes in one go over its connection pool. At most two
         # are unrecorded at any time (one being written, the next in flight), so a slow
         # link or a crash costs at most two waves of repeated (same-bytes) sends.
@@ -327,14 +328,14 @@ class Broadcaster:
 
     async def _fan_out(self, picks: list[_Pick]) -> list[dict[str, Classified]]:
         """The same bytes to every usable relay of the right chain and privacy, at once."""
-        groups: dict[tuple[int | None, bool], list[int]] = defaultdict(list)
+        groups: dict[tuple[int | None, bool, int], list[int]] = defaultdict(list)
         for n, pick in enumerate(picks):
-            groups[(pick.item.chain_id, pick.item.private)].append(n)
+            groups[(pick.item.chain_id, pick.item.private, pick.item.priority)].append(n)
         answers: list[dict[str, Classified]] = [{} for _ in picks]
         calls = []
-        for (chain_id, private), members in groups.items():
+        for (chain_id, private, priority), members in groups.items():
             txs = [picks[n].raw for n in members]
-            for relay in self._eligible(chain_id, private):
+            for relay in self._eligible(chain_id, private, priority):
                 calls.append((relay, members, relay.send_raw(txs)))
         replies = await asyncio.gather(*(c for _, _, c in calls))
         for (relay, members, _), reply in zip(calls, replies, strict=True):
@@ -575,16 +576,27 @@ class Broadcaster:
 
     # -- relays ------------------------------------------------------------------------
 
-    def _eligible(self, chain_id: int | None, private: bool) -> list[EvmRelay]:
-        """Usable relays of the chain; private items only ever go to private relays."""
-        return [
+    def _eligible(
+        self, chain_id: int | None, private: bool, priority: int | None = None
+    ) -> list[EvmRelay]:
+        """Usable relays of the chain; private items only ever go to private relays.
+
+        With a ``router`` (the service's failover rules) and a send's ``priority``, only
+        relays of the role the rules route that priority to: primaries normally; in an
+        outage backups for cancels and risk-reducing items while the window lasts; none
+        for the rest. Reads (``priority`` None) may use any usable relay."""
+        usable = [
             r
             for r in self.relays
             if r.chain_id == chain_id and r.private == private and self.monitor.usable(r.name)
         ]
+        if self.router is None or priority is None:
+            return usable
+        role = self.router(priority)
+        return [r for r in usable if r.config.role == role]
 
     def _has_relay(self, item: Item) -> bool:
-        return bool(self._eligible(item.chain_id, item.private))
+        return bool(self._eligible(item.chain_id, item.private, item.priority))
 
     def _reader(self, chain_id: int | None, private: bool) -> EvmRelay | None:
         """The relay reconcile asks about an item: a usable one of its chain and privacy,

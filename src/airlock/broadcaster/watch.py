@@ -1,0 +1,186 @@
+"""The service's watch: applies the failover rules to what the links and the queue say.
+
+Every ``WATCH_SECONDS`` it judges the link mode (:func:`failover.judge_mode` over the EVM
+relays' health), checks the escalation rules against the queue, refreshes the link
+metrics and beats the health check. It also answers the EVM broadcaster's routing
+question (which relay role may carry a send of this priority now) through :meth:`route`.
+
+Audit: every change of mode, the first routing decision of each kind in each mode, and
+every escalation raised or cleared is a ``failover.decision`` entry naming its rule and
+inputs. Per-send routing is not audited one by one (a drain would write thousands of
+identical entries): the first decision of a kind stands for the ones that follow it until
+the mode changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from airlock.audit import entries as audit_entries
+from airlock.broadcaster import failover
+from airlock.broadcaster.failover import LinkView, Mode, ModeState
+from airlock.broadcaster.service import Broadcaster
+from airlock.config import FailoverConfig
+from airlock.queue.store import Store
+
+log = logging.getLogger("airlock.broadcaster.failover")
+
+WATCH_SECONDS = 0.5
+REPEAT_SECONDS = 30.0  # an escalation that holds is raised again this often (the sink
+# de-duplicates delivery; this only bounds how often the queue counts it)
+WAITING_STATES = ("queued", "sending")  # the escalation rules count what still waits
+
+RaiseAlert = Callable[[str, str, str, dict[str, Any] | None], Coroutine[Any, Any, bool]]
+
+
+class Watch:
+    def __init__(
+        self,
+        store: Store,
+        evm: Broadcaster | None,
+        config: FailoverConfig,
+        *,
+        raise_alert: RaiseAlert | None = None,
+        resolve_alert: Callable[[str], bool] | None = None,
+        on_failover: Callable[[float], None] | None = None,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.store = store
+        self.evm = evm
+        self.config = config
+        self._raise = raise_alert
+        self._resolve = resolve_alert
+        self._on_failover = on_failover
+        self._clock_ms = clock_ms or store.now_ms
+        self.mode: ModeState | None = None
+        self._routed: set[tuple[int, str]] = set()  # (mode since, rule) already audited
+        self._escalated: dict[str, int] = {}  # key -> when last raised
+        self._failed_over = False
+        self._tasks: set[asyncio.Task[bool]] = set()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, tick: Callable[[], None] | None = None) -> None:
+        while not stop.is_set():
+            await self.check()
+            if tick is not None:
+                tick()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WATCH_SECONDS):
+                    await stop.wait()
+
+    async def check(self) -> None:
+        self.judge_links()
+        await self.judge_queue()
+
+    # -- links ---------------------------------------------------------------------------
+
+    def links(self) -> list[LinkView]:
+        if self.evm is None:
+            return []
+        snaps = self.evm.monitor.snapshots()
+        return [
+            LinkView(
+                name=relay.name,
+                role="backup" if relay.config.role == "backup" else "primary",
+                last_ack_ms=snaps[relay.name].last_ok_ms,
+                missed_acks=snaps[relay.name].consecutive_failures,
+                latency_ms=snaps[relay.name].latency_ms,
+            )
+            for relay in self.evm.relays
+        ]
+
+    def judge_links(self) -> ModeState:
+        now = self._clock_ms()
+        state = failover.judge_mode(self.links(), now, self.config, self.mode)
+        previous, self.mode = self.mode, state
+        if previous is None or previous.mode is not state.mode:
+            self._decided(state.as_json())
+            if state.mode is Mode.OUTAGE:
+                self._failed_over = False
+                log.warning("OUTAGE (%s): %s", state.rule, state.inputs)
+                self._alert("outage", f"outage: {state.rule}", "critical", state.inputs)
+            elif previous is not None:
+                log.info("links back: %s", state.rule)
+                if self._resolve is not None:
+                    self._resolve("outage")
+        return state
+
+    def route(self, priority: int) -> str:
+        """The relay role a send of ``priority`` may use now ("primary", "backup" or
+        "none"); the EVM broadcaster's ``router``."""
+        mode = self.mode or self.judge_links()
+        now = self._clock_ms()
+        backups = self._backups_usable()
+        decision = failover.route(priority, mode, now, self.config, backups)
+        key = (mode.since_ms, decision.rule)
+        if key not in self._routed:
+            self._routed.add(key)
+            self._decided(decision.as_json() | {"priority": priority})
+        if decision.links == "backup" and not self._failed_over:
+            self._failed_over = True
+            if self._on_failover is not None:
+                self._on_failover((now - mode.since_ms) / 1000)
+        return decision.links
+
+    def _backups_usable(self) -> bool:
+        if self.evm is None:
+            return False
+        return any(
+            r.config.role == "backup" and self.evm.monitor.usable(r.name) for r in self.evm.relays
+        )
+
+    # -- queue ---------------------------------------------------------------------------
+
+    async def judge_queue(self) -> None:
+        waiting, oldest = 0, None
+        for _kind, state, count, created in self.store.counts_by_kind():
+            if state in WAITING_STATES:
+                waiting += count
+                oldest = created if oldest is None else min(oldest, created)
+        age = None if oldest is None else self._clock_ms() - oldest
+        now = self._clock_ms()
+        raised = {e.key: e for e in failover.escalations(waiting, age, self.config)}
+        for key, escalation in raised.items():
+            last = self._escalated.get(key)
+            if last is None:
+                self._decided(escalation.as_json())
+            if last is None or now - last >= REPEAT_SECONDS * 1000:
+                self._escalated[key] = now
+                await self._alert_now(key, escalation.message, "critical", escalation.inputs)
+        for key in sorted(set(self._escalated) - set(raised)):
+            del self._escalated[key]
+            self._decided({"decision": "escalation-cleared", "rule": key, "inputs": {}})
+            if self._resolve is not None:
+                self._resolve(key)
+
+    # -- records -------------------------------------------------------------------------
+
+    def _decided(self, data: dict[str, Any]) -> None:
+        self.store.record_event(audit_entries.FAILOVER_DECISION, data)
+
+    def _alert(self, key: str, message: str, severity: str, details: dict[str, Any]) -> None:
+        """Deliver in the background: a slow webhook must not hold the watch."""
+        if self._raise is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._raise(key, message, severity, details)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for alerts still being delivered (at stop)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _alert_now(
+        self, key: str, message: str, severity: str, details: dict[str, Any]
+    ) -> None:
+        """Raised every pass while it holds; the sink's de-duplication decides what goes
+        out (a repeat within the window only counts)."""
+        if self._raise is not None:
+            await self._raise(key, message, severity, details)

@@ -1,0 +1,519 @@
+"""``airlock status``: one screen an operator reads at a glance during an outage.
+
+Five sections, the same in text and JSON: LINKS (every relay probed now, and Bybit),
+QUEUE (counts by kind and state, the oldest live item), NONCES (per chain and sender),
+BROADCASTER (the service's heartbeat and last reconcile, from its notes in the queue) and
+ALERTS (the open ones). The command only reads: the queue is opened through the HSM
+because its data keys are wrapped there, and a missing queue file is reported, not
+created. Links being down is information, not an error: the exit status is 0 and a
+warning says so on stderr; 1 only for errors (configuration, HSM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import click
+
+from airlock.broadcaster.setup import build_relays
+from airlock.cli import common
+from airlock.config import AirlockConfig, BybitConfig, redact_url
+from airlock.errors import AirlockError
+from airlock.hsm.keyring import KeyRing
+from airlock.queue.states import LIVE, State
+from airlock.queue.store import Store
+from airlock.relays.bybit import BybitClient
+from airlock.relays.health import HealthSnapshot, LinkState, Monitor
+from airlock.relays.jsonrpc import started
+
+RELAY_TIMEOUT_S = 3.0  # a status probe never waits longer than this for one relay ...
+RELAY_CONNECT_TIMEOUT_S = 2.0  # ... nor this long for its TCP connect
+BYBIT_TIMEOUT_S = 2.0
+GUARD_S = 4.0  # the outer bound of every probe, should a client's own timeout not fire
+STALE_HEARTBEAT_S = 15.0  # the service writes its heartbeat every few seconds
+
+NOTE_HEARTBEAT = "broadcaster.heartbeat_ms"
+NOTE_RECONCILE = "broadcaster.last_reconcile_ms"
+NOTE_PID = "broadcaster.pid"
+
+# Live states first (what still waits or may still land), then the final ones.
+STATE_ORDER = [
+    State.QUEUED,
+    State.SENDING,
+    State.SENT,
+    State.NEEDS_OPERATOR,
+    State.QUARANTINED,
+    State.CONFIRMED,
+    State.REPLACED,
+    State.REJECTED,
+    State.EXPIRED,
+    State.CANCELLED,
+]
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="airlock.toml to use (default: $AIRLOCK_HOME/airlock.toml).",
+)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@click.command("status")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One object with the same sections.")
+@click.option("--no-probe", is_flag=True, help="No network I/O: links are shown 'not probed'.")
+@click.pass_context
+def status(ctx: click.Context, config_path: Path | None, as_json: bool, no_probe: bool) -> None:
+    """Links, queue, nonces, broadcaster and open alerts on one screen (reads only)."""
+    if config_path is not None:
+        ctx.obj["config_path"] = config_path
+    settings = common.config(ctx)
+    data = collect(ctx, settings, probe=not no_probe)
+    common.emit(as_json, data, lambda: render(data))
+    links = data["links"]
+    if links["down"]:
+        message = f"links down: {', '.join(links['down'])}"
+        if not links["any_up"]:
+            message += f"; no link is up, {data['queue']['live']} live item(s) wait"
+        common.warn(message)
+
+
+def collect(ctx: click.Context, settings: AirlockConfig, *, probe: bool) -> dict[str, Any]:
+    """Every section as data. The HSM is always opened (its failure is an error), the
+    queue only when its file exists."""
+    path = settings.queue.path
+    with _local(ctx, path) as (store, ring):
+        now = wall_ms()
+        local = _read_store(store, now) if store is not None else _no_store(path)
+        links = _links(settings, ring, probe=probe)
+    return {"generated_ms": now, "queue_path": str(path), "links": links, **local}
+
+
+@contextlib.contextmanager
+def _local(ctx: click.Context, path: Path) -> Iterator[tuple[Store | None, KeyRing]]:
+    if path.exists():
+        with common.open_store(ctx) as (store, ring):
+            yield store, ring
+    else:
+        with common.keyring(ctx) as ring:
+            yield None, ring
+
+
+# --------------------------------------------------------------------------- links
+
+
+def _links(settings: AirlockConfig, ring: KeyRing, *, probe: bool) -> dict[str, Any]:
+    snapshots: dict[str, HealthSnapshot] = {}
+    bybit: dict[str, Any] | None = None
+    if probe:
+        snapshots, bybit = asyncio.run(_probe_all(settings, ring))
+    health = settings.broadcaster.health
+    relays = [
+        _relay_row(relay, snapshots.get(relay.name), health.slow_ms) for relay in settings.relays
+    ]
+    if settings.bybit is not None:
+        bybit = _bybit_row(settings.bybit, bybit)
+    rows = relays + ([bybit] if bybit is not None else [])
+    down = [row["name"] for row in rows if row["probed"] and not row["usable"]]
+    return {
+        "probed": probe,
+        "relays": relays,
+        "bybit": bybit,
+        "down": down,
+        "any_up": any(row["usable"] for row in rows),
+    }
+
+
+async def _probe_all(
+    settings: AirlockConfig, ring: KeyRing
+) -> tuple[dict[str, HealthSnapshot], dict[str, Any] | None]:
+    """Every relay and Bybit at once, each with short timeouts."""
+    relays_job = _probe_relays(settings, ring) if settings.relays else _nothing()
+    bybit_job = _probe_bybit(settings.bybit) if settings.bybit is not None else _nothing()
+    snapshots, bybit = await asyncio.gather(relays_job, bybit_job)
+    return snapshots or {}, bybit
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _probe_relays(settings: AirlockConfig, ring: KeyRing) -> dict[str, HealthSnapshot]:
+    quick = tuple(
+        dataclasses.replace(
+            relay,
+            timeout_seconds=min(relay.timeout_seconds, RELAY_TIMEOUT_S),
+            connect_timeout_seconds=min(relay.connect_timeout_seconds, RELAY_CONNECT_TIMEOUT_S),
+        )
+        for relay in settings.relays
+    )
+    relays = build_relays(dataclasses.replace(settings, relays=quick), ring)
+    async with started(relays):
+        monitor = Monitor(relays, settings.broadcaster.health, guard_seconds=GUARD_S)
+        return await monitor.probe_all()
+
+
+async def _probe_bybit(settings: BybitConfig) -> dict[str, Any]:
+    """One unsigned GET /v5/market/time, no retry: reachable, and the venue's clock."""
+
+    def never_signs(_: bytes) -> str:
+        raise RuntimeError("the status probe sends no signed request")
+
+    client = BybitClient(
+        settings.base_url,
+        settings.api_key,
+        never_signs,
+        settings.sign_type,
+        timeout_s=BYBIT_TIMEOUT_S,
+    )
+    started_at = time.monotonic()
+    try:
+        async with asyncio.timeout(GUARD_S), client:
+            offset = await client.sync_time(retry=False)
+    except (AirlockError, OSError, TimeoutError, aiohttp.ClientError) as exc:
+        error = str(exc) or type(exc).__name__
+        return {"usable": False, "offset_ms": None, "latency_ms": None, "last_error": error}
+    latency = round((time.monotonic() - started_at) * 1000)
+    return {"usable": True, "offset_ms": offset, "latency_ms": latency, "last_error": None}
+
+
+def _relay_row(relay: Any, snap: HealthSnapshot | None, slow_ms: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": relay.name,
+        "kind": relay.kind,
+        "role": relay.role,
+        "url": redact_url(relay.url),
+        "link": relay.link,
+        "chain_id": relay.chain_id,
+    }
+    if snap is None:
+        return row | {
+            "probed": False,
+            "state": "not probed",
+            "usable": False,
+            "head": None,
+            "latency_ms": None,
+            "last_error": None,
+        }
+    return row | {
+        "probed": True,
+        "state": _one_probe_state(snap, slow_ms),
+        "usable": snap.usable,
+        "head": snap.head,
+        "latency_ms": snap.latency_ms,
+        "last_error": None if snap.usable else snap.last_error,
+    }
+
+
+def _one_probe_state(snap: HealthSnapshot, slow_ms: int) -> str:
+    """What one probe says: up, slow (answered after slow_ms), down, or wrong-chain.
+
+    The broadcaster's UP/DEGRADED labels need several probes in a row; one probe can only
+    tell whether the relay answers, how fast, and for which chain."""
+    if snap.state is LinkState.DISABLED:
+        return "wrong-chain"
+    if not snap.usable:
+        return "down"
+    if snap.latency_ms is not None and snap.latency_ms > slow_ms:
+        return "slow"
+    return "up"
+
+
+def _bybit_row(settings: BybitConfig, probe: dict[str, Any] | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": "bybit",
+        "kind": "bybit",
+        "account": settings.account,
+        "url": redact_url(settings.base_url),
+        "recv_window_ms": settings.recv_window_ms,
+    }
+    if probe is None:
+        return row | {
+            "probed": False,
+            "state": "not probed",
+            "usable": False,
+            "offset_ms": None,
+            "latency_ms": None,
+            "last_error": None,
+        }
+    state = "up" if probe["usable"] else "down"
+    return row | {"probed": True, "state": state, **probe}
+
+
+# --------------------------------------------------------------------------- the queue
+
+
+def _read_store(store: Store, now: int) -> dict[str, Any]:
+    return {
+        "queue": _queue(store, now),
+        "nonces": [_nonce_row(row.as_json(), now) for row in store.nonce_status()],
+        "broadcaster": _broadcaster(store, now),
+        "alerts": [_alert_row(a.as_json(), now) for a in store.open_alerts()],
+    }
+
+
+def _no_store(path: Path) -> dict[str, Any]:
+    empty = {"exists": False, "live": 0, "total": 0, "by_kind": {}, "by_state": {}}
+    broadcaster = {
+        "heartbeat_ms": None,
+        "heartbeat_age_s": None,
+        "stale": None,
+        "last_reconcile_ms": None,
+        "last_reconcile_age_s": None,
+        "pid": None,
+    }
+    return {
+        "queue": empty | {"oldest_live": None},
+        "nonces": [],
+        "broadcaster": broadcaster,
+        "alerts": [],
+    }
+
+
+def _queue(store: Store, now: int) -> dict[str, Any]:
+    by_kind: dict[str, dict[str, int]] = {}
+    by_state: dict[str, int] = {}
+    for kind, state, count, _ in store.counts_by_kind():
+        by_kind.setdefault(kind, {})[state] = count
+        by_state[state] = by_state.get(state, 0) + count
+    live_states = {str(s) for s in LIVE}
+    oldest = store.list(sorted(LIVE), limit=1)  # ids are ULIDs: creation order
+    return {
+        "exists": True,
+        "live": sum(n for s, n in by_state.items() if s in live_states),
+        "total": sum(by_state.values()),
+        "by_kind": by_kind,
+        "by_state": by_state,
+        "oldest_live": None
+        if not oldest
+        else {
+            "id": oldest[0].id,
+            "kind": str(oldest[0].kind),
+            "state": str(oldest[0].state),
+            "account": oldest[0].account,
+            "created_ms": oldest[0].created_ms,
+            "age_s": _age_s(now, oldest[0].created_ms),
+        },
+    }
+
+
+def _nonce_row(row: dict[str, Any], now: int) -> dict[str, Any]:
+    return row | {"synced_age_s": _age_s(now, row["synced_ms"])}
+
+
+def _broadcaster(store: Store, now: int) -> dict[str, Any]:
+    heartbeat = _int_note(store, NOTE_HEARTBEAT)
+    reconciled = _int_note(store, NOTE_RECONCILE)
+    heartbeat_age = _age_s(now, heartbeat)
+    return {
+        "heartbeat_ms": heartbeat,
+        "heartbeat_age_s": heartbeat_age,
+        "stale": None if heartbeat_age is None else heartbeat_age > STALE_HEARTBEAT_S,
+        "last_reconcile_ms": reconciled,
+        "last_reconcile_age_s": _age_s(now, reconciled),
+        "pid": _int_note(store, NOTE_PID),
+    }
+
+
+def _int_note(store: Store, key: str) -> int | None:
+    raw = store.note(key)
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:
+        return None  # a note the service will overwrite; not worth failing the screen
+
+
+def _alert_row(alert: dict[str, Any], now: int) -> dict[str, Any]:
+    return alert | {
+        "first_age_s": _age_s(now, alert["first_ms"]),
+        "last_age_s": _age_s(now, alert["last_ms"]),
+    }
+
+
+def _age_s(now: int, then_ms: int | None) -> int | None:
+    return None if then_ms is None else (now - then_ms) // 1000
+
+
+# --------------------------------------------------------------------------- text
+
+
+def render(data: dict[str, Any]) -> str:
+    when = datetime.fromtimestamp(data["generated_ms"] / 1000, UTC)
+    head = f"airlock status  {when.isoformat(timespec='seconds').replace('+00:00', 'Z')}"
+    sections = [
+        head,
+        _links_text(data["links"]),
+        _queue_text(data["queue"], data["queue_path"]),
+        _nonces_text(data["nonces"]),
+        _broadcaster_text(data["broadcaster"]),
+        _alerts_text(data["alerts"]),
+    ]
+    return "\n\n".join(sections)
+
+
+def age(seconds: int | None) -> str:
+    """42 s, 3 min, 2 h 5 min, 3 d 4 h; "never" for no time at all."""
+    if seconds is None:
+        return "never"
+    if seconds < 0:
+        return f"{age(-seconds)} in the future (clock?)"
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        hours, minutes = divmod(seconds // 60, 60)
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(seconds // 3600, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def _ago(seconds: int | None) -> str:
+    return "never" if seconds is None else f"{age(seconds)} ago"
+
+
+def _table(header: list[str] | None, rows: list[list[str]], right: set[int]) -> list[str]:
+    """Aligned columns, two spaces apart, indented by two; ``right`` columns right-aligned."""
+    every = rows if header is None else [header, *rows]
+    widths = [max(len(r[i]) for r in every) for i in range(len(every[0]))]
+
+    def line(cells: list[str]) -> str:
+        parts = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return ("  " + "  ".join(parts)).rstrip()
+
+    return [line(r) for r in every]
+
+
+def _links_text(links: dict[str, Any]) -> str:
+    rows = links["relays"] + ([links["bybit"]] if links["bybit"] is not None else [])
+    if not rows:
+        return "LINKS  none configured (add [[relays]] or [bybit] to airlock.toml)"
+    if not links["probed"]:
+        title = "LINKS  not probed (--no-probe)"
+    else:
+        up = sum(1 for r in rows if r["usable"])
+        title = f"LINKS  {up} of {len(rows)} up"
+        if not links["any_up"]:
+            title += "  -- NO LINK IS UP: nothing can be sent; queued items wait"
+        elif links["down"]:
+            title += f"  -- DOWN: {', '.join(links['down'])}"
+    table: list[list[str]] = []
+    errors: dict[int, str] = {}
+    for row in rows:
+        if row["kind"] == "bybit":
+            detail = "-" if row["offset_ms"] is None else f"clock offset {row['offset_ms']:+d} ms"
+        else:
+            detail = "-" if row["head"] is None else f"head {row['head']}"
+        latency = "-" if row["latency_ms"] is None else f"{row['latency_ms']} ms"
+        table.append([row["name"], row["kind"], row["state"].upper(), detail, latency, row["url"]])
+        if row["last_error"]:
+            errors[len(table)] = row["last_error"]
+    lines = _table(["NAME", "KIND", "STATE", "HEAD / CLOCK", "LATENCY", "URL"], table, {4})
+    out = [title]
+    for n, line in enumerate(lines):
+        out.append(line)
+        if n in errors:
+            out.append(f"    error: {errors[n]}")
+    return "\n".join(out)
+
+
+def _queue_text(queue: dict[str, Any], path: str) -> str:
+    if not queue["exists"]:
+        return f"QUEUE  no queue yet ({path} does not exist)"
+    if not queue["total"]:
+        return "QUEUE  empty"
+    title = f"QUEUE  {queue['live']} live, {queue['total']} in all"
+    present = [str(s) for s in STATE_ORDER if str(s) in queue["by_state"]]
+    rows = [
+        [kind, *(str(counts.get(s, "-")) for s in present)]
+        for kind, counts in sorted(queue["by_kind"].items())
+    ]
+    lines = [title, *_table(["KIND", *present], rows, set(range(1, len(present) + 1)))]
+    oldest = queue["oldest_live"]
+    if oldest is not None:
+        lines.append(
+            f"  oldest live: {oldest['id']}  {oldest['kind']} {oldest['state']}, "
+            f"waiting {age(oldest['age_s'])}  ({oldest['account']})"
+        )
+    return "\n".join(lines)
+
+
+def _nonces_text(nonces: list[dict[str, Any]]) -> str:
+    if not nonces:
+        return "NONCES  no senders yet"
+    rows = []
+    for n in nonces:
+        lowest = "-" if n["lowest_live"] is None else str(n["lowest_live"])
+        pending = "-" if n["chain_pending"] is None else str(n["chain_pending"])
+        gaps = ", ".join(map(str, n["gaps"])) if n["gaps"] else "-"
+        rows.append(
+            [
+                str(n["chain_id"]),
+                n["sender"],
+                str(n["next_nonce"]),
+                str(n["live"]),
+                lowest,
+                pending,
+                _ago(n["synced_age_s"]),
+                gaps,
+            ]
+        )
+    header = ["CHAIN", "SENDER", "NEXT", "LIVE", "LOWEST", "CHAIN PENDING", "SYNCED", "GAPS"]
+    title = "NONCES"
+    if any(n["gaps"] for n in nonces):
+        title += "  -- GAPS: later nonces wait until each gap is filled"
+    return "\n".join([title, *_table(header, rows, {2, 3, 4, 5})])
+
+
+def _broadcaster_text(b: dict[str, Any]) -> str:
+    if b["heartbeat_ms"] is None:
+        title = "BROADCASTER  no heartbeat ever recorded (never run as a service here?)"
+    elif b["stale"]:
+        title = (
+            f"BROADCASTER  -- NOT RUNNING? last heartbeat {_ago(b['heartbeat_age_s'])} "
+            "(start it: airlock broadcaster run)"
+        )
+    else:
+        title = "BROADCASTER  running"
+    pid = "" if b["pid"] is None else f"  (pid {b['pid']})"
+    lines = [
+        title,
+        f"  heartbeat       {_ago(b['heartbeat_age_s'])}{pid}",
+        f"  last reconcile  {_ago(b['last_reconcile_age_s'])}",
+    ]
+    return "\n".join(lines)
+
+
+def _alerts_text(alerts: list[dict[str, Any]]) -> str:
+    if not alerts:
+        return "ALERTS  none open"
+    lines = [f"ALERTS  {len(alerts)} open"]
+    rows = [
+        [
+            a["severity"].upper(),
+            a["key"],
+            f"x{a['count']}",
+            f"first {_ago(a['first_age_s'])}",
+            f"last {_ago(a['last_age_s'])}",
+        ]
+        for a in alerts
+    ]
+    for alert, line in zip(alerts, _table(None, rows, {2}), strict=True):
+        lines.append(line)
+        lines.append(f"    {alert['message']}")
+    return "\n".join(lines)

@@ -15,6 +15,11 @@ What it adds to the two sides:
 - **One failure stops the whole.** If a side ends with an error (a refused Bybit key at
   start), the other side is stopped too and the error reaches the caller: an operator
   must see it, not a half-working service.
+- **The watch** (:mod:`airlock.broadcaster.watch`): the failover rules over the links and
+  the queue, the EVM side's routing by relay role, escalations.
+- **Observability**: ``/metrics`` and ``/healthz`` on loopback, and every alert of either
+  side delivered through one :class:`~airlock.broadcaster.alerts.AlertSink` (signed
+  webhook, command hook, de-duplicated in the queue).
 """
 
 from __future__ import annotations
@@ -26,8 +31,12 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from airlock.broadcaster.alerts import AlertSink
+from airlock.broadcaster.metrics import Metrics, service_checks
 from airlock.broadcaster.service import Broadcaster, PassResult
 from airlock.broadcaster.venue import VenueBroadcaster, VenueResult
+from airlock.broadcaster.watch import Watch
+from airlock.config import FailoverConfig, ServiceConfig
 from airlock.queue.store import Store
 
 log = logging.getLogger("airlock.broadcaster")
@@ -51,6 +60,10 @@ class Service:
         evm: Broadcaster | None,
         venue: VenueBroadcaster | None,
         *,
+        failover: FailoverConfig | None = None,
+        settings: ServiceConfig | None = None,
+        sink: AlertSink | None = None,
+        metrics: Metrics | None = None,
         clock_ms: Callable[[], int] | None = None,
     ) -> None:
         if evm is None and venue is None:
@@ -58,7 +71,37 @@ class Service:
         self.store = store
         self.evm = evm
         self.venue = venue
+        self.settings = settings or ServiceConfig(metrics_port=0)
+        self.metrics = metrics
+        self.sink = sink
         self._clock_ms = clock_ms or store.now_ms
+        self.watch = Watch(
+            store,
+            evm,
+            failover or FailoverConfig(),
+            raise_alert=sink.raise_ if sink is not None else None,
+            resolve_alert=sink.resolve if sink is not None else None,
+            on_failover=metrics.observe_failover if metrics is not None else None,
+            clock_ms=self._clock_ms,
+        )
+        self._alert_tasks: set[asyncio.Task[bool]] = set()
+        for side in (evm, venue):
+            if side is not None:
+                side.metrics = metrics
+                if sink is not None:
+                    side.alert_hook = self._deliver
+        if evm is not None:
+            evm.router = self.watch.route
+
+    def _deliver(self, key: str, message: str, item_id: str | None) -> None:
+        """A side's alert, delivered in the background through the sink."""
+        assert self.sink is not None
+        details = {"item": item_id} if item_id else None
+        task = asyncio.get_running_loop().create_task(
+            self.sink.raise_(key, message, details=details)
+        )
+        self._alert_tasks.add(task)
+        task.add_done_callback(self._alert_tasks.discard)
 
     async def run_once(self) -> OnceResult:
         """Drain, bump and reconcile until nothing more moves (``--once``)."""
@@ -73,12 +116,26 @@ class Service:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; see the module doc for how it stops."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self.metrics is not None and self.settings.metrics_port:
+                await stack.enter_async_context(
+                    self.metrics.serve(
+                        self.settings.metrics_host,
+                        self.settings.metrics_port,
+                        checks=service_checks(self.store, self.metrics),
+                    )
+                )
+            await self._serve(stop)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         parts: list[Awaitable[None]] = []
         if self.evm is not None:
             parts.append(self.evm.run(stop))
         if self.venue is not None:
             parts.append(self.venue.run(stop))
         parts.append(self._notes(stop))
+        tick = self.metrics.beat if self.metrics is not None else None
+        parts.append(self.watch.run(stop, tick))
         tasks = [asyncio.ensure_future(part) for part in parts]
         log.info(
             "broadcaster started (pid %d): %d relay(s)%s",
@@ -94,6 +151,9 @@ class Service:
         finally:
             stop.set()
             await self._finish(tasks)
+            await self.watch.drain()
+            if self._alert_tasks:
+                await asyncio.gather(*self._alert_tasks, return_exceptions=True)
             self.write_notes()
             log.info("broadcaster stopped")
 

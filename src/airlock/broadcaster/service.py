@@ -16,7 +16,7 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from airlock.audit import entries as audit_entries
 from airlock.broadcaster import decide
@@ -37,6 +37,9 @@ from airlock.relays.jsonrpc import (
 )
 from airlock.relays.outcomes import Classified, Outcome, Receipt
 
+if TYPE_CHECKING:
+    from airlock.broadcaster.metrics import Metrics
+
 log = logging.getLogger("airlock.broadcaster")
 
 UNKNOWN_HEAD = 1 << 62  # a block number no chain reaches: "watch no confirmed item"
@@ -44,6 +47,9 @@ MAX_WAVE = 1000  # items per wave at most, however large the relays' batches
 PIPELINE_WAVES = 4  # waves per dispatch pass before reconcile gets a turn
 IDLE_TICK_SECONDS = 0.2  # how often an idle broadcaster looks for new work in the queue
 STOP_SECONDS = 10.0  # a stopping service finishes its round within this
+
+
+AlertHook = Callable[[str, str, "str | None"], None]  # (key, message, item id)
 
 
 class Resigner(Protocol):
@@ -120,6 +126,8 @@ class Broadcaster:
         self._last_head: dict[int, int] = {}
         self.alerts: list[str] = []
         self.router: Callable[[int], str] | None = None  # priority -> relay role or "none"
+        self.alert_hook: AlertHook | None = None  # the service's alert delivery, if any
+        self.metrics: Metrics | None = None
         # A wave is what every relay takes in one go over its connection pool. At most two
         # are unrecorded at any time (one being written, the next in flight), so a slow
         # link or a crash costs at most two waves of repeated (same-bytes) sends.
@@ -340,6 +348,9 @@ class Broadcaster:
         replies = await asyncio.gather(*(c for _, _, c in calls))
         for (relay, members, _), reply in zip(calls, replies, strict=True):
             self._report_health(relay, reply)
+            if self.metrics is not None:
+                for answer in reply:
+                    self.metrics.observe_send(relay.name, str(answer.outcome))
             for n, answer in zip(members, reply, strict=True):
                 answers[n][relay.name] = answer
         return answers
@@ -423,6 +434,10 @@ class Broadcaster:
             except (RelayTransportError, RelayRpcError) as exc:
                 self.monitor.report_send(reader.name, False, str(exc))
                 log.warning("reconcile through %s failed: %s", reader.name, exc)
+                if self.metrics is not None:
+                    self.metrics.observe_reconcile("evm", "failed")
+        if self.metrics is not None:
+            self.metrics.observe_reconcile("evm", "settled", result.settled)
         return result
 
     async def _reconcile_slices(
@@ -572,7 +587,10 @@ class Broadcaster:
             if pick is not None:
                 picks.append(pick)
         if picks:
-            result.bumped += await self._send(picks, result)
+            bumped = await self._send(picks, result)
+            result.bumped += bumped
+            if self.metrics is not None and bumped:
+                self.metrics.observe_bump(bumped)
 
     # -- relays ------------------------------------------------------------------------
 
@@ -640,13 +658,28 @@ class Broadcaster:
             },
         )
         if change.new is LinkState.DISABLED:
-            self._alert(PassResult(), f"relay {change.relay} disabled: {change.reason}")
+            message = f"relay {change.relay} disabled: {change.reason}"
+            self._alert(PassResult(), message, key=f"relay-disabled.{change.relay}")
 
-    def _alert(self, result: PassResult, message: str, item_id: str | None = None) -> None:
+    def _alert(
+        self, result: PassResult, message: str, item_id: str | None = None, key: str = ""
+    ) -> None:
+        """Record an alert: through the service's delivery (de-duplicated, audited once
+        per delivery) when there is one, else straight into the audit log."""
         log.warning("ALERT %s", message)
         result.alerts.append(message)
         self.alerts.append(message)
-        self.store.record_event(audit_entries.ALERT, {"message": message}, item_id)
+        if self.alert_hook is not None:
+            self.alert_hook(key or alert_key("evm", item_id, message), message, item_id)
+        else:
+            self.store.record_event(audit_entries.ALERT, {"message": message}, item_id)
+
+
+def alert_key(side: str, item_id: str | None, message: str) -> str:
+    """A stable de-duplication key: per item when there is one, else the message's lead."""
+    if item_id is not None:
+        return f"{side}.item.{item_id}"
+    return f"{side}.{message.split(':')[0][:60]}"
 
 
 def _active(item: Item) -> int:

@@ -21,10 +21,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airlock.audit import entries as audit_entries
 from airlock.broadcaster import venue_decide as decide
+from airlock.broadcaster.service import AlertHook, alert_key
 from airlock.broadcaster.venue_decide import Step
 from airlock.errors import InvalidInput
 from airlock.queue.errors import PayloadTampered, StaleItems
@@ -47,6 +48,9 @@ from airlock.signer.bybit import (
     order_link_id_for,
     verify_intent,
 )
+
+if TYPE_CHECKING:
+    from airlock.broadcaster.metrics import Metrics
 
 log = logging.getLogger("airlock.broadcaster.bybit")
 
@@ -120,6 +124,8 @@ class VenueBroadcaster:
         self.reconnected = asyncio.Event()
         self.alerts: list[str] = []
         self.last_error: str | None = None  # why the venue was unreachable, last time
+        self.alert_hook: AlertHook | None = None  # the service's alert delivery, if any
+        self.metrics: Metrics | None = None
         self._stop: asyncio.Event | None = None  # set while serving: a stop parks the pass
         self._paused_until = 0
         self._failures = 0
@@ -276,6 +282,8 @@ class VenueBroadcaster:
                 checked.category, checked.symbol, checked.order_link_id
             )
             step = decide.judge_cancel_send(placement)
+        if self.metrics is not None:
+            self.metrics.observe_send("bybit", str(placement.outcome))
         seen = None
         if placement.order_id is not None and ref.action == "order":
             seen = VenueSeen(order_id=placement.order_id)
@@ -387,6 +395,14 @@ class VenueBroadcaster:
         except BybitError as exc:
             log.info("bybit reconcile incomplete, resumed next pass: %s", exc)
             result.halted = True
+        if self.metrics is not None:
+            self.metrics.observe_reconcile(
+                "bybit",
+                "failed" if result.halted else "settled",
+                1 if result.halted else result.settled,
+            )
+            if result.fills:
+                self.metrics.observe_reconcile("bybit", "fills", result.fills)
         return result
 
     async def _resolve_sending(self, result: VenueResult) -> None:
@@ -465,15 +481,20 @@ class VenueBroadcaster:
 
     # -- alerts ------------------------------------------------------------------------
 
-    def _alert(self, result: VenueResult, message: str, item_id: str | None = None) -> None:
+    def _alert(
+        self, result: VenueResult, message: str, item_id: str | None = None, key: str = ""
+    ) -> None:
         log.warning("ALERT %s", message)
         result.alerts.append(message)
         self.alerts.append(message)
-        self.store.record_event(audit_entries.ALERT, {"message": message}, item_id)
+        if self.alert_hook is not None:
+            self.alert_hook(key or alert_key("bybit", item_id, message), message, item_id)
+        else:
+            self.store.record_event(audit_entries.ALERT, {"message": message}, item_id)
 
     def alert_from_client(self, message: str) -> None:
         """The client's one alert when the key is refused (wired as its ``on_alert``)."""
-        self._alert(VenueResult(), message)
+        self._alert(VenueResult(), message, key="bybit-account-stopped")
 
 
 def _intent_problem(

@@ -57,6 +57,7 @@ class Watch:
         self._on_failover = on_failover
         self._clock_ms = clock_ms or store.now_ms
         self.mode: ModeState | None = None
+        self._judged_at = 0
         self._routed: set[tuple[int, str]] = set()  # (mode since, rule) already audited
         self._escalated: dict[str, int] = {}  # key -> when last raised
         self._failed_over = False
@@ -94,9 +95,20 @@ class Watch:
             for relay in self.evm.relays
         ]
 
+    def _link_now(self) -> int:
+        """Link times are on the health monitor's (monotonic) clock, not the store's."""
+        return self.evm.monitor.now_ms() if self.evm is not None else self._clock_ms()
+
     def judge_links(self) -> ModeState:
-        now = self._clock_ms()
-        state = failover.judge_mode(self.links(), now, self.config, self.mode)
+        now = self._link_now()
+        self._judged_at = now
+        links = self.links()
+        unprobed = [v.name for v in links if v.last_ack_ms is None and v.missed_acks == 0]
+        if unprobed and self.mode is None:
+            # Start-up: a relay not yet probed is unknown, not down. No outage is declared
+            # (or alerted) before every link has had its first probe.
+            return ModeState(Mode.NORMAL, now, "not-probed-yet", {"unprobed": unprobed})
+        state = failover.judge_mode(links, now, self.config, self.mode)
         previous, self.mode = self.mode, state
         if previous is None or previous.mode is not state.mode:
             self._decided(state.as_json())
@@ -113,12 +125,14 @@ class Watch:
     def route(self, priority: int) -> str:
         """The relay role a send of ``priority`` may use now ("primary", "backup" or
         "none"); the EVM broadcaster's ``router``."""
-        mode = self.mode or self.judge_links()
-        now = self._clock_ms()
+        now = self._link_now()
+        mode = self.mode
+        if mode is None or now - self._judged_at >= WATCH_SECONDS * 1000:
+            mode = self.judge_links()  # --once runs have no watch loop: judge when stale
         backups = self._backups_usable()
         decision = failover.route(priority, mode, now, self.config, backups)
         key = (mode.since_ms, decision.rule)
-        if key not in self._routed:
+        if key not in self._routed and mode.rule != "not-probed-yet":
             self._routed.add(key)
             self._decided(decision.as_json() | {"priority": priority})
         if decision.links == "backup" and not self._failed_over:

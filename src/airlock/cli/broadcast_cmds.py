@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,7 +15,9 @@ from typing import Any, TypeVar
 
 import click
 
+from airlock.broadcaster.alerts import AlertSink, configure_logging
 from airlock.broadcaster.lock import ServiceLock
+from airlock.broadcaster.metrics import Metrics
 from airlock.broadcaster.runner import Service
 from airlock.broadcaster.service import Broadcaster, PassResult
 from airlock.broadcaster.setup import build_relays, build_venue, make_resigner
@@ -46,11 +47,9 @@ def _use_config(ctx: click.Context, config_path: Path | None) -> None:
         ctx.obj["config_path"] = config_path
 
 
-def _log_to_stderr(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _log_to_stderr(ctx: click.Context, verbose: bool) -> None:
+    """Log lines to stderr, as text or JSON (``[service] log_format``)."""
+    configure_logging(common.config(ctx).service.log_format, verbose)
 
 
 def _with_service(
@@ -69,6 +68,17 @@ def _with_service(
         relays = build_relays(settings, ring) if settings.relays else []
         venue = build_venue(settings.bybit, ring, store) if settings.bybit else None
 
+        metrics = Metrics(store)
+        sign = None
+        if settings.service.webhook_secret_label is not None:
+            label = settings.service.webhook_secret_label
+            ring.info(label)  # a missing secret fails now, not at the first alert
+
+            def sign(body: bytes) -> bytes:
+                return ring.hmac_sha256(label, body)
+
+        sink = AlertSink(store, settings.service, sign, metrics)
+
         async def main() -> T:
             async with started(relays), contextlib.AsyncExitStack() as stack:
                 evm = None
@@ -77,7 +87,16 @@ def _with_service(
                     evm = Broadcaster(store, relays, settings.broadcaster, resigner=resigner)
                 if venue is not None:
                     await stack.enter_async_context(venue.client)
-                return await job(Service(store, evm, venue))
+                service = Service(
+                    store,
+                    evm,
+                    venue,
+                    failover=settings.failover,
+                    settings=settings.service,
+                    sink=sink,
+                    metrics=metrics,
+                )
+                return await job(service)
 
         outcome = asyncio.run(main())
         return outcome, _counts(store)
@@ -145,7 +164,7 @@ def broadcaster_run(
 ) -> None:
     """Drain the queue through every healthy relay; watch the chain until stopped."""
     _use_config(ctx, config_path)
-    _log_to_stderr(not quiet)
+    _log_to_stderr(ctx, not quiet)
     try:
         if once:
             outcome, counts = _with_service(ctx, lambda s: s.run_once())
@@ -176,7 +195,7 @@ def reconcile(ctx: click.Context, config_path: Path | None, as_json: bool) -> No
     """One reconcile pass — receipts, replacements, reorgs, bumps; Bybit order states and
     fills — with no new dispatch."""
     _use_config(ctx, config_path)
-    _log_to_stderr(False)
+    _log_to_stderr(ctx, False)
 
     async def job(service: Service) -> tuple[PassResult, VenueResult | None]:
         evm, venue = service.evm, service.venue

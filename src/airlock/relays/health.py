@@ -339,6 +339,10 @@ class Monitor:
 
     # -- queries -------------------------------------------------------------------------
 
+    def now_ms(self) -> int:
+        """The monitor's clock (monotonic by default): ``last_ok_ms`` is on it."""
+        return self._clock_ms()
+
     def usable(self, name: str) -> bool:
         return self._get(name).usable
 

@@ -257,3 +257,23 @@ def test_without_a_bybit_section_order_and_cancel_fail_clearly(home, tmp_path):
     assert_clean_failure(done, "[bybit]", str(config))
     cancel = bybit(home, config, "cancel", "--item", "01X")
     assert_clean_failure(cancel, "[bybit]")
+
+
+def test_a_slow_link_caps_market_orders_or_refuses_them(home, sim, tmp_path):
+    """Above [failover] backup_latency_ms (200 ms) a Market order becomes an IOC Limit
+    within 0.1 % of the reference price, or is refused without one; both audited."""
+    config = write_config(tmp_path, sim.url)
+    market = ("--symbol", "BTCUSDT", "--side", "Buy", "--type", "Market", "--qty", "0.01")
+    sim.inject("delay", path="/v5/market/time", ms=300)
+    capped = bybit(home, config, "order", *market, "--ref-price", "60000.0", "--json")
+    assert capped.returncode == 0, capped.stderr
+    data = json.loads(capped.stdout)
+    assert data["intent"]["orderType"] == "Limit" and data["intent"]["timeInForce"] == "IOC"
+    assert data["intent"]["price"] == "60060"  # 60000.0 + 10 bps, a Buy rounded down
+    assert "slow link" in capped.stderr
+    sim.inject("delay", path="/v5/market/time", ms=300)
+    refused = bybit(home, config, "order", *market)
+    assert_clean_failure(refused, "slow-backup-refuse")
+    fast = bybit(home, config, "order", *market, "--json")  # no delay: sent as it is
+    assert fast.returncode == 0, fast.stderr
+    assert json.loads(fast.stdout)["intent"]["orderType"] == "Market"

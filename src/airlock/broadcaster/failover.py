@@ -105,6 +105,18 @@ def window_ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+def audit_plain(value: Any) -> Any:
+    """``value`` with every float made canonical-JSON safe (the audit log has no floats):
+    a whole number becomes an int, anything else its decimal text rounded to 0.001."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else f"{value:.3f}".rstrip("0")
+    if isinstance(value, dict):
+        return {k: audit_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [audit_plain(v) for v in value]
+    return value
+
+
 # ----------------------------------------------------------------------------- mode
 
 
@@ -156,7 +168,7 @@ class ModeState:
         return {
             "decision": "mode",
             "rule": self.rule,
-            "inputs": self.inputs,
+            "inputs": audit_plain(self.inputs),
             "mode": str(self.mode),
             "since_ms": self.since_ms,
         }
@@ -244,7 +256,8 @@ class Route:
 
     def as_json(self) -> dict[str, Any]:
         """The decision as the audit entry ``failover.decision`` records it."""
-        return {"decision": "route", "rule": self.rule, "inputs": self.inputs, "links": self.links}
+        inputs = audit_plain(self.inputs)
+        return {"decision": "route", "rule": self.rule, "inputs": inputs, "links": self.links}
 
 
 def route(
@@ -317,7 +330,7 @@ class Critical:
         return {
             "decision": "critical-order",
             "rule": self.rule,
-            "inputs": self.inputs,
+            "inputs": audit_plain(self.inputs),
             "action": self.action,
             "limit_price": self.limit_price,
         }
@@ -403,7 +416,7 @@ class Escalation:
         return {
             "decision": "escalation",
             "rule": self.rule,
-            "inputs": self.inputs,
+            "inputs": audit_plain(self.inputs),
             "key": self.key,
             "message": self.message,
         }

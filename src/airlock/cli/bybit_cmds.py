@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
+from airlock.audit import entries as audit_entries
+from airlock.broadcaster.failover import Mode, ModeState, critical_order
 from airlock.cli import common
-from airlock.config import BybitConfig, redact_url
+from airlock.config import BybitConfig, FailoverConfig, redact_url
 from airlock.errors import AirlockError, ConfigError, InvalidInput
 from airlock.hsm import errors as hsm_errors
 from airlock.hsm.keyring import KeyRing
@@ -77,7 +80,7 @@ def _intent_key(ring: KeyRing, label: str) -> IntentKey:
     return IntentKey(ring.ecdsa_key(label, curve="p256"), label, ring.public_key_pem(label))
 
 
-def _probe(settings: BybitConfig) -> tuple[bool, str]:
+def _probe(settings: BybitConfig) -> tuple[bool, str, float | None]:
     """One unsigned GET /v5/market/time, no retry, at most PROBE_TIMEOUT_S: is the venue up?"""
 
     def never_signs(_: bytes) -> str:
@@ -100,19 +103,54 @@ def _probe(settings: BybitConfig) -> tuple[bool, str]:
     try:
         elapsed = asyncio.run(ask())
     except (AirlockError, OSError) as exc:
-        return False, f"venue unreachable ({exc}); the outage policy applies"
-    return True, f"venue reachable: {shown} answered the time probe in {elapsed * 1000:.0f} ms"
+        return False, f"venue unreachable ({exc}); the outage policy applies", None
+    note = f"venue reachable: {shown} answered the time probe in {elapsed * 1000:.0f} ms"
+    return True, note, elapsed * 1000
 
 
-def _reachability(settings: BybitConfig, mode: str) -> bool:
+def _reachability(settings: BybitConfig, mode: str) -> tuple[bool, float | None]:
+    """Whether the venue answers, and in how many ms (None when not probed)."""
+    latency = None
     if mode == "auto":
-        reachable, note = _probe(settings)
+        reachable, note, latency = _probe(settings)
     else:
         reachable = mode == "up"
         state = "reachable" if reachable else "unreachable"
         note = f"venue taken as {state} (--venue {mode}, not probed)"
     click.echo(note, err=True)
-    return reachable
+    return reachable, latency
+
+
+def _slow_link_rule(
+    store: Store, request: OrderRequest, latency_ms: float, config: FailoverConfig
+) -> OrderRequest:
+    """The playbook's rule for a slow link: above ``backup_latency_ms`` a Market order is
+    sent as an IOC Limit within ``critical_slippage_bps`` of ``--ref-price``, or refused.
+    The decision is audited (``failover.decision``) either way."""
+    slow = ModeState(Mode.OUTAGE, 0, "slow-link", {"latency_ms": round(latency_ms, 1)})
+    ref = None if request.ref_price is None else str(request.ref_price)
+    critical = critical_order(request.order_type, slow, latency_ms, ref, request.side, config)
+    if critical.action == "send":
+        return request
+    store.record_event(audit_entries.FAILOVER_DECISION, critical.as_json())
+    if critical.action == "refuse":
+        raise InvalidInput(
+            f"order refused ({critical.rule}): the link to the venue is slow "
+            f"({latency_ms:.0f} ms > {config.backup_latency_ms:g} ms); a Market order needs "
+            "--ref-price to be sent as a capped limit"
+        )
+    common.warn(
+        f"slow link ({latency_ms:.0f} ms): Market order sent as an IOC Limit at "
+        f"{critical.limit_price} ({config.critical_slippage_bps} bps from the ref price)"
+    )
+    return replace(
+        request,
+        order_type="Limit",
+        price=critical.limit_price,
+        tif="IOC",
+        ref_price=None,
+        slippage_bps=None,
+    )
 
 
 def _when(ms: int | None) -> str | None:
@@ -204,7 +242,7 @@ def bybit_order(
     """
     _use_config(ctx, config_path)
     settings = _bybit_settings(ctx)
-    reachable = _reachability(settings, venue_mode)
+    reachable, latency_ms = _reachability(settings, venue_mode)
     key = options["idempotency_key"]
     if key is None:
         key = f"cli-{uuid.uuid4().hex}"
@@ -224,6 +262,9 @@ def bybit_order(
         reduce_only=options["reduce_only"],
     )
     with common.open_store(ctx) as (store, ring):
+        failover = common.config(ctx).failover
+        if reachable and latency_ms is not None and latency_ms > failover.backup_latency_ms:
+            request = _slow_link_rule(store, request, latency_ms, failover)
         # A retry of a queued key is answered with the stored item by enqueue_order, even
         # when the policy would refuse it now.
         decision = decide_order(request, venue_reachable=reachable, config=settings.policy)

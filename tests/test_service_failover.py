@@ -71,7 +71,8 @@ async def test_outage_routes_priority_items_over_the_backup_and_holds_the_rest(
         ]
         async with started(relays):
             evm = Broadcaster(store, relays, FAST)
-            service = Service(store, evm, None, failover=failover)
+            metrics = Metrics(store)
+            service = Service(store, evm, None, failover=failover, metrics=metrics)
             stop = asyncio.Event()
             task = asyncio.create_task(service.run(stop))
             try:
@@ -79,9 +80,20 @@ async def test_outage_routes_priority_items_over_the_backup_and_holds_the_rest(
                     lambda: store.get(urgent.item.id).state is State.CONFIRMED, 15, "urgent"
                 )
                 assert store.get(normal.item.id).state is State.QUEUED  # held in the outage
+                during = enqueue_transaction(store, senders[1].key, dict(fields, value=2))
+
+                def persisted() -> float:
+                    return samples(metrics, "airlock_outage_to_persist_seconds_count")
+
+                await wait_until_async(lambda: persisted() == 1, 5, "outage-to-persist")
+                assert samples(metrics, "airlock_failover_seconds_count") == 1
                 primary.set_mode("pass")
                 await wait_until_async(
-                    lambda: store.get(normal.item.id).state is State.CONFIRMED, 15, "normal"
+                    lambda: all(
+                        store.get(q.item.id).state is State.CONFIRMED for q in (normal, during)
+                    ),
+                    15,
+                    "normal",
                 )
             finally:
                 stop.set()
@@ -94,6 +106,15 @@ async def test_outage_routes_priority_items_over_the_backup_and_holds_the_rest(
     modes = [d["rule"] for d in decisions(store) if d["decision"] == "mode"]
     assert modes[0] in ("heartbeat-gap", "missed-acks", "primaries-down")
     assert modes[-1] == "primary-up"
+
+
+def samples(metrics: Metrics, name: str) -> float:
+    """The value of one unlabelled sample in the metrics text."""
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"no sample {name}")
 
 
 class Receiver:

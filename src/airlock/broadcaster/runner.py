@@ -82,6 +82,7 @@ class Service:
             raise_alert=sink.raise_ if sink is not None else None,
             resolve_alert=sink.resolve if sink is not None else None,
             on_failover=metrics.observe_failover if metrics is not None else None,
+            on_persist=metrics.observe_persist if metrics is not None else None,
             clock_ms=self._clock_ms,
         )
         self._alert_tasks: set[asyncio.Task[bool]] = set()

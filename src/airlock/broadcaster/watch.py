@@ -25,6 +25,7 @@ from airlock.broadcaster import failover
 from airlock.broadcaster.failover import LinkView, Mode, ModeState
 from airlock.broadcaster.service import Broadcaster
 from airlock.config import FailoverConfig
+from airlock.queue.states import State
 from airlock.queue.store import Store
 
 log = logging.getLogger("airlock.broadcaster.failover")
@@ -33,6 +34,7 @@ WATCH_SECONDS = 0.5
 REPEAT_SECONDS = 30.0  # an escalation that holds is raised again this often (the sink
 # de-duplicates delivery; this only bounds how often the queue counts it)
 WAITING_STATES = ("queued", "sending")  # the escalation rules count what still waits
+PERSIST_SCAN = 1000  # queued items looked at per pass for the outage-to-persist metric
 
 RaiseAlert = Callable[[str, str, str, dict[str, Any] | None], Coroutine[Any, Any, bool]]
 
@@ -47,6 +49,7 @@ class Watch:
         raise_alert: RaiseAlert | None = None,
         resolve_alert: Callable[[str], bool] | None = None,
         on_failover: Callable[[float], None] | None = None,
+        on_persist: Callable[[float], None] | None = None,
         clock_ms: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
@@ -55,6 +58,9 @@ class Watch:
         self._raise = raise_alert
         self._resolve = resolve_alert
         self._on_failover = on_failover
+        self._on_persist = on_persist
+        self._outage_wall_ms: int | None = None  # when the current outage was detected
+        self._persist_seen: set[str] = set()
         self._clock_ms = clock_ms or store.now_ms
         self.mode: ModeState | None = None
         self._judged_at = 0
@@ -114,9 +120,12 @@ class Watch:
             self._decided(state.as_json())
             if state.mode is Mode.OUTAGE:
                 self._failed_over = False
+                self._outage_wall_ms = self._clock_ms()
+                self._persist_seen.clear()
                 log.warning("OUTAGE (%s): %s", state.rule, state.inputs)
                 self._alert("outage", f"outage: {state.rule}", "critical", state.inputs)
             elif previous is not None:
+                self._outage_wall_ms = None
                 log.info("links back: %s", state.rule)
                 if self._resolve is not None:
                     self._resolve("outage")
@@ -150,7 +159,18 @@ class Watch:
 
     # -- queue ---------------------------------------------------------------------------
 
+    def _observe_persisted(self) -> None:
+        """Time from outage detection to each item persisted during it (the metric)."""
+        start = self._outage_wall_ms
+        if start is None or self._on_persist is None:
+            return
+        for item in self.store.list([State.QUEUED], limit=PERSIST_SCAN):
+            if item.created_ms >= start and item.id not in self._persist_seen:
+                self._persist_seen.add(item.id)
+                self._on_persist((item.created_ms - start) / 1000)
+
     async def judge_queue(self) -> None:
+        self._observe_persisted()
         waiting, oldest = 0, None
         for _kind, state, count, created in self.store.counts_by_kind():
             if state in WAITING_STATES:

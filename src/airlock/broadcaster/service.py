@@ -47,6 +47,7 @@ MAX_WAVE = 1000  # items per wave at most, however large the relays' batches
 PIPELINE_WAVES = 4  # waves per dispatch pass before reconcile gets a turn
 IDLE_TICK_SECONDS = 0.2  # how often an idle broadcaster looks for new work in the queue
 STOP_SECONDS = 10.0  # a stopping service finishes its round within this
+ONCE_RECEIPT_GRACE_MS = 3_000  # --once waits this long for a fresh send's receipt
 
 
 AlertHook = Callable[[str, str, "str | None"], None]  # (key, message, item id)
@@ -212,15 +213,25 @@ class Broadcaster:
         return False
 
     async def _retry_soon(self) -> bool:
-        """In ``--once`` runs: wait for sends backing off for a few seconds at most."""
+        """In ``--once`` runs: wait for sends backing off, and for fresh sends to show a
+        receipt (a node under load mines a moment later), a few seconds at most."""
+        now = self._clock_ms()
         due = [
             i.retry_ms
             for i in self.store.list([State.SENDING])
             if i.retry_ms is not None and self._has_relay(i)
         ]
+        fresh = [
+            i.sent_ms
+            for i in self.store.list([State.SENT])
+            if i.sent_ms is not None and now - i.sent_ms < ONCE_RECEIPT_GRACE_MS
+        ]
+        if fresh and not due:
+            await asyncio.sleep(IDLE_TICK_SECONDS)
+            return True
         if not due:
             return False
-        wait_ms = min(due) - self._clock_ms()
+        wait_ms = min(due) - now
         if wait_ms > 5_000:
             return False
         await asyncio.sleep(max(wait_ms, 0) / 1000)

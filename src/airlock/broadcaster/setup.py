@@ -7,6 +7,9 @@ neither ``relays/`` nor ``broadcaster/service`` ever holds a key object of its o
 
 from __future__ import annotations
 
+import contextlib
+
+from airlock.broadcaster.metrics import Metrics
 from airlock.broadcaster.service import Resigner
 from airlock.broadcaster.venue import VenueBroadcaster, VenueSettings
 from airlock.config import AirlockConfig, BybitConfig
@@ -77,7 +80,9 @@ def resigner(keyring: KeyRing, cap: int, bump_pct: float) -> Resigner:
     return resign
 
 
-def build_venue(settings: BybitConfig, keyring: KeyRing, store: Store) -> VenueBroadcaster:
+def build_venue(
+    settings: BybitConfig, keyring: KeyRing, store: Store, metrics: Metrics | None = None
+) -> VenueBroadcaster:
     """The Bybit side from ``[bybit]``: a client whose requests are signed by the HSM at
     send time, and the intent key's public half to check every intent before it leaves.
 
@@ -88,14 +93,16 @@ def build_venue(settings: BybitConfig, keyring: KeyRing, store: Store) -> VenueB
         keyring.info(label)  # a missing secret fails here, not at the first order
 
         def sign(payload: bytes) -> str:
-            return hmac_signature(lambda data: keyring.hmac_sha256(label, data), payload)
+            with _timed(metrics, "hmac"):
+                return hmac_signature(lambda data: keyring.hmac_sha256(label, data), payload)
     else:
         assert settings.rsa_key_label is not None
         rsa_label = settings.rsa_key_label
         keyring.info(rsa_label)
 
         def sign(payload: bytes) -> str:
-            return rsa_signature(lambda data: keyring.rsa_sign_sha256(rsa_label, data), payload)
+            with _timed(metrics, "rsa"):
+                return rsa_signature(lambda data: keyring.rsa_sign_sha256(rsa_label, data), payload)
 
     backoff = BackoffPolicy(
         base_s=settings.retry_base_seconds,
@@ -127,3 +134,8 @@ def build_venue(settings: BybitConfig, keyring: KeyRing, store: Store) -> VenueB
     )
     venues.append(venue)
     return venue
+
+
+def _timed(metrics: Metrics | None, op: str) -> contextlib.AbstractContextManager[None]:
+    """The HSM signing latency metric, when the service keeps metrics."""
+    return metrics.time_sign(op) if metrics is not None else contextlib.nullcontext()

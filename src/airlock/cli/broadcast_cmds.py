@@ -66,9 +66,9 @@ def _with_service(
         )
     with ServiceLock(settings.queue.path), common.open_store(ctx) as (store, ring):
         relays = build_relays(settings, ring) if settings.relays else []
-        venue = build_venue(settings.bybit, ring, store) if settings.bybit else None
-
         metrics = Metrics(store)
+        venue = build_venue(settings.bybit, ring, store, metrics) if settings.bybit else None
+
         sign = None
         if settings.service.webhook_secret_label is not None:
             label = settings.service.webhook_secret_label

@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import hashlib
 import hmac
-import inspect
 import itertools
 import json
 import logging
@@ -53,8 +52,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -78,7 +77,7 @@ from airlock.signer.bybit import (
     signing_payload,
 )
 from airlock.sim.bybit import CREATE, DEFAULT_RATE_LIMITS, IP_KEY, BybitSim, SimRequest
-from benchkit import open_bench_token
+from benchkit import Stopwatch, open_bench_token
 
 API_KEY = "airlock-bench-key"
 SYMBOL = "BTCUSDT"
@@ -92,50 +91,6 @@ DRAIN_SLACK_S = 120.0  # on top of N / L: the bound on one drain
 
 
 # --------------------------------------------------------------------------- plumbing
-
-
-class Stopwatch:
-    """Wall time spent inside chosen callables, by patching them on their owner.
-
-    The broadcaster awaits or calls each of them one at a time (one order in flight), so
-    the parts add up and the rest is the broadcaster's own Python between them.
-    """
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)
-        self._undo: list[Callable[[], None]] = []
-
-    def wrap(self, owner: object, name: str, label: str) -> None:
-        fn = getattr(owner, name)
-        clock = time.perf_counter
-        if inspect.iscoroutinefunction(fn):
-
-            async def timed_async(*args: Any, **kwargs: Any) -> Any:
-                t0 = clock()
-                try:
-                    return await fn(*args, **kwargs)
-                finally:
-                    self.seconds[label] += clock() - t0
-                    self.calls[label] += 1
-
-            setattr(owner, name, timed_async)
-        else:
-
-            def timed(*args: Any, **kwargs: Any) -> Any:
-                t0 = clock()
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    self.seconds[label] += clock() - t0
-                    self.calls[label] += 1
-
-            setattr(owner, name, timed)
-        self._undo.append(lambda: setattr(owner, name, fn))
-
-    def restore(self) -> None:
-        while self._undo:
-            self._undo.pop()()
 
 
 def order_request(key: str) -> OrderRequest:

@@ -53,7 +53,6 @@ import argparse
 import asyncio
 import cProfile
 import http.client
-import inspect
 import itertools
 import json
 import logging
@@ -64,7 +63,6 @@ import statistics
 import tempfile
 import time
 import urllib.parse
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass
@@ -73,6 +71,7 @@ from typing import Any
 
 from web3 import HTTPProvider, Web3
 
+import benchkit
 from airlock.broadcaster.service import Broadcaster
 from airlock.config import BroadcasterConfig, HealthConfig, RelayConfig
 from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
@@ -261,47 +260,8 @@ def profiled(path: Path | None) -> Iterator[None]:
         pstats.Stats(profile).sort_stats("tottime").print_stats(25)
 
 
-class Stopwatch:
-    """Wall time spent inside chosen methods, by patching them on the instance.
-
-    Every method timed here is awaited or called one at a time by the broadcaster (the
-    store's calls are synchronous; the fan-out and the chain reads are awaited in turn),
-    so the parts add up and the rest is the broadcaster's own Python between them.
-    """
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)
-
-    def reset(self) -> None:
-        self.seconds.clear()
-        self.calls.clear()
-
-    def wrap(self, obj: object, name: str, label: str) -> None:
-        fn = getattr(obj, name)
-        clock = time.perf_counter
-        if inspect.iscoroutinefunction(fn):
-
-            async def timed_async(*args: Any, **kwargs: Any) -> Any:
-                t0 = clock()
-                try:
-                    return await fn(*args, **kwargs)
-                finally:
-                    self.seconds[label] += clock() - t0
-                    self.calls[label] += 1
-
-            setattr(obj, name, timed_async)
-        else:
-
-            def timed(*args: Any, **kwargs: Any) -> Any:
-                t0 = clock()
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    self.seconds[label] += clock() - t0
-                    self.calls[label] += 1
-
-            setattr(obj, name, timed)
+class Stopwatch(benchkit.Stopwatch):
+    """The shared stopwatch, with the table this benchmark prints."""
 
     def table(self, total: float) -> list[dict[str, Any]]:
         rows = [

@@ -7,6 +7,7 @@ shares this single token home.
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,3 +69,11 @@ def store(tmp_path: Path, kek: HsmKek) -> Iterator[Store]:
     """A fresh queue database in a temporary directory."""
     with Store.open(tmp_path / "queue.db", kek) as opened:
         yield opened
+
+
+@pytest.fixture
+def dead_url() -> Iterator[str]:
+    """A loopback port that is bound but never listens: connections are refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"

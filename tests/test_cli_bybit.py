@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,14 +46,6 @@ def home(tmp_path_factory) -> Path:
     )
     assert imported.returncode == 0, imported.stderr
     return home
-
-
-@pytest.fixture
-def dead_url() -> Iterator[str]:
-    """A loopback port that is bound but never listens: connections are refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture

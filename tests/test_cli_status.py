@@ -9,7 +9,6 @@ AIRLOCK_PIN_FILE only (tests.test_cli_broadcast.airlock).
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -54,14 +53,6 @@ def empty_home(tmp_path_factory) -> Path:
     done = run(home, "init")
     assert done.returncode == 0, done.stderr
     return home
-
-
-@pytest.fixture
-def dead_url() -> Iterator[str]:
-    """A loopback port that is bound but never listens: connections are refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 class Recorder(ThreadingHTTPServer):

@@ -34,18 +34,6 @@ from airlock.relays.jsonrpc import started
 
 T = TypeVar("T")
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="airlock.toml to use (default: $AIRLOCK_HOME/airlock.toml).",
-)
-
-
-def _use_config(ctx: click.Context, config_path: Path | None) -> None:
-    if config_path is not None:
-        ctx.obj["config_path"] = config_path
-
 
 def _log_to_stderr(ctx: click.Context, verbose: bool) -> None:
     """Log lines to stderr, as text or JSON (``[service] log_format``)."""
@@ -155,7 +143,7 @@ def broadcaster_group() -> None:
     is_flag=True,
     help="Dispatch, bump and reconcile until nothing more can progress, then exit.",
 )
-@config_option
+@common.config_option
 @click.option("--json", "as_json", is_flag=True, help="With --once: the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and alerts on stderr.")
 @click.pass_context
@@ -163,7 +151,7 @@ def broadcaster_run(
     ctx: click.Context, once: bool, config_path: Path | None, as_json: bool, quiet: bool
 ) -> None:
     """Drain the queue through every healthy relay; watch the chain until stopped."""
-    _use_config(ctx, config_path)
+    common.use_config(ctx, config_path)
     _log_to_stderr(ctx, not quiet)
     try:
         if once:
@@ -188,13 +176,13 @@ async def _serve(service: Service) -> None:
 
 
 @click.command("reconcile")
-@config_option
+@common.config_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def reconcile(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
     """One reconcile pass — receipts, replacements, reorgs, bumps; Bybit order states and
     fills — with no new dispatch."""
-    _use_config(ctx, config_path)
+    common.use_config(ctx, config_path)
     _log_to_stderr(ctx, False)
 
     async def job(service: Service) -> tuple[PassResult, VenueResult | None]:
@@ -230,12 +218,12 @@ def links_group() -> None:
 
 
 @links_group.command("status")
-@config_option
+@common.config_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def links_status(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
     """Probe every relay now (chain id, head block) and show its health."""
-    _use_config(ctx, config_path)
+    common.use_config(ctx, config_path)
     settings = common.config(ctx)
     needs_hsm = any(r.auth_key_label for r in settings.relays)
     with common.keyring(ctx) if needs_hsm else contextlib.nullcontext() as ring:

@@ -41,18 +41,6 @@ PROBE_TIMEOUT_S = 2.0
 
 _VENUE_MODES = ("auto", "up", "down")
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="airlock.toml to use (default: $AIRLOCK_HOME/airlock.toml).",
-)
-
-
-def _use_config(ctx: click.Context, config_path: Path | None) -> None:
-    if config_path is not None:
-        ctx.obj["config_path"] = config_path
-
 
 def _bybit_settings(ctx: click.Context) -> BybitConfig:
     settings = common.config(ctx)
@@ -221,7 +209,7 @@ def bybit_group() -> None:
     help="Is the venue reachable? auto probes GET /v5/market/time (2 s); up and down "
     "force the answer, for drills.",
 )
-@config_option
+@common.config_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def bybit_order(
@@ -240,7 +228,7 @@ def bybit_order(
     --venue up|down skips the probe and forces the policy's view of the venue: for drills,
     or when the probe cannot tell (a venue reachable only through another link).
     """
-    _use_config(ctx, config_path)
+    common.use_config(ctx, config_path)
     settings = _bybit_settings(ctx)
     reachable, latency_ms = _reachability(settings, venue_mode)
     key = options["idempotency_key"]
@@ -320,7 +308,7 @@ def _order_text(data: dict[str, Any]) -> str:
 @bybit_group.command("cancel")
 @click.option("--order-link-id", "link_id", help="The orderLinkId of the order to cancel.")
 @click.option("--item", "item_id", help="The queue item id of the order to cancel.")
-@config_option
+@common.config_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def bybit_cancel(
@@ -337,7 +325,7 @@ def bybit_cancel(
     """
     if (link_id is None) == (item_id is None):
         raise click.UsageError("give exactly one of --order-link-id or --item")
-    _use_config(ctx, config_path)
+    common.use_config(ctx, config_path)
     settings = _bybit_settings(ctx)
     with common.open_store(ctx) as (store, ring):
         order = _find_order(store, link_id, item_id)
@@ -387,7 +375,7 @@ def _find_order(store: Store, link_id: str | None, item_id: str | None) -> Item:
 
 @bybit_group.command("orders")
 @click.option("--limit", type=click.IntRange(1), help="At most this many items.")
-@config_option
+@common.config_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def bybit_orders(
@@ -397,7 +385,7 @@ def bybit_orders(
 
     Each with what the venue last said of it. Metadata only: nothing is decrypted, nothing
     is sent."""
-    _use_config(ctx, config_path)
+    common.use_config(ctx, config_path)
     with common.open_store(ctx) as (store, _):
         pairs = store.venue_all(limit)
         counts = store.fill_counts()

@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -70,3 +71,18 @@ def emit(as_json: bool, data: Any, text: Callable[[], str]) -> None:
 
 def warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="airlock.toml to use (default: $AIRLOCK_HOME/airlock.toml).",
+)
+"""``--config`` on a subcommand, as well as before it (``airlock --config F …``)."""
+
+
+def use_config(ctx: click.Context, config_path: Path | None) -> None:
+    """Make a subcommand's ``--config`` the one every later lookup uses."""
+    if config_path is not None:
+        ctx.obj["config_path"] = config_path

@@ -58,27 +58,19 @@ STATE_ORDER = [
     State.CANCELLED,
 ]
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="airlock.toml to use (default: $AIRLOCK_HOME/airlock.toml).",
-)
-
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
 @click.command("status")
-@config_option
+@common.config_option
 @click.option("--json", "as_json", is_flag=True, help="One object with the same sections.")
 @click.option("--no-probe", is_flag=True, help="No network I/O: links are shown 'not probed'.")
 @click.pass_context
 def status(ctx: click.Context, config_path: Path | None, as_json: bool, no_probe: bool) -> None:
     """Links, queue, nonces, broadcaster and open alerts on one screen (reads only)."""
-    if config_path is not None:
-        ctx.obj["config_path"] = config_path
+    common.use_config(ctx, config_path)
     settings = common.config(ctx)
     data = collect(ctx, settings, probe=not no_probe)
     common.emit(as_json, data, lambda: render(data))

@@ -31,7 +31,6 @@ from airlock.audit.log import AuditKey
 from airlock.audit.verify import verify_export
 from airlock.broadcaster.service import Broadcaster
 from airlock.config import BroadcasterConfig, HealthConfig, RelayConfig, load_config
-from airlock.errors import AirlockError
 from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
 from airlock.hsm.softhsm import init_embedded
 from airlock.queue.evm import enqueue_transaction
@@ -43,6 +42,7 @@ from airlock.signer import evm
 from airlock.signer.ladder import LadderSpec
 from airlock.sim.anvil import Anvil, start_anvil
 from airlock.sim.demo_bybit import bybit_drill
+from airlock.sim.drill import DemoFailed, until
 from airlock.sim.faultproxy import FaultProxy
 
 RECIPIENT = "0x000000000000000000000000000000000000dEaD"
@@ -58,11 +58,6 @@ DRILL = BroadcasterConfig(
     bump_after_blocks=1,
     health=HealthConfig(probe_seconds=0.3, probe_down_seconds=0.05),
 )
-DRILL_TIMEOUT_S = 60
-
-
-class DemoFailed(AirlockError):
-    """An invariant of the drill did not hold."""
 
 
 @dataclass
@@ -208,7 +203,7 @@ async def _drain_when_back(
             await asyncio.sleep(BLOCK_SECONDS)
 
     async with started(relays), Broadcaster(store, relays, DRILL).serving() as broadcaster:
-        await _until(lambda: broadcaster.monitor.snapshots()["rpc-a"].last_error is not None)
+        await until(lambda: broadcaster.monitor.snapshots()["rpc-a"].last_error is not None)
         if any(store.attempts(i) for i in ids):
             raise DemoFailed("something was sent while every link was down")
         say("broadcaster running, both links down: nothing sent")
@@ -218,12 +213,12 @@ async def _drain_when_back(
             return_ms = store.now_ms()
             links[1].set_mode("pass")
             say("link b back (link a still down): dispatching in nonce order")
-            await _until(lambda: any(store.attempts(i) for i in ids))
+            await until(lambda: any(store.attempts(i) for i in ids))
             links[0].set_mode("slow", delay_ms=SLOW_LINK_MS)
             say(f"link a back, slow ({SLOW_LINK_MS} ms a request): both links carry sends")
-            await _until(lambda: not spiking())
+            await until(lambda: not spiking())
             say("every stuck transfer bumped to its next pre-signed fee level; spike over")
-            await _until(lambda: all(store.get(i).state is State.CONFIRMED for i in ids))
+            await until(lambda: all(store.get(i).state is State.CONFIRMED for i in ids))
         finally:
             stop_chain.set()
             await miner
@@ -273,11 +268,3 @@ def _report(result: dict[str, Any], say: Callable[[str], None]) -> None:
     say(f"duplicates: {result['duplicates']} (must be 0); lost: {result['lost']} (must be 0)")
     verdict = "verified" if result["audit_verified"] else "FAILED"
     say(f"audit log: {result['audit_entries']} entries, {verdict} offline with the public key")
-
-
-async def _until(check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DRILL_TIMEOUT_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise DemoFailed(f"the drill did not get there within {DRILL_TIMEOUT_S} s")
-        await asyncio.sleep(0.05)

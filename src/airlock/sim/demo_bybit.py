@@ -23,7 +23,6 @@ from typing import Any
 from airlock.broadcaster.setup import build_venue
 from airlock.broadcaster.venue import VenueBroadcaster
 from airlock.config import BybitConfig
-from airlock.errors import AirlockError
 from airlock.hsm.keyring import KeyRing
 from airlock.queue.bybit import IntentKey, OrderRefused, cancel_order, enqueue_order
 from airlock.queue.policy import OrderRequest, PolicyConfig, decide_order
@@ -31,15 +30,11 @@ from airlock.queue.states import State
 from airlock.queue.store import Store
 from airlock.sim.anvil import free_port
 from airlock.sim.bybit import CREATE, BybitSim
+from airlock.sim.drill import DemoFailed, until
 
 API_KEY = "airlock-demo"
 SYMBOL = "BTCUSDT"
 SKEW_MS = -3000  # the venue's clock runs 3 s behind ours
-DRILL_TIMEOUT_S = 30
-
-
-class BybitDrillFailed(AirlockError):
-    """An invariant of the Bybit drill did not hold."""
 
 
 def bybit_drill(ring: KeyRing, store: Store, say: Callable[[str], None]) -> dict[str, Any]:
@@ -82,9 +77,9 @@ def bybit_drill(ring: KeyRing, store: Store, say: Callable[[str], None]) -> dict
     duplicates = sum(n - 1 for n in placed.values()) + len(set(placed) - set(links))
     lost = len(set(links) - set(placed))
     if duplicates or lost:
-        raise BybitDrillFailed(f"orders not placed exactly once: {placed}")
+        raise DemoFailed(f"orders not placed exactly once: {placed}")
     if len(store.fills()) != fills:
-        raise BybitDrillFailed(f"{fills} fills on the venue, {len(store.fills())} reconciled")
+        raise DemoFailed(f"{fills} fills on the venue, {len(store.fills())} reconciled")
     say(f"{len(links)} orders placed exactly once; {fills} fills reconciled, each once")
     return {
         "orders_placed": len(links),
@@ -142,28 +137,20 @@ async def _drain_when_back(
     async with venue.client:
         task = asyncio.create_task(venue.run(stop))
         try:
-            await _until(lambda: venue.last_error is not None or task.done())
+            await until(lambda: venue.last_error is not None or task.done())
             if sim.requests():
-                raise BybitDrillFailed("something reached the venue while it was down")
+                raise DemoFailed("something reached the venue while it was down")
             say("broadcaster running, venue down: nothing sent")
             sim.set_mark_price(SYMBOL, "61000")
             await asyncio.to_thread(sim.start)
             back_ms = time.time_ns() // 1_000_000
             say("venue back (clock 3 s behind, one answer will be lost): sending")
-            await _until(lambda: all(store.get(i).state is State.SENT for i in ids))
+            await until(lambda: all(store.get(i).state is State.SENT for i in ids))
             say(f"venue clock offset learned: {venue.client.offset_ms:+d} ms")
             sim.set_mark_price(SYMBOL, "59000")
             say("mark moved to 59000 while nobody watched: resting buys filled")
-            await _until(lambda: all(store.get(i).state is State.CONFIRMED for i in ids))
+            await until(lambda: all(store.get(i).state is State.CONFIRMED for i in ids))
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
     return back_ms
-
-
-async def _until(check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DRILL_TIMEOUT_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise BybitDrillFailed(f"the drill did not get there within {DRILL_TIMEOUT_S} s")
-        await asyncio.sleep(0.05)

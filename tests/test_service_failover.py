@@ -190,6 +190,8 @@ async def test_escalations_reach_a_signed_webhook_and_metrics_parse(store, keyri
     ]
     assert queued == [3.0]
     assert "airlock_alerts" in families and health == 200
+    bybit_up = [s.value for s in families["airlock_link_up"].samples if s.labels["link"] == "bybit"]
+    assert bybit_up == [0.0]  # the venue was down all along
     escalations = [d for d in decisions(store) if d["decision"] == "escalation"]
     assert {d["rule"] for d in escalations} == {"queue-depth", "queue-age"}
     assert {a.key for a in store.open_alerts()} >= {"escalate.queue-depth"}

@@ -316,6 +316,14 @@ def _where(section: str) -> str:
     return section if section.startswith("[") else f"[{section}]"
 
 
+def _choice_setting(section: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(
+            f"{_where(section)} {key} must be one of {', '.join(choices)}, got {value!r}"
+        )
+    return str(value)
+
+
 def _check_keys(section: str, table: Mapping[str, Any], known: set[str]) -> None:
     unknown = set(table) - known
     if unknown:
@@ -471,9 +479,7 @@ def _relay_config(
 ) -> RelayConfig:
     _check_keys(section, table, _RELAY_KEYS)
     _require_keys(section, table, ("kind", "url", "chain_id"))
-    kind = table["kind"]
-    if kind not in RELAY_KINDS:
-        raise ConfigError(f"{section} kind must be one of {', '.join(RELAY_KINDS)}, got {kind!r}")
+    kind = _choice_setting(section, "kind", table["kind"], RELAY_KINDS)
     relay = RelayConfig(
         name=name,
         kind=kind,
@@ -489,11 +495,7 @@ def _relay_config(
             )
         relay = replace(relay, link=link)
     if "method" in table:
-        method = table["method"]
-        if method not in PRIVATE_METHODS:
-            raise ConfigError(
-                f"{section} method must be one of {', '.join(PRIVATE_METHODS)}, got {method!r}"
-            )
+        method = _choice_setting(section, "method", table["method"], PRIVATE_METHODS)
         if not relay.private and method != RelayConfig.method:
             raise ConfigError(
                 f"{section} method {method!r} is only for evm-private relays; "
@@ -526,11 +528,7 @@ def _relay_config(
         value = _int_setting(section, "batch_size", table["batch_size"], 1, 1000)
         relay = replace(relay, batch_size=value)
     if "role" in table:
-        if table["role"] not in RELAY_ROLES:
-            raise ConfigError(
-                f"{section} role must be one of {', '.join(RELAY_ROLES)}, got {table['role']!r}"
-            )
-        relay = replace(relay, role=table["role"])
+        relay = replace(relay, role=_choice_setting(section, "role", table["role"], RELAY_ROLES))
     return relay
 
 
@@ -655,11 +653,7 @@ def _bybit_config(table: Mapping[str, Any]) -> BybitConfig:
         value = _label_setting(section, "intent_key_label", table)
         config = replace(config, intent_key_label=value)
     if "category" in table:
-        category = table["category"]
-        if category not in CATEGORIES:
-            raise ConfigError(
-                f"[bybit] category must be one of {', '.join(CATEGORIES)}, got {category!r}"
-            )
+        category = _choice_setting(section, "category", table["category"], CATEGORIES)
         config = replace(config, category=category)
     if "timeout_seconds" in table:
         value = _number_setting(section, "timeout_seconds", table["timeout_seconds"], 0.1, 120)
@@ -726,12 +720,8 @@ def _service_config(table: Mapping[str, Any]) -> ServiceConfig:
         port = _int_setting(section, "metrics_port", table["metrics_port"], 0, 65535)
         config = replace(config, metrics_port=port)
     if "log_format" in table:
-        if table["log_format"] not in LOG_FORMATS:
-            raise ConfigError(
-                f"[service] log_format must be one of {', '.join(LOG_FORMATS)}, "
-                f"got {table['log_format']!r}"
-            )
-        config = replace(config, log_format=table["log_format"])
+        log_format = _choice_setting(section, "log_format", table["log_format"], LOG_FORMATS)
+        config = replace(config, log_format=log_format)
     if "webhook_url" in table:
         url = _http_url_setting(section, "webhook_url", table["webhook_url"])
         config = replace(config, webhook_url=url)

@@ -135,8 +135,7 @@ class Service:
         if self.venue is not None:
             parts.append(self.venue.run(stop))
         parts.append(self._notes(stop))
-        tick = self.metrics.beat if self.metrics is not None else None
-        parts.append(self.watch.run(stop, tick))
+        parts.append(self.watch.run(stop, self._tick if self.metrics is not None else None))
         tasks = [asyncio.ensure_future(part) for part in parts]
         log.info(
             "broadcaster started (pid %d): %d relay(s)%s",
@@ -157,6 +156,15 @@ class Service:
                 await asyncio.gather(*self._alert_tasks, return_exceptions=True)
             self.write_notes()
             log.info("broadcaster stopped")
+
+    def _tick(self) -> None:
+        """Each watch pass: the loop is alive, and every link's availability."""
+        assert self.metrics is not None
+        self.metrics.beat()
+        if self.evm is not None:
+            self.metrics.set_links(self.evm.monitor.snapshots())
+        if self.venue is not None:
+            self.metrics.set_link("bybit", self.venue.supervisor.is_connected)
 
     async def _finish(self, tasks: list[asyncio.Future[None]]) -> None:
         pending = [t for t in tasks if not t.done()]

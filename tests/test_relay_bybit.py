@@ -443,3 +443,20 @@ async def test_supervisor_reconnects_after_the_venue_restarts() -> None:
         first.stop()
         second.stop()
     assert steps.delays == [5.0, 5.0, 1.0, 2.0, 5.0, 5.0]
+
+
+async def test_a_signing_failure_is_not_a_send(clock: Clock) -> None:
+    """The HSM away at send time: nothing left the machine, so the order is TRANSPORT
+    (safe to retry), never UNKNOWN, and the venue saw nothing."""
+
+    def hsm_gone(_: bytes) -> str:
+        raise RuntimeError("token not present")
+
+    with BybitSim(KEY, secret=SECRET, clock_ms=clock) as venue:
+        async with BybitClient(
+            venue.url, KEY, hsm_gone, "hmac", clock_ms=clock, sleep=clock.sleep,
+            backoff=BackoffPolicy(max_retries=1, seed=1),
+        ) as bybit:  # fmt: skip
+            placed = await bybit.create_order(intent(0))
+        assert creates(venue) == []
+    assert placed.outcome is V.TRANSPORT and "signing failed" in placed.ret_msg

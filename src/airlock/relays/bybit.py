@@ -579,7 +579,10 @@ class BybitClient:
         if body is not None:
             headers["Content-Type"] = "application/json"
         if signed:
-            headers.update(await self._auth(body, query))
+            try:
+                headers.update(await self._auth(body, query))
+            except Exception as exc:  # the HSM is away: nothing was sent, safe to retry
+                raise _NotSent(f"{method} {path}: signing failed: {exc}") from None
         url = yarl.URL(self._base + path + (f"?{query}" if query else ""), encoded=True)
         what = f"{method} {path} to {self._shown}"
         try:

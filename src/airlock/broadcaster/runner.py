@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from airlock.broadcaster.alerts import AlertSink
@@ -38,6 +38,7 @@ from airlock.broadcaster.venue import VenueBroadcaster, VenueResult
 from airlock.broadcaster.watch import Watch
 from airlock.config import FailoverConfig, ServiceConfig
 from airlock.queue.store import Store
+from airlock.relays.jsonrpc import started
 
 log = logging.getLogger("airlock.broadcaster")
 
@@ -103,6 +104,16 @@ class Service:
         )
         self._alert_tasks.add(task)
         task.add_done_callback(self._alert_tasks.discard)
+
+    @contextlib.asynccontextmanager
+    async def started(self) -> AsyncIterator[Service]:
+        """The relays' and the venue's HTTP clients open for the block."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self.evm is not None:
+                await stack.enter_async_context(started(self.evm.relays))
+            if self.venue is not None:
+                await stack.enter_async_context(self.venue.client)
+            yield self
 
     async def run_once(self) -> OnceResult:
         """Drain, bump and reconcile until nothing more moves (``--once``)."""

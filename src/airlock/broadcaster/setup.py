@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 
+from airlock.broadcaster.alerts import AlertSink
 from airlock.broadcaster.metrics import Metrics
-from airlock.broadcaster.service import Resigner
+from airlock.broadcaster.runner import Service
+from airlock.broadcaster.service import Broadcaster, Resigner
 from airlock.broadcaster.venue import VenueBroadcaster, VenueSettings
 from airlock.config import AirlockConfig, BybitConfig
 from airlock.errors import ConfigError
@@ -139,3 +141,40 @@ def build_venue(
 def _timed(metrics: Metrics | None, op: str) -> contextlib.AbstractContextManager[None]:
     """The HSM signing latency metric, when the service keeps metrics."""
     return metrics.time_sign(op) if metrics is not None else contextlib.nullcontext()
+
+
+def build_service(config: AirlockConfig, store: Store, keyring: KeyRing) -> Service:
+    """The whole service from the configuration: the EVM side for ``[[relays]]``, the
+    Bybit side for ``[bybit]``, metrics, and alert delivery signed by the HSM's webhook
+    secret. Nothing is started: use ``async with service.started()``. A missing key or
+    secret fails here, before anything is sent."""
+    if not config.relays and config.bybit is None:
+        raise ConfigError(
+            f"nothing to broadcast to: add [[relays]] or [bybit] to "
+            f"{config.home / 'airlock.toml'} (see docs/configuration.md)"
+        )
+    metrics = Metrics(store)
+    evm = None
+    if config.relays:
+        relays = build_relays(config, keyring)
+        resign = make_resigner(config, keyring)
+        evm = Broadcaster(store, relays, config.broadcaster, resigner=resign)
+    venue = build_venue(config.bybit, keyring, store, metrics) if config.bybit else None
+    sign = None
+    label = config.service.webhook_secret_label
+    if label is not None:
+        keyring.info(label)
+
+        def sign(body: bytes) -> bytes:
+            return keyring.hmac_sha256(label, body)
+
+    sink = AlertSink(store, config.service, sign, metrics)
+    return Service(
+        store,
+        evm,
+        venue,
+        failover=config.failover,
+        settings=config.service,
+        sink=sink,
+        metrics=metrics,
+    )

@@ -15,16 +15,15 @@ from typing import Any, TypeVar
 
 import click
 
-from airlock.broadcaster.alerts import AlertSink, configure_logging
+from airlock.broadcaster.alerts import configure_logging
 from airlock.broadcaster.lock import ServiceLock
-from airlock.broadcaster.metrics import Metrics
 from airlock.broadcaster.runner import Service
-from airlock.broadcaster.service import Broadcaster, PassResult
-from airlock.broadcaster.setup import build_relays, build_venue, make_resigner
+from airlock.broadcaster.service import PassResult
+from airlock.broadcaster.setup import build_relays, build_service
 from airlock.broadcaster.venue import VenueResult
 from airlock.cli import common
 from airlock.config import redact_url
-from airlock.errors import AirlockError, ConfigError
+from airlock.errors import AirlockError
 from airlock.hsm.keyring import KeyRing
 from airlock.queue.states import State
 from airlock.queue.store import Store
@@ -47,43 +46,11 @@ def _with_service(
     configured (the EVM broadcaster for ``[[relays]]``, the Bybit one for ``[bybit]``),
     run ``job``; return its result and the queue's count per state afterwards."""
     settings = common.config(ctx)
-    if not settings.relays and settings.bybit is None:
-        raise ConfigError(
-            f"nothing to broadcast to: add [[relays]] or [bybit] to "
-            f"{settings.home / 'airlock.toml'} (see docs/configuration.md)"
-        )
     with ServiceLock(settings.queue.path), common.open_store(ctx) as (store, ring):
-        relays = build_relays(settings, ring) if settings.relays else []
-        metrics = Metrics(store)
-        venue = build_venue(settings.bybit, ring, store, metrics) if settings.bybit else None
-
-        sign = None
-        if settings.service.webhook_secret_label is not None:
-            label = settings.service.webhook_secret_label
-            ring.info(label)  # a missing secret fails now, not at the first alert
-
-            def sign(body: bytes) -> bytes:
-                return ring.hmac_sha256(label, body)
-
-        sink = AlertSink(store, settings.service, sign, metrics)
+        service = build_service(settings, store, ring)
 
         async def main() -> T:
-            async with started(relays), contextlib.AsyncExitStack() as stack:
-                evm = None
-                if relays:
-                    resigner = make_resigner(settings, ring)
-                    evm = Broadcaster(store, relays, settings.broadcaster, resigner=resigner)
-                if venue is not None:
-                    await stack.enter_async_context(venue.client)
-                service = Service(
-                    store,
-                    evm,
-                    venue,
-                    failover=settings.failover,
-                    settings=settings.service,
-                    sink=sink,
-                    metrics=metrics,
-                )
+            async with service.started():
                 return await job(service)
 
         outcome = asyncio.run(main())

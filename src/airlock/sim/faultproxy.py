@@ -74,6 +74,7 @@ class Mode(StrEnum):
     GARBAGE = "garbage"
     LOSE_RESPONSE = "lose_response"
     FLAKY = "flaky"
+    LIE = "lie"
 
 
 class Garbage(StrEnum):
@@ -98,6 +99,7 @@ _PARAMS: dict[Mode, dict[str, Any]] = {
     Mode.GARBAGE: {"kind": None, "size": DEFAULT_HUGE_SIZE},
     Mode.LOSE_RESPONSE: {},
     Mode.FLAKY: {"p": 0.5, "faults": None},
+    Mode.LIE: {},
 }
 
 
@@ -462,6 +464,47 @@ class FaultProxy(LoopThread):
         await self._forward(request, body)
         return await reset_connection(request)
 
+    async def _do_lie(
+        self, request: web.BaseRequest, body: bytes, params: Mapping[str, Any]
+    ) -> web.StreamResponse:
+        """A lying relay: every ``eth_sendRawTransaction`` is answered at once with a
+        well-formed hash that is not the transaction's, and never forwarded; every other
+        call of the request (batches included) goes to the upstream as usual."""
+        calls, batch = parse_jsonrpc(body)
+        sends = [c for c in calls if c.get("method") == "eth_sendRawTransaction"]
+        if not sends:
+            return (await self._forward(request, body)).response()
+        lies = {id(c): self._lie_for(c) for c in sends}
+        rest = [c for c in calls if id(c) not in lies]
+        answered: dict[int, Any] = {}
+        if rest:
+            upstream = await self._forward(request, json.dumps(rest).encode())
+            try:
+                replies = loads_limited(upstream.body) if upstream.status == 200 else None
+            except ValueError:
+                replies = None
+            if not isinstance(replies, list):
+                return upstream.response()  # the upstream failed: pass its failure on
+            by_id = {json.dumps(r.get("id")): r for r in replies if isinstance(r, dict)}
+            for call in rest:
+                reply = by_id.get(json.dumps(call.get("id")))
+                if reply is not None:
+                    answered[id(call)] = reply
+        out = [lies.get(id(c)) or answered.get(id(c)) for c in calls]
+        kept = [reply for reply in out if reply is not None]
+        payload: Any = kept if batch else kept[0]
+        return web.json_response(payload)
+
+    def _lie_for(self, call: Mapping[str, Any]) -> dict[str, Any]:
+        """A random 32-byte hash, never the hash of the bytes the call carries."""
+        raw = raw_transaction(call)
+        true_hash = tx_hash(raw) if raw is not None else None
+        with self._lock:
+            fake = "0x" + self._rng.randbytes(32).hex()
+            while fake == true_hash:
+                fake = "0x" + self._rng.randbytes(32).hex()
+        return {"jsonrpc": "2.0", "id": call.get("id"), "result": fake}
+
     _actions: Mapping[Mode, _Action] = {
         Mode.PASS: _do_pass,
         Mode.HANG: _do_hang,
@@ -469,6 +512,7 @@ class FaultProxy(LoopThread):
         Mode.ERROR: _do_error,
         Mode.GARBAGE: _do_garbage,
         Mode.LOSE_RESPONSE: _do_lose_response,
+        Mode.LIE: _do_lie,
     }
 
     # -- control surface ---------------------------------------------------------------

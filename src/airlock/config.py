@@ -238,7 +238,15 @@ class AirlockConfig:
 def airlock_home(env: Mapping[str, str] = os.environ) -> Path:
     """The data directory: ``$AIRLOCK_HOME`` or ``~/.airlock``."""
     raw = env.get("AIRLOCK_HOME")
-    return Path(raw).expanduser() if raw else Path.home() / ".airlock"
+    return _expand_path("AIRLOCK_HOME", raw) if raw else Path.home() / ".airlock"
+
+
+def _expand_path(what: str, raw: str) -> Path:
+    """``raw`` as a Path, ``~`` expanded; a ``~user`` with no such user is a ConfigError."""
+    try:
+        return Path(raw).expanduser()
+    except RuntimeError as exc:  # "Could not determine home directory."
+        raise ConfigError(f"{what}: cannot expand {raw!r}: {exc}") from None
 
 
 def find_softhsm_module() -> Path | None:
@@ -782,7 +790,7 @@ def _queue_config(home: Path, table: Mapping[str, Any]) -> QueueConfig:
     if "path" in table:
         if not isinstance(table["path"], str) or not table["path"]:
             raise ConfigError("[queue] path must be a non-empty string")
-        config = replace(config, path=Path(table["path"]).expanduser())
+        config = replace(config, path=_expand_path("[queue] path", table["path"]))
     if "kek_label" in table:
         config = replace(config, kek_label=_label_setting("queue", "kek_label", table))
     if "rotate_after" in table:
@@ -851,10 +859,10 @@ def _hsm_config(home: Path, table: Mapping[str, Any], env: Mapping[str, str]) ->
     softhsm_conf = settings.get("softhsm_conf") or env.get("SOFTHSM2_CONF")
     if "module" in settings:
         return HsmConfig(
-            module_path=Path(settings["module"]).expanduser(),
+            module_path=_expand_path("[hsm] module", settings["module"]),
             token_label=settings.get("token") or EMBEDDED_TOKEN_LABEL,
             pin_source=settings.get("pin_source"),
-            softhsm_conf=Path(softhsm_conf).expanduser() if softhsm_conf else None,
+            softhsm_conf=_expand_path("[hsm] softhsm_conf", softhsm_conf) if softhsm_conf else None,
         )
     paths = embedded_paths(home)
     module = find_softhsm_module()

@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -89,6 +89,7 @@ def parse_note(note: str) -> Checkpoint:
         not size_text.isascii()
         or not size_text.isdigit()
         or (size_text != "0" and size_text.startswith("0"))
+        or len(size_text) > 20  # above 2**64; int() refuses 4300+ digits with a ValueError
     ):
         raise CheckpointError(f"tree size {size_text!r} is not a decimal number")
     try:
@@ -137,7 +138,7 @@ def verify_note(note: str, public_key: ec.EllipticCurvePublicKey, key_name: str)
 def load_public_key(pem: bytes) -> ec.EllipticCurvePublicKey:
     try:
         key = serialization.load_pem_public_key(pem)
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:  # e.g. a damaged algorithm OID
         raise CheckpointError(f"not a PEM public key: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise CheckpointError("the audit key must be an ECDSA P-256 public key")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -43,7 +43,7 @@ def check_enqueued_order(data: dict[str, Any]) -> str:
         key = serialization.load_pem_public_key(pem.encode())
         der = bytes.fromhex(signature)
         message = canonical(intent)
-    except (ValueError, TypeError, CanonicalError) as exc:
+    except (ValueError, TypeError, CanonicalError, UnsupportedAlgorithm) as exc:
         raise OrderCheckError(f"malformed intent, signature or key: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise OrderCheckError("the intent key is not an ECDSA P-256 key")

@@ -6,7 +6,6 @@ the entry number and what is wrong, or the checkpoint file and what is wrong.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from airlock.audit.checkpoint import (
 )
 from airlock.audit.evm_check import EvmCheckError, check_enqueued_evm
 from airlock.audit.order_check import OrderCheckError, check_enqueued_order
+from airlock.relays.jsonbody import loads_limited
 
 
 class VerifyFailure(Exception):
@@ -181,7 +181,9 @@ def _check_tail(
 def _manifest(directory: Path) -> dict[str, Any]:
     path = directory / "manifest.json"
     try:
-        manifest = json.loads(path.read_text())
+        # depth-limited: with eth_account loaded, json.loads of a deeply nested file
+        # overflows the C stack (SIGSEGV) instead of raising
+        manifest = loads_limited(path.read_bytes())
     except FileNotFoundError:
         raise VerifyFailure(f"{path} is missing: not an airlock audit export") from None
     except (OSError, ValueError) as exc:

@@ -179,6 +179,7 @@ def cancel_before_send(target_state: State) -> Step | None:
     return Step((State.CANCELLED,), f"the order is already {target_state}: nothing to cancel")
 
 
+_MAX_MS = (1 << 63) - 1  # SQLite INTEGER
 _FILL_TEXT = ("execId", "orderId", "symbol", "side", "execQty", "execPrice")
 
 
@@ -193,6 +194,8 @@ def fill_of(row: Any, item_ids: Mapping[str, str]) -> Fill | None:
     try:
         exec_time = int(str(row.get("execTime")))
     except ValueError:
+        return None
+    if not 0 <= exec_time <= _MAX_MS:  # the fills table's INTEGER could not store it
         return None
     link = row.get("orderLinkId")
     link = link if isinstance(link, str) else ""
@@ -237,5 +240,5 @@ def newest_rows(*listings: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def _updated(row: Mapping[str, Any]) -> int:
     try:
         return int(row.get("updatedTime") or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's 1e999 is inf
         return 0

@@ -85,6 +85,7 @@ _CAP_DIRECTION: Mapping[str, int] = {"Buy": 1, "Sell": -1}
 
 _BPS_RE = re.compile(r"-?[0-9]{1,6}(\.[0-9]{1,4})?")
 _SYMBOL_RE = re.compile(r"[A-Z0-9]{1,32}")  # as airlock.signer.bybit accepts for orders
+_MAX_PLACES = 40  # decimal places of a ref price, as canonical_decimal allows
 _PRECISION = 200  # far above 40+40 digits times a 10-digit factor: products are exact
 
 
@@ -344,6 +345,11 @@ def _validate(
         )
         if raw.ref_price is not None:
             canonical_decimal("ref_price", raw.ref_price)
+            if _places(raw.ref_price) > _MAX_PLACES:  # a Decimal("1.000…") typed past 40
+                raise InvalidInput(
+                    f"ref_price has {_places(raw.ref_price)} decimal places; at most "
+                    f"{_MAX_PLACES} (it sets the precision of the capped limit price)"
+                )
         if raw.slippage_bps is not None:
             bps = parse_bps(raw.slippage_bps)
             if bps > config.max_slippage_bps:

@@ -321,7 +321,7 @@ class BybitClient:
                 server = int(result["timeNano"]) // 1_000_000
             else:
                 server = int(result["timeSecond"]) * 1000
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # 1e999 arrives as inf
             raise BybitTransportError(
                 SERVER_TIME, f"{self._shown} answered no usable time: {_clip(repr(result))}"
             ) from None
@@ -453,6 +453,10 @@ class BybitClient:
             cursor = str(result.get("nextPageCursor") or "")
             if not cursor:
                 return rows
+            if not cursor.isascii() and not _is_text(cursor):  # JSON may carry "\ud800"
+                raise BybitTransportError(
+                    path, f"{self._shown} sent a page cursor that is not text"
+                )
             if cursor in cursors:
                 raise BybitTransportError(path, f"{self._shown} repeated a page cursor")
             cursors.add(cursor)
@@ -744,6 +748,15 @@ def _query(params: dict[str, str]) -> str:
         safe = _CURSOR_SAFE if key == "cursor" else ""
         parts.append(f"{quote(key, safe='')}={quote(value, safe=safe)}")
     return "&".join(parts)
+
+
+def _is_text(value: str) -> bool:
+    """False for a str holding a lone surrogate (it cannot be encoded, so not sent)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _rows(path: str, result: dict[str, Any]) -> list[Any]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any, Literal, Protocol, cast
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -146,6 +146,10 @@ def canonical_decimal(name: str, value: Any) -> str:
         raise InvalidInput(f"{bad} (expected a string)")
     if not number.is_finite() or number <= 0:
         raise InvalidInput(bad)
+    # checked before normalize(): a Decimal beyond the context's exponent range would
+    # overflow (decimal.Overflow) or silently underflow to 0 there
+    if not -_MAX_DIGITS <= number.adjusted() < _MAX_DIGITS:
+        raise InvalidInput(f"{bad} (at most 40+40 digits)")
     with localcontext() as ctx:
         ctx.prec = max(_DECIMAL_PRECISION, len(number.as_tuple().digits))  # never rounds
         normal = number.normalize()
@@ -378,7 +382,7 @@ def load_intent_public_key(public_key_pem: bytes) -> ec.EllipticCurvePublicKey:
     """Parse a P-256 public key; anything else is a configuration mistake, not a bad signature."""
     try:
         key = serialization.load_pem_public_key(public_key_pem)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise InvalidInput(f"not a PEM public key: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise InvalidInput("the intent key must be an ECDSA P-256 public key")

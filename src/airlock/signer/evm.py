@@ -21,7 +21,6 @@ every chain.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from eth_utils import keccak, to_checksum_address
 
 from airlock.errors import AirlockError, InvalidInput
 from airlock.hsm.interface import EcdsaSigningKey
+from airlock.relays.jsonbody import loads_limited
 
 __all__ = [
     "MAX_CHAIN_ID",
@@ -74,6 +74,7 @@ _HEX_BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
 _DECIMAL = re.compile(r"[0-9]+")
 _HEX_INT = re.compile(r"0[xX][0-9a-fA-F]+")
 _HEX_DIGITS = re.compile(r"[0-9a-fA-F]*")
+_ACCESS_LIST_MAX_DEPTH = 8  # a list of {"address", "storageKeys": [...]} is 3 deep
 
 
 class InvalidTransaction(InvalidInput):
@@ -279,15 +280,29 @@ def _parse_uint(field: str, raw: Any, maximum: int) -> int:
         )
     value = raw if isinstance(raw, int) else _parse_int_text(field, raw)
     if value < 0:
-        raise InvalidTransaction(f"{field} must not be negative, got {value}")
+        raise InvalidTransaction(f"{field} must not be negative, got {_show_int(value)}")
     if value > maximum:
-        raise InvalidTransaction(f"{field} is too large: {value} exceeds the maximum {maximum}")
+        raise InvalidTransaction(
+            f"{field} is too large: {_show_int(value)} exceeds the maximum {maximum}"
+        )
     return value
+
+
+def _show_int(value: int) -> str:
+    """``value`` for a message; a huge one (0x hex has no digit limit) by its size, because
+    str() refuses ints past CPython's 4300-digit conversion limit."""
+    bits = abs(value).bit_length()
+    return str(value) if bits <= 1024 else f"a {bits}-bit number"
 
 
 def _parse_int_text(field: str, text: str) -> int:
     if _DECIMAL.fullmatch(text):
-        return int(text, 10)
+        try:
+            return int(text, 10)
+        except ValueError:  # past CPython's int <-> str digit limit (4300 digits)
+            raise InvalidTransaction(
+                f"{field} is too large: {len(text)} decimal digits, far beyond any valid value"
+            ) from None
     if _HEX_INT.fullmatch(text):
         return int(text, 16)
     if text.strip().startswith("-"):
@@ -380,12 +395,13 @@ def _parse_access_list(raw: Any) -> tuple[tuple[str, tuple[bytes, ...]], ...]:
     """
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
+            # depth-limited: eth_account raises the recursion limit, after which json.loads
+            # on a deeply nested text overflows the C stack (SIGSEGV) instead of raising
+            raw = loads_limited(raw.encode("utf-8", "surrogatepass"), _ACCESS_LIST_MAX_DEPTH)
+        except ValueError as exc:
             raise InvalidTransaction(
-                f"access_list is not valid JSON ({exc.msg} at line {exc.lineno} column "
-                f"{exc.colno}); expected a list like "
-                '[{"address": "0x…", "storageKeys": ["0x…64 hex digits"]}]'
+                f"access_list is not valid JSON ({_preview(str(exc), 120)}); expected a list "
+                'like [{"address": "0x…", "storageKeys": ["0x…64 hex digits"]}]'
             ) from None
     if isinstance(raw, str | bytes | Mapping) or not isinstance(raw, Sequence):
         raise InvalidTransaction(

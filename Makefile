@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 export AIRLOCK_ANVIL := $(ANVIL)
 
-.PHONY: demo test bench lint system-deps deps anvil clean
+.PHONY: demo test bench chaos lint system-deps deps anvil clean
 
 demo: deps
 	$(VENV)/bin/airlock demo
@@ -22,6 +22,11 @@ test: deps
 # table at the top of docs/benchmarks.md is rewritten from their figures.
 bench: deps
 	$(VENV)/bin/python bench/report.py
+
+# The seeded chaos suite: 200 scenarios of combined faults, invariants checked after each;
+# writes docs/reliability.md. Replay one seed: python -m airlock.sim.chaos run --seeds 137
+chaos: deps
+	$(VENV)/bin/python -m airlock.sim.chaos run --seeds 1-200 --report docs/reliability.md
 
 lint: deps
 	$(VENV)/bin/ruff check src tests bench

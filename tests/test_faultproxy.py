@@ -414,3 +414,42 @@ def test_anvil_through_the_proxy() -> None:
         tx_hash = "0x" + bytes(signed.hash).hex()
         assert proxy.sent_tx_hashes() == {tx_hash}
         assert node.wait_for_receipt(tx_hash, timeout=5)["status"] == "0x1"
+
+
+def test_lie_answers_sends_with_another_hash_and_forwards_the_rest(
+    proxy: FaultProxy, echo: EchoServer
+) -> None:
+    signed = signed_transfer(0)
+    raw = "0x" + bytes(signed.raw_transaction).hex()
+    true_hash = "0x" + bytes(signed.hash).hex()
+    proxy.set_mode("lie")
+    before = echo.count
+    status, body = post(proxy.url, call("eth_sendRawTransaction", [raw], request_id=7))
+    reply = json.loads(body)
+    assert status == 200 and reply["id"] == 7 and set(reply) == {"jsonrpc", "id", "result"}
+    fake = reply["result"]
+    assert len(fake) == 66 and int(fake, 16) >= 0 and fake != true_hash
+    assert echo.count == before, "a lie is never forwarded"
+    batch = [call("eth_chainId", request_id=1), call("eth_sendRawTransaction", [raw], 2)]
+    status, body = post(proxy.url, batch)
+    first, second = json.loads(body)
+    assert first == {"jsonrpc": "2.0", "id": 1, "result": ["eth_chainId", []]}
+    assert second["id"] == 2 and second["result"] not in (true_hash, fake)
+    assert echo.count == before + 1 and echo.headers  # only the read went upstream
+    status, body = post(proxy.url, call("eth_blockNumber"))
+    assert json.loads(body)["result"] == ["eth_blockNumber", []]
+    assert proxy.sent_tx_hashes() == {true_hash}  # recorded: it reached the relay
+    assert proxy.stats() == {"lie": 3}
+
+
+@pytest.mark.anvil
+def test_lie_in_front_of_anvil_lands_nothing() -> None:
+    with start_anvil() as node, FaultProxy(node.url, seed=3) as proxy:
+        node.rpc("anvil_setBalance", [SENDER.address, hex(10**18)])
+        signed = signed_transfer(0)
+        proxy.set_mode("lie")
+        raw = "0x" + bytes(signed.raw_transaction).hex()
+        _, body = post(proxy.url, call("eth_sendRawTransaction", [raw]))
+        assert json.loads(body)["result"] != "0x" + bytes(signed.hash).hex()
+        assert node.rpc("eth_getTransactionCount", [SENDER.address, "latest"]) == "0x0"
+        assert node.rpc("eth_getTransactionReceipt", ["0x" + bytes(signed.hash).hex()]) is None

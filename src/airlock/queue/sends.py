@@ -286,7 +286,14 @@ def set_mined(conn: sqlite3.Connection, mined: Sequence[tuple[str, Mined]]) -> N
 
 
 def forget_mined(conn: sqlite3.Connection, item_ids: Sequence[str], now_ms: int) -> None:
-    """A reorg took the receipts away: back to sent variants, clocks restarted."""
+    """A reorg took the receipts away: back to sent variants, clocks restarted.
+
+    The active variant's fate goes back to unknown (NULL, as for a send no relay took):
+    its bytes are in no block and perhaps in no node's pool, so every reconcile resends
+    them (``pending_move``) until a relay takes them again. The rebroadcast that follows
+    the reorg at once can reach no relay (links down, or the failover rules holding the
+    item), and without this the item waited, in no pool, for the bump or rebroadcast
+    timers (found by the chaos suite)."""
     conn.executemany(
         "UPDATE items SET mined_hash = NULL, mined_block = NULL, mined_block_hash = NULL,"
         " sent_ms = ? WHERE id = ?",
@@ -295,6 +302,11 @@ def forget_mined(conn: sqlite3.Connection, item_ids: Sequence[str], now_ms: int)
     conn.executemany(
         "UPDATE variants SET fate = 'sent' WHERE item_id = ? AND fate IS NOT NULL",
         [(i,) for i in item_ids],
+    )
+    conn.executemany(
+        "UPDATE variants SET fate = NULL WHERE item_id = ?"
+        " AND idx = (SELECT coalesce(active_idx, 0) FROM items WHERE id = ?)",
+        [(i, i) for i in item_ids],
     )
 
 

@@ -198,3 +198,38 @@ async def test_reorg_that_removes_a_receipt_is_detected_and_reconfirmed(
     assert anvil.rpc("eth_getTransactionReceipt", [item.mined_hash]) is not None
     reasons = [t.reason for t in store.history(item_id)]
     assert any(r.startswith("reorg:") for r in reasons)
+
+
+async def test_reorg_that_removes_our_mined_cancel_sends_the_cancel_again(
+    store, keyring, anvil, proxies
+):
+    """The item ended `replaced` by its own pre-signed cancel; a reorg takes the cancel's
+    block away: the nonce is empty again, so the item goes back to `sent` and the cancel
+    is sent again and mined (found by the chaos suite, seed 114)."""
+    (sender,) = make_senders(keyring, anvil, 1)
+    first, second = queue_transfers(store, [sender], 2, anvil)
+    assert store.cancel(first.item.id).action == "cancel_requested"  # nonce 1 waits on it
+    cancel = next(v for v in first.variants if v.kind == "cancel")
+    ids = (first.item.id, second.item.id)
+    async with serving(store, [relay("rpc-a", proxies[0].url)]):
+        await wait_until_async(
+            lambda: [store.get(i).state for i in ids] == [State.REPLACED, State.CONFIRMED],
+            10,
+            "the cancel and the next nonce mined",
+        )
+        blocks = [store.get(i).mined_block_hash for i in ids]
+        anvil.rpc("anvil_reorg", [1, []])  # the block holding both replaced by an empty one
+        await wait_until_async(
+            lambda: (
+                [store.get(i).state for i in ids] == [State.REPLACED, State.CONFIRMED]
+                and [store.get(i).mined_block_hash for i in ids] != blocks
+            ),
+            20,
+            "both mined again",
+        )
+    assert store.get(first.item.id).mined_hash == cancel.tx_hash
+    assert [t.to_state for t in store.history(first.item.id)][-2:] == [
+        State.SENT,
+        State.REPLACED,
+    ]
+    assert int(anvil.rpc("eth_getTransactionCount", [sender.address, "latest"]), 16) == 2

@@ -67,7 +67,7 @@ def test_table_covers_every_state() -> None:
 
 
 def test_terminal_states() -> None:
-    expected = {State.EXPIRED, State.CANCELLED, State.REJECTED, State.REPLACED, State.QUARANTINED}
+    expected = {State.EXPIRED, State.CANCELLED, State.REJECTED, State.QUARANTINED}
     assert expected == TERMINAL
     assert not TERMINAL & LIVE
 
@@ -89,6 +89,13 @@ def test_quarantine_is_entered_only_before_a_send_succeeds() -> None:
 
 def test_reorg_moves_confirmed_back_to_sent() -> None:
     assert check_transition(State.CONFIRMED, State.SENT) == (State.CONFIRMED, State.SENT)
+
+
+def test_reorg_moves_replaced_back_to_sent() -> None:
+    """Replaced by its own mined cancel, then a reorg took the cancel's block away."""
+    assert check_transition(State.REPLACED, State.SENT) == (State.REPLACED, State.SENT)
+    with pytest.raises(IllegalTransition):
+        check_transition(State.REPLACED, State.QUEUED)
 
 
 def test_no_state_moves_to_itself() -> None:

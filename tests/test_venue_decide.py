@@ -304,9 +304,8 @@ def test_cancel_done_when_the_queue_has_the_order_final(target: State, status: s
     walk(State.SENT, step.path)
 
 
-@pytest.mark.parametrize("target", [State.REPLACED, State.QUARANTINED])
-def test_cancel_done_for_every_terminal_order_state(target: State) -> None:
-    assert target in TERMINAL
+@pytest.mark.parametrize("target", [*sorted(TERMINAL), State.REPLACED])
+def test_cancel_done_for_every_final_order_state(target: State) -> None:
     assert decide.judge_cancel_target(target, None).path == (State.CONFIRMED,)
 
 

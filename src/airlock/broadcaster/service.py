@@ -47,6 +47,7 @@ MAX_WAVE = 1000  # items per wave at most, however large the relays' batches
 PIPELINE_WAVES = 4  # waves per dispatch pass before reconcile gets a turn
 IDLE_TICK_SECONDS = 0.2  # how often an idle broadcaster looks for new work in the queue
 STOP_SECONDS = 10.0  # a stopping service finishes its round within this
+MINED_STATES = frozenset({State.CONFIRMED, State.REPLACED})  # settled by a receipt of ours
 ONCE_RECEIPT_GRACE_MS = 3_000  # --once waits this long for a fresh send's receipt
 
 
@@ -483,7 +484,7 @@ class Broadcaster:
     async def _observe(self, reader: EvmRelay, lanes: list[Lane]) -> _Seen:
         """What the chain says about ``lanes``: nonces, then head, then receipts."""
         senders = sorted(
-            {lane.item.account for lane in lanes if lane.item.state is not State.CONFIRMED}
+            {lane.item.account for lane in lanes if lane.item.state not in MINED_STATES}
         )
         # The nonce first: a tx mined between the two reads must not look replaced.
         chain_nonces = await reader.transaction_counts(senders) if senders else {}
@@ -529,9 +530,9 @@ class Broadcaster:
 
     @staticmethod
     def _asked(lane: Lane) -> list[str]:
-        """A confirmed item is watched through its mined hash only; others through every
-        hash that may have reached a relay."""
-        if lane.item.state is State.CONFIRMED and lane.item.mined_hash:
+        """A confirmed item (or one replaced by its own mined cancel) is watched through its
+        mined hash only; others through every hash that may have reached a relay."""
+        if lane.item.state in MINED_STATES and lane.item.mined_hash:
             return [lane.item.mined_hash]
         return lane.sent_hashes
 
@@ -544,7 +545,7 @@ class Broadcaster:
             assert receipt is not None
             mined = Mined(receipt.tx_hash, receipt.block_number, receipt.block_hash)
             same = (item.mined_hash, item.mined_block_hash) == (mined.tx_hash, mined.block_hash)
-            done = item.state is State.CONFIRMED or verdict is ChainVerdict.MINED
+            done = item.state in MINED_STATES or verdict is ChainVerdict.MINED
             if same and done and item.state is not State.SENDING:
                 return None
             cancel = lane.kinds[lane.hashes.index(mined.tx_hash)] == "cancel"

@@ -161,7 +161,7 @@ def judge_cancel_target(target_state: State, target_status: str | None) -> Step:
     """A sent cancel is done once its order is final (on the venue or in the queue)."""
     if target_status in DONE_STATUSES or target_status in REJECTED_STATUSES:
         return Step((State.CONFIRMED,), f"the order is final on the venue: {target_status}")
-    if target_state in TERMINAL or target_state is State.CONFIRMED:
+    if target_state in TERMINAL or target_state in (State.CONFIRMED, State.REPLACED):
         return Step((State.CONFIRMED,), f"the order is {target_state}")
     return Step(reason="waiting for the venue to show the order cancelled")
 

@@ -91,14 +91,16 @@ def dispatchable(conn: sqlite3.Connection, now_ms: int, limit: int) -> list[Item
 
 def inflight(conn: sqlite3.Connection, watch_from_block: int | None) -> list[Lane]:
     """Items whose fate the chain decides: sending, sent, waiting for an operator, and
-    confirmed ones still within reorg reach (mined at or after ``watch_from_block``).
+    confirmed ones (or replaced by their own mined cancel) still within reorg reach
+    (mined at or after ``watch_from_block``).
     One query: the items joined to their variants."""
     columns = ", ".join(f"i.{c.strip()}" for c in items.COLUMNS.split(","))
     rows = conn.execute(
         f"SELECT {columns}, v.tx_hash AS v_hash, v.kind AS v_kind, v.fate AS v_fate"
         " FROM items i JOIN variants v ON v.item_id = i.id WHERE i.kind = 'evm_tx' AND"
         " (i.state IN ('sending', 'sent', 'needs_operator')"
-        " OR (i.state = 'confirmed' AND i.mined_block >= ?))"
+        " OR (i.state IN ('confirmed', 'replaced') AND i.mined_hash IS NOT NULL"
+        " AND i.mined_block >= ?))"
         " ORDER BY i.chain_id, i.account, i.nonce, i.id, v.idx",
         (-1 if watch_from_block is None else watch_from_block,),
     ).fetchall()

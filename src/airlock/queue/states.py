@@ -51,7 +51,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.EXPIRED: frozenset(),
     State.CANCELLED: frozenset(),
     State.REJECTED: frozenset(),
-    State.REPLACED: frozenset(),
+    # a reorg removed the receipt of the item's own pre-signed cancel: its nonce is empty
+    # again (an item replaced by someone else's transaction is final)
+    State.REPLACED: frozenset({State.SENT}),
     State.QUARANTINED: frozenset(),
 }
 

@@ -963,7 +963,7 @@ def _chain_path(record: ChainRecord) -> list[State]:
     """The states an item passes through for a reconcile verdict, from where it is."""
     src = record.from_state
     if record.verdict == "reorged":
-        return [State.SENT] if src is State.CONFIRMED else []
+        return [State.SENT] if src in (State.CONFIRMED, State.REPLACED) else []
     lead = [State.SENT] if src is State.SENDING else []
     if record.verdict == "mined":
         return lead

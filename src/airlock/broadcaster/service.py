@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -49,6 +50,7 @@ IDLE_TICK_SECONDS = 0.2  # how often an idle broadcaster looks for new work in t
 STOP_SECONDS = 10.0  # a stopping service finishes its round within this
 MINED_STATES = frozenset({State.CONFIRMED, State.REPLACED})  # settled by a receipt of ours
 ONCE_RECEIPT_GRACE_MS = 3_000  # --once waits this long for a fresh send's receipt
+ONCE_STALL_SECONDS = 30.0  # --once stops when only resends happened for this long
 
 
 AlertHook = Callable[[str, str, "str | None"], None]  # (key, message, item id)
@@ -139,12 +141,24 @@ class Broadcaster:
     # -- the loops ---------------------------------------------------------------------
 
     async def run_once(self, max_rounds: int = 100_000) -> PassResult:
-        """Probe every relay once, then run rounds until one changes nothing."""
+        """Probe every relay once, then run rounds until one changes nothing.
+
+        Resending alone is not progress for ever: when no item has changed state for
+        ``ONCE_STALL_SECONDS`` (a transaction no node will mine, rebroadcast on a short
+        timer), the run ends and leaves it to the service."""
         total = PassResult()
         await self._first_probes()
+        last_change = time.monotonic()
         for _ in range(max_rounds):
             result = await self.round(settle=True)
             total.add(result)
+            if result.sent or result.settled or result.expired:
+                last_change = time.monotonic()
+            elif time.monotonic() - last_change > ONCE_STALL_SECONDS:
+                log.warning(
+                    "--once: nothing changed state for %.0f s; stopping", ONCE_STALL_SECONDS
+                )
+                break
             if result.progress == 0 and not result.more and not await self._retry_soon():
                 break
         return total

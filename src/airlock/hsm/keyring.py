@@ -86,6 +86,10 @@ class HsmEcdsaKey:
         return self._info.label
 
     @property
+    def info(self) -> KeyInfo:
+        return self._info
+
+    @property
     def curve(self) -> str:
         return str(self._info.kind)
 

@@ -201,6 +201,11 @@ class BybitSim(LoopThread):
         with self._lock:
             self._faults.append(Fault(fault, dict(params), count, path))
 
+    def clear_faults(self) -> None:
+        """Disarm every fault armed and not yet consumed by a request."""
+        with self._lock:
+            self._faults.clear()
+
     def orders(self) -> list[dict[str, Any]]:
         """Every order the venue holds (whatever any query would show), oldest first."""
         with self._lock:

@@ -898,9 +898,8 @@ metrics_port = 0
 
 
 def _clear_sim_faults(sim: Any) -> None:
-    """Disarm faults the timeline armed but no request consumed (no public API for it)."""
-    with sim._lock:
-        sim._faults.clear()
+    """Disarm faults the timeline armed but no request consumed."""
+    sim.clear_faults()
 
 
 # -- invariants ------------------------------------------------------------------------
@@ -1379,7 +1378,7 @@ def outage_keyring(ring: Any, window: _Window) -> Any:
 
         def ecdsa_key(self, label: str, curve: Any = None) -> HsmEcdsaKey:
             key = super().ecdsa_key(label, curve)
-            return OutageKey(self.worker, key._info)
+            return OutageKey(self.worker, key.info)
 
         def close(self) -> None:  # the real ring is closed by its owner
             pass
@@ -1388,21 +1387,17 @@ def outage_keyring(ring: Any, window: _Window) -> Any:
 
 
 def serve(config_path: Path, window: _Window) -> int:
-    """``airlock broadcaster run`` as the CLI builds it (``_with_service`` + ``_serve``),
-    with the Bybit request signer, the re-signer and relay auth on an outage keyring."""
+    """``airlock broadcaster run`` as the CLI builds it (``build_service``), with the Bybit
+    request signer, the re-signer and relay auth on an outage keyring."""
     from airlock.audit.log import AuditKey, checkpoint_if_due
-    from airlock.broadcaster.alerts import AlertSink, configure_logging
+    from airlock.broadcaster.alerts import configure_logging
     from airlock.broadcaster.lock import ServiceLock
-    from airlock.broadcaster.metrics import Metrics
-    from airlock.broadcaster.runner import Service
-    from airlock.broadcaster.service import Broadcaster
-    from airlock.broadcaster.setup import build_relays, build_venue, make_resigner
+    from airlock.broadcaster.setup import build_service
     from airlock.config import load_config
     from airlock.hsm.keyring import KeyRing
     from airlock.hsm.pin import terminal_prompt
     from airlock.queue.kek import HsmKek
     from airlock.queue.store import Store
-    from airlock.relays.jsonrpc import started
 
     settings = load_config(config_path)
     configure_logging(settings.service.log_format, False)
@@ -1415,28 +1410,10 @@ def serve(config_path: Path, window: _Window) -> int:
         with Store.open(
             settings.queue.path, kek, rotate_after=settings.queue.rotate_after
         ) as store:
-            relays = build_relays(settings, ring) if settings.relays else []
-            metrics = Metrics(store)
-            venue = build_venue(settings.bybit, ring, store, metrics) if settings.bybit else None
-            sink = AlertSink(store, settings.service, None, metrics)
+            service = build_service(settings, store, ring)
 
             async def main() -> None:
-                async with started(relays), contextlib.AsyncExitStack() as stack:
-                    evm = None
-                    if relays:
-                        resigner = make_resigner(settings, ring)
-                        evm = Broadcaster(store, relays, settings.broadcaster, resigner=resigner)
-                    if venue is not None:
-                        await stack.enter_async_context(venue.client)
-                    service = Service(
-                        store,
-                        evm,
-                        venue,
-                        failover=settings.failover,
-                        settings=settings.service,
-                        sink=sink,
-                        metrics=metrics,
-                    )
+                async with service.started():
                     stop = asyncio.Event()
                     loop = asyncio.get_running_loop()
                     for signum in (signal.SIGTERM, signal.SIGINT):

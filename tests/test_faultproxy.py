@@ -27,6 +27,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from eth_account import Account
+from tests.broadcast_kit import wait_until
 
 from airlock.sim.anvil import start_anvil
 from airlock.sim.faultproxy import FaultProxy, Mode
@@ -107,14 +108,6 @@ def post(url: str, payload: Any, timeout: float = 2.0, **headers: str) -> tuple[
         return exc.code, exc.read()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Poll ``predicate`` with a bound, instead of sleeping and hoping."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
-
-
 def signed_transfer(nonce: int = 0) -> Any:
     tx = {
         "type": 2,
@@ -171,7 +164,7 @@ def test_hang_times_out_the_client_until_a_mode_change_resets_it(proxy: FaultPro
         post(proxy.url, call("eth_chainId"), timeout=0.3)
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(post, proxy.url, call("eth_gasPrice"), 5.0)
-        wait_until(lambda: "eth_gasPrice" in proxy.methods())
+        wait_until(lambda: "eth_gasPrice" in proxy.methods(), 2, "the held request")
         proxy.set_mode("pass")
         with pytest.raises(ConnectionError):
             waiting.result(timeout=2)
@@ -190,7 +183,7 @@ def _stop_while_hung(echo: EchoServer) -> None:
     proxy.set_mode("hang")
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as client:
         client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
-        wait_until(lambda: len(proxy.requests()) == 1)
+        wait_until(lambda: len(proxy.requests()) == 1, 2, "the request recorded")
         started = time.monotonic()
         proxy.stop()
         assert time.monotonic() - started < 1.0
@@ -270,7 +263,7 @@ def test_lose_response_reaches_the_upstream_but_not_the_client(
     proxy.set_mode("lose_response")
     with pytest.raises(ConnectionError):
         post(proxy.url, call("eth_sendRawTransaction", ["0x00"]))
-    wait_until(lambda: echo.count == before + 1)
+    wait_until(lambda: echo.count == before + 1, 2, "the upstream call")
     assert proxy.stats() == {"lose_response": 1}
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from tests.test_queue_store import FakeClock as Clock  # the venue's clock, moved by the test
 
 from airlock.sim import bybit_engine as eng
 from airlock.sim.bybit import CREATE, CREATE_BATCH, BybitSim
@@ -32,16 +33,6 @@ SECRET = b"test_secret"
 T0 = 1_700_000_000_000
 VECTOR = "fd4f31228a46109dc6673062328693696df9a96c7ff04e6491a45e7f63a0fdd7"
 CLI_TIMEOUT = 20.0
-
-
-class Clock:
-    """The venue's clock, moved by the test."""
-
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @dataclass
@@ -132,7 +123,7 @@ def limit_buy(link: str, price: str = "100", qty: str = "1", **more: str) -> dic
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

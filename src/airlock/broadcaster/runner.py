@@ -30,6 +30,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from airlock.broadcaster.alerts import AlertSink
 from airlock.broadcaster.metrics import Metrics, service_checks
@@ -76,17 +77,18 @@ class Service:
         self.metrics = metrics
         self.sink = sink
         self._clock_ms = clock_ms or store.now_ms
+        self._alert_tasks: set[asyncio.Task[bool]] = set()
         self.watch = Watch(
             store,
             evm,
             failover or FailoverConfig(),
             raise_alert=sink.raise_ if sink is not None else None,
+            deliver=self._deliver if sink is not None else None,
             resolve_alert=sink.resolve if sink is not None else None,
             on_failover=metrics.observe_failover if metrics is not None else None,
             on_persist=metrics.observe_persist if metrics is not None else None,
             clock_ms=self._clock_ms,
         )
-        self._alert_tasks: set[asyncio.Task[bool]] = set()
         for side in (evm, venue):
             if side is not None:
                 side.metrics = metrics
@@ -95,12 +97,21 @@ class Service:
         if evm is not None:
             evm.router = self.watch.route
 
-    def _deliver(self, key: str, message: str, item_id: str | None) -> None:
-        """A side's alert, delivered in the background through the sink."""
+    def _deliver(
+        self,
+        key: str,
+        message: str,
+        item_id: str | None = None,
+        severity: str = "warning",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """An alert delivered in the background through the sink (a slow webhook must
+        not hold a side or the watch); :meth:`run` waits for them at the end."""
         assert self.sink is not None
-        details = {"item": item_id} if item_id else None
+        if item_id:
+            details = {**(details or {}), "item": item_id}
         task = asyncio.get_running_loop().create_task(
-            self.sink.raise_(key, message, details=details)
+            self.sink.raise_(key, message, severity, details)
         )
         self._alert_tasks.add(task)
         task.add_done_callback(self._alert_tasks.discard)
@@ -162,7 +173,6 @@ class Service:
         finally:
             stop.set()
             await self._finish(tasks)
-            await self.watch.drain()
             if self._alert_tasks:
                 await asyncio.gather(*self._alert_tasks, return_exceptions=True)
             self.write_notes()

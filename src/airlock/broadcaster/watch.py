@@ -37,6 +37,8 @@ WAITING_STATES = ("queued", "sending")  # the escalation rules count what still 
 PERSIST_SCAN = 1000  # queued items looked at per pass for the outage-to-persist metric
 
 RaiseAlert = Callable[[str, str, str, dict[str, Any] | None], Coroutine[Any, Any, bool]]
+# (key, message, item id, severity, details): delivered in the background by the service
+Deliver = Callable[[str, str, str | None, str, dict[str, Any] | None], None]
 
 
 class Watch:
@@ -47,6 +49,7 @@ class Watch:
         config: FailoverConfig,
         *,
         raise_alert: RaiseAlert | None = None,
+        deliver: Deliver | None = None,
         resolve_alert: Callable[[str], bool] | None = None,
         on_failover: Callable[[float], None] | None = None,
         on_persist: Callable[[float], None] | None = None,
@@ -56,6 +59,7 @@ class Watch:
         self.evm = evm
         self.config = config
         self._raise = raise_alert
+        self._deliver = deliver
         self._resolve = resolve_alert
         self._on_failover = on_failover
         self._on_persist = on_persist
@@ -67,7 +71,6 @@ class Watch:
         self._routed: set[tuple[int, str]] = set()  # (mode since, rule) already audited
         self._escalated: dict[str, int] = {}  # key -> when last raised
         self._failed_over = False
-        self._tasks: set[asyncio.Task[bool]] = set()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -123,7 +126,9 @@ class Watch:
                 self._outage_wall_ms = self._clock_ms()
                 self._persist_seen.clear()
                 log.warning("OUTAGE (%s): %s", state.rule, state.inputs)
-                self._alert("outage", f"outage: {state.rule}", "critical", state.inputs)
+                if self._deliver is not None:
+                    message = f"outage: {state.rule}"
+                    self._deliver("outage", message, None, "critical", state.inputs)
             elif previous is not None:
                 self._outage_wall_ms = None
                 log.info("links back: %s", state.rule)
@@ -196,20 +201,6 @@ class Watch:
 
     def _decided(self, data: dict[str, Any]) -> None:
         self.store.record_event(audit_entries.FAILOVER_DECISION, data)
-
-    def _alert(self, key: str, message: str, severity: str, details: dict[str, Any]) -> None:
-        """Deliver in the background: a slow webhook must not hold the watch."""
-        if self._raise is not None:
-            task = asyncio.get_running_loop().create_task(
-                self._raise(key, message, severity, details)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def drain(self) -> None:
-        """Wait for alerts still being delivered (at stop)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _alert_now(
         self, key: str, message: str, severity: str, details: dict[str, Any]

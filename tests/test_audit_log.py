@@ -14,6 +14,8 @@ from tests.test_queue_store import FakeClock, queue_tx
 from airlock.audit import entries, merkle
 from airlock.audit.checkpoint import verify_note
 from airlock.audit.log import AuditKey, checkpoint, checkpoint_if_due
+from airlock.broadcaster.alerts import AlertSink
+from airlock.config import ServiceConfig
 from airlock.queue.errors import NonceConflict
 from airlock.queue.journal import AuditIntegrityError
 from airlock.queue.states import IllegalTransition, State
@@ -115,3 +117,36 @@ def test_checkpoint_when_due(tmp_path, kek, eth_key, audit_key):
         for _ in range(3):
             queue_tx(store, eth_key)
         assert checkpoint_if_due(store, audit_key, max_entries=3).size == 5
+
+
+def test_an_integer_beyond_2_53_is_written_as_its_decimal_string(store, eth_key):
+    """A node may report any pending nonce: the entry records it instead of failing the
+    transaction it belongs to (docs/audit-format.md §1.1)."""
+    sender = queue_tx(store, eth_key).item.account
+    huge = 2**60
+    store.nonce_sync(31337, {sender: huge})
+    data = json.loads(list(store.audit_entries())[-1])["data"]
+    assert (data["chain_pending"], data["next_after"], data["chain_id"]) == (
+        str(huge),
+        str(huge),
+        31337,  # small integers stay integers
+    )
+    assert entries.wide_integers({"a": [2**53, -(2**53), 2**53 - 1, True]}) == {
+        "a": [str(2**53), str(-(2**53)), 2**53 - 1, True]
+    }
+
+
+async def test_an_alert_about_an_item_names_it_in_its_entry(store, eth_key):
+    """The service's alert delivery passes the item down to the queue's audit entry."""
+    item = queue_tx(store, eth_key).item
+    sink = AlertSink(store, ServiceConfig())
+    assert await sink.raise_("evm.item.x", f"item {item.id}: ladder exhausted", item=item.id)
+    assert await sink.raise_("relay-down:a", "relay a down")
+    about, general = [json.loads(e) for e in list(store.audit_entries())[-2:]]
+    assert (about["type"], about["item"]) == (entries.ALERT, item.id)
+    assert about["data"] == {
+        "key": "evm.item.x",
+        "message": f"item {item.id}: ladder exhausted",
+        "severity": "warning",
+    }
+    assert (general["type"], general["item"]) == (entries.ALERT, None)

@@ -9,7 +9,7 @@ import json
 import re
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +20,30 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from eth_account import Account
 from eth_utils import keccak
 from tests.conftest import unique_label
-from tests.test_queue_store import queue_tx
+from tests.test_queue_store import FIELDS, queue_tx
 
 from airlock.audit import entries, merkle
 from airlock.audit.canonical import canonical
-from airlock.audit.checkpoint import DASH, body, make_note, parse_note
-from airlock.audit.evm_check import EvmCheckError, check_enqueued_evm
+from airlock.audit.checkpoint import DASH, body, key_hint, make_note, parse_note
+from airlock.audit.evm_check import SECP256K1_N, EvmCheckError, check_enqueued_evm
 from airlock.audit.export import export
 from airlock.audit.log import AuditKey, checkpoint
+from airlock.audit.manifest import note_id
+from airlock.audit.manifest import note_name as note_file
+from airlock.audit.order_check import key_fingerprint
 from airlock.audit.proof import InclusionError, prove, verify_inclusion_proof
 from airlock.audit.verify import verify_export
+from airlock.broadcaster.setup import resigner
+from airlock.errors import InvalidInput
 from airlock.hsm.keyring import HsmEcdsaKey
+from airlock.queue.bybit import IntentKey, cancel_order, enqueue_order
 from airlock.queue.evm import enqueue_transaction
 from airlock.queue.journal import CheckpointRecord
+from airlock.queue.policy import OrderRequest, PolicyConfig, decide_order
 from airlock.queue.states import State
 from airlock.queue.store import Store
 from airlock.signer import evm
+from airlock.signer.bybit import load_intent_public_key
 from airlock.signer.ladder import LadderSpec
 
 ATTACKER_ETH = Account.from_key("0x" + "42" * 32)
@@ -493,11 +501,17 @@ def drop_r(raw_hex: str) -> str:
         ("cancel-value", "variant 3: a cancel must be a 0-value transfer to the sender"),
         ("cancel-elsewhere", "variant 3: a cancel must be a 0-value transfer to the sender"),
         ("no-eip155", "a legacy transaction without EIP-155 replay protection"),
-        ("not-a-tx", "the raw bytes are not a signed transaction"),
+        ("not-a-tx", "the raw bytes are not a signed transaction: 0 fields, a type 2 tra"),
+        ("type-3", "variant 0: transaction type 3 is not accepted (types 0, 1 and 2 are)"),
+        (
+            "long-prefix",
+            "variant 0: the raw bytes are not a signed transaction: Long list prefix used for "
+            "short list",
+        ),
         ("not-hex", "variant 2: raw is not hex"),
         ("no-recover", "variant 0: y, r or s out of range: the signature does not recover"),
         ("no-variants", "an EVM item without an account or variants"),
-        ("variant-not-object", "a variant is not an object"),
+        ("variant-not-object", "variant 1: a variant is not an object"),
     ],
 )
 def test_check_enqueued_evm_refuses(log, evm_data, case, message):
@@ -519,14 +533,16 @@ def test_check_enqueued_evm_refuses(log, evm_data, case, message):
             ).hex(),
         ),
         "not-a-tx": lambda d: set_raw(d["variants"][0], "0x02c0"),
+        "type-3": lambda d: set_raw(d["variants"][0], "0x03c0"),
+        "long-prefix": lambda d: set_raw(d["variants"][0], "0x02f8028080"),
         "not-hex": lambda d: d["variants"][2].update(raw="0xzz"),
         "no-recover": lambda d: set_raw(d["variants"][0], drop_r(d["variants"][0]["raw"])),
         "no-variants": lambda d: d.update(variants=[]),
-        "variant-not-object": lambda d: d["variants"].append("0x00"),
+        "variant-not-object": lambda d: d["variants"].insert(1, "0x00"),
     }
     with pytest.raises(EvmCheckError) as caught:
         check_enqueued_evm(mutate(evm_data, changes[case]))
-    assert str(caught.value).endswith(message.format(real=real, attacker=attacker))
+    assert message.format(real=real, attacker=attacker) in str(caught.value)
 
 
 def crafted_raw(data: dict[str, Any], field: int, value: Any) -> str:
@@ -662,6 +678,13 @@ def test_a_missing_final_newline(log, tmp_path):
     )
 
 
+def test_crlf_line_ends_in_entries_jsonl(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    path = tampered / "entries.jsonl"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    assert failed(tampered, log.pem) == "entry 0: valid JSON, but not in canonical form"
+
+
 def test_a_cut_last_line(log, tmp_path):
     tampered = copy(log.pristine, tmp_path)
     path = tampered / "entries.jsonl"
@@ -762,8 +785,7 @@ def test_reordered_checkpoints_in_the_manifest(log, tmp_path):
     names = info["checkpoints"]
     write_manifest(tampered, info | {"checkpoints": [names[1], names[0], *names[2:]]})
     assert failed(tampered, log.pem) == (
-        f"checkpoint {note_name(3)}: size 3 does not grow past the previous checkpoint's 8 "
-        "(replayed or reordered checkpoint)"
+        f"manifest.json: checkpoints: {note_name(3)} is not listed in id order"
     )
 
 
@@ -838,19 +860,21 @@ def test_a_checkpoint_of_another_log_with_its_key_substituted(log, tmp_path):
     ("change", "message"),
     [
         (
-            {"origin": "airlock.local/ffffffffffffffff"},
-            "checkpoint 000001.note: it is for log {origin!r}, not "
-            "'airlock.local/ffffffffffffffff' (a checkpoint from another log)",
+            {
+                "origin": "airlock.local/ffffffffffffffff",
+                "key_name": "airlock.local/ffffffffffffffff",
+            },
+            "checkpoint 000001.note: no signature by key 'airlock.local/ffffffffffffffff'",
         ),
         (
             {"key_name": "airlock.local/ffffffffffffffff"},
-            "checkpoint 000001.note: no signature by key 'airlock.local/ffffffffffffffff'",
+            "manifest.json: key_name 'airlock.local/ffffffffffffffff' is not the origin",
         ),
         ({"first": 1}, "manifest.json: frontier: a frontier of a 1-leaf tree has 1 hashes"),
         ({"format": "airlock-audit-export/2"}, "manifest.json: format is not"),
         ({"count": 0}, "manifest.json: first must be >= 0 and count >= 1"),
         ({"count": "16"}, "manifest.json: count is missing or not of type int"),
-        ({"tail": {"checkpoint": 1}}, "manifest.json: tail must hold a checkpoint name"),
+        ({"tail": {"checkpoint": 1}}, "manifest.json: tail must be null or hold exactly a che"),
     ],
     ids=["origin", "key-name", "first", "format", "count", "count-type", "tail"],
 )
@@ -893,12 +917,15 @@ def test_checkpoints_resigned_without_substituting_the_key(log, tmp_path):
 
 
 def test_a_substituted_key_without_the_pem_in_the_export(log, tmp_path):
+    """audit-key.pem is part of every export (§3): without it the export fails, with or
+    without --pubkey, before any checkpoint is read."""
     tampered = copy(log.pristine, tmp_path)
     reforge(tampered, Attacker())
     (tampered / "audit-key.pem").unlink()
-    problem = failed(tampered, log.pem)
-    assert problem.startswith(f"checkpoint {note_name(3)}: no signature by key")
-    assert failed(tampered, None) == "no public key: pass --pubkey (audit-key.pem is missing)"
+    for pem in (log.pem, None):
+        assert failed(tampered, pem) == (
+            "audit-key.pem is missing: an export carries its audit key"
+        )
 
 
 def test_a_consistent_forgery_still_fails_the_transaction_check(log, tmp_path):
@@ -973,7 +1000,10 @@ def test_a_changed_frontier_is_named_as_the_frontier(log, tmp_path):
     ("change", "message"),
     [
         (lambda f: f.pop(), "manifest.json: frontier: a frontier of a 3-leaf tree has 2 hashes"),
-        (lambda f: f.__setitem__(0, "zz"), "manifest frontier: 'zz' is not a 32-byte hex hash"),
+        (
+            lambda f: f.__setitem__(0, "zz"),
+            "manifest.json: frontier: 'zz' is not a 32-byte lower-case hex hash",
+        ),
     ],
     ids=["short", "not-hex"],
 )
@@ -991,7 +1021,10 @@ def test_a_range_export_with_a_malformed_frontier(log, tmp_path, change, message
         (lambda p: p.__setitem__(0, "00" * 32), "consistency proof does not lead to the"),
         (lambda p: p.append("00" * 32), "consistency proof is too long"),
         (lambda p: p.pop(), "consistency proof is too short"),
-        (lambda p: p.__setitem__(0, "xyz"), "tail proof: 'xyz' is not a 32-byte hex hash"),
+        (
+            lambda p: p.__setitem__(0, "xyz"),
+            "manifest.json: tail proof: 'xyz' is not a 32-byte lower-case hex hash",
+        ),
     ],
     ids=["hash", "longer", "shorter", "not-hex"],
 )
@@ -1001,7 +1034,7 @@ def test_a_range_export_with_a_changed_tail_proof(log, tmp_path, change, message
     change(info["tail"]["proof"])
     write_manifest(tampered, info)
     problem = failed(tampered, log.pem)
-    if not message.startswith("tail proof"):
+    if not message.startswith("manifest.json"):
         assert problem.startswith(
             f"entries 3..9 are not a prefix of the log signed in checkpoint {note_name(13)}: "
         )
@@ -1043,8 +1076,8 @@ def test_a_range_export_with_its_tail_named_but_missing(log, tmp_path):
     info["tail"]["checkpoint"] = "000007.note"
     write_manifest(tampered, info)
     assert failed(tampered, log.pem) == (
-        "checkpoint 000003.note signs 13 entries but the export ends at entry 9: entries "
-        "were removed from the end (truncated)"
+        "manifest.json: tail checkpoint '000007.note' is not the last listed checkpoint "
+        "(000003.note)"
     )
 
 
@@ -1053,7 +1086,8 @@ def test_a_range_export_whose_tail_checkpoint_was_removed(log, tmp_path):
     (tampered / "checkpoints" / note_name(13)).unlink()
     write_manifest(tampered, manifest(tampered) | {"checkpoints": [note_name(8)]})
     assert failed(tampered, log.pem) == (
-        f"manifest.json: tail checkpoint {note_name(13)} is missing"
+        f"manifest.json: tail checkpoint {note_name(13)!r} is not the last listed checkpoint "
+        f"({note_name(8)})"
     )
 
 
@@ -1159,7 +1193,7 @@ def test_an_inclusion_proof_with_another_key(log, proof):
 def test_high_s_signature_is_refused():
     """Nodes refuse high-s signatures (EIP-2), so a log holding one records something that
     was never broadcastable: the verifier says so."""
-    from airlock.audit.evm_check import SECP256K1_N, decode, recover_address
+    from airlock.audit.evm_check import decode, recover_address
 
     account = Account.create()
     signed = account.sign_transaction(
@@ -1176,6 +1210,806 @@ def test_high_s_signature_is_refused():
     )
     fields = decode(bytes(signed.raw_transaction))
     assert recover_address(fields) == bytes.fromhex(account.address[2:])
-    flipped = dict(fields, s=SECP256K1_N - fields["s"], y=1 - fields["y"])
+    flipped = replace(fields, s=SECP256K1_N - fields.s, y=1 - fields.y)
     with pytest.raises(EvmCheckError, match="high-s"):
         recover_address(flipped)
+
+
+# =========================================================================== issue 21
+# The rules docs/audit-format.md states so that two verifiers written from it agree. Most
+# tampers below are consistent forgeries (chain rebuilt, checkpoints re-signed by an
+# attacker, verified with the export's own key): only the rule under test can catch them.
+
+
+def forged(log: Log, tmp_path: Path, edit: Callable[[list[dict[str, Any]]], None]) -> Path:
+    tampered = copy(log.pristine, tmp_path)
+    reforge(tampered, Attacker(), edit)
+    return tampered
+
+
+def variant_of(number: int, idx: int, change: Callable[[dict[str, Any]], None]):
+    def edit(parsed: list[dict[str, Any]]) -> None:
+        change(parsed[number]["data"]["variants"][idx])
+
+    return edit
+
+
+def data_of(number: int, change: Callable[[dict[str, Any]], None]):
+    def edit(parsed: list[dict[str, Any]]) -> None:
+        change(parsed[number]["data"])
+
+    return edit
+
+
+def int_bytes(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def attacker_variant(
+    idx: int,
+    kind: str,
+    data: dict[str, Any],
+    *,
+    to: str,
+    call_data: bytes = b"",
+    mangle: Callable[[list[Any]], None] | None = None,
+) -> dict[str, Any]:
+    """A type-2 variant signed by ATTACKER_ETH; ``mangle`` edits its RLP fields before
+    signing (so the signature is good over whatever bytes result)."""
+    fee, tip = 3 * 10**9 + idx, 10**9
+    fields: list[Any] = [
+        int_bytes(int(data["chain_id"])),
+        int_bytes(int(data["nonce"])),
+        int_bytes(tip),
+        int_bytes(fee),
+        int_bytes(21000),
+        bytes.fromhex(to[2:]),
+        b"",
+        call_data,
+        [],
+    ]
+    if mangle is not None:
+        mangle(fields)
+    payload = b"\x02" + rlp.encode(fields)
+    sig = ATTACKER_ETH.unsafe_sign_hash(keccak(payload))
+    raw = b"\x02" + rlp.encode([*fields, int_bytes(sig.v - 27), int_bytes(sig.r), int_bytes(sig.s)])
+    return {
+        "idx": idx,
+        "kind": kind,
+        "hash": "0x" + keccak(raw).hex(),
+        "raw": "0x" + raw.hex(),
+        "fee_per_gas": str(fee),
+        "tip_per_gas": str(tip),
+    }
+
+
+def attacker_item(
+    call_data: bytes = b"", mangle: Callable[[list[Any]], None] | None = None
+) -> Callable[[list[dict[str, Any]]], None]:
+    """Entry 0 turned into the attacker's own EVM item: one step and a cancel."""
+
+    def edit(parsed: list[dict[str, Any]]) -> None:
+        data = parsed[0]["data"]
+        data["account"] = ATTACKER_ETH.address
+        step = attacker_variant(0, "step", data, to="0x" + "11" * 20, mangle=mangle)
+        cancel = attacker_variant(1, "cancel", data, to=ATTACKER_ETH.address, call_data=call_data)
+        data["variants"] = [step, cancel]
+
+    return edit
+
+
+def high_s(variant: dict[str, Any]) -> None:
+    """The same signature in its other, high-s form: it still recovers to the sender."""
+    raw = bytes.fromhex(variant["raw"][2:])
+    fields = rlp.decode(raw[1:])
+    s = int.from_bytes(fields[-1], "big")
+    fields[-1] = int_bytes(SECP256K1_N - s)
+    fields[-3] = int_bytes(1 - int.from_bytes(fields[-3], "big"))
+    set_raw(variant, "0x" + (raw[:1] + rlp.encode(fields)).hex())
+
+
+def test_a_consistent_forgery_of_an_attackers_own_item_verifies_with_its_own_key(log, tmp_path):
+    """The baseline of the forgeries below: built right, they pass every rule."""
+    report = verify_export(forged(log, tmp_path, attacker_item()), None)
+    assert report.ok, report.problem
+    assert ATTACKER_ETH.address in report.signers
+
+
+ENTRY_RULES = [
+    # -- §1: item
+    (
+        "item-integer",
+        lambda p: p[3].update(item=12345),
+        "entry 3: item 12345 is neither null nor an item id (a ULID: 26 upper-case Crockford "
+        "base32 characters)",
+    ),
+    ("item-lower-case", lambda p: p[3].update(item=p[3]["item"].lower()), "entry 3: item '0"),
+    (
+        "item-null-on-a-transition",
+        lambda p: p[3].update(item=None),
+        "entry 3: entries of type item.transition name their item: item must not be null",
+    ),
+    (
+        "item-on-a-nonce-sync",
+        lambda p: p[11].update(item=p[0]["item"]),
+        "entry 11: entries of type nonce.sync name no item: item must be null, not ",
+    ),
+    # -- §1.4: item.enqueued
+    (
+        "enqueued-twice",
+        lambda p: p[5].update(item=p[0]["item"]),
+        "entry 5: item {item0} was already queued at entry 0",
+    ),
+    (
+        "unknown-item-kind",
+        data_of(0, lambda d: d.update(kind="evm_txx")),
+        "entry 0: item kind 'evm_txx' is not one of evm_tx, bybit_order, bybit_cancel",
+    ),
+    (
+        "account-not-eip55",
+        data_of(0, lambda d: d.update(account=d["account"].lower())),
+        "entry 0: declared sender '0x",
+    ),
+    (
+        "chain-id-as-a-string",
+        data_of(0, lambda d: d.update(chain_id="31337")),
+        "entry 0: chain_id is the string '31337': values up to 2^53 - 1 are JSON integers",
+    ),
+    (
+        "nonce-as-a-string",
+        data_of(0, lambda d: d.update(nonce="0")),
+        "entry 0: nonce is the string '0': values up to 2^53 - 1 are JSON integers",
+    ),
+    (
+        "chain-id-zero",
+        data_of(0, lambda d: d.update(chain_id=0)),
+        "entry 0: chain_id 0 is not an integer >= 1 (a JSON integer, or a decimal string above",
+    ),
+    # -- §1.4: variants
+    (
+        "kind-bump",
+        variant_of(0, 1, lambda v: v.update(kind="bump")),
+        "entry 0: variant 1: kind 'bump' is not 'step' or 'cancel'",
+    ),
+    (
+        "extra-member",
+        variant_of(0, 0, lambda v: v.update(note="x")),
+        "entry 0: variant 0: members fee_per_gas, hash, idx, kind, note, raw, tip_per_gas, not "
+        "fee_per_gas, hash, idx, kind, raw, tip_per_gas",
+    ),
+    (
+        "missing-member",
+        variant_of(0, 0, lambda v: v.pop("tip_per_gas")),
+        "entry 0: variant 0: members fee_per_gas, hash, idx, kind, raw, not",
+    ),
+    (
+        "repeated-idx",
+        variant_of(0, 1, lambda v: v.update(idx=0)),
+        "entry 0: variant 1: idx is 0, not 1 (its place among the item's)",
+    ),
+    (
+        "cancel-not-last",
+        data_of(
+            0,
+            lambda d: d.update(
+                variants=[
+                    *d["variants"][:2],
+                    dict(d["variants"][3], idx=2),
+                    dict(d["variants"][2], idx=3),
+                ]
+            ),
+        ),
+        "entry 0: variant 2: the variants are one or more steps, then at most one cancel",
+    ),
+    (
+        "raw-upper-case",
+        variant_of(0, 0, lambda v: v.update(raw="0x" + v["raw"][2:].upper())),
+        "entry 0: variant 0: raw is not 0x and lower-case hex digits",
+    ),
+    (
+        "hash-upper-case",
+        variant_of(0, 0, lambda v: v.update(hash="0x" + v["hash"][2:].upper())),
+        "entry 0: variant 0: recorded hash is not the hash of its raw bytes",
+    ),
+    ("high-s", variant_of(0, 0, high_s), "entry 0: variant 0: a high-s signature: nodes refuse it"),
+    (
+        "fee-not-the-signed-one",
+        variant_of(0, 1, lambda v: v.update(fee_per_gas=str(int(v["fee_per_gas"]) + 1))),
+        "entry 0: variant 1: fee_per_gas '{fee01}' is not the signed maxFeePerGas {fee01_signed}",
+    ),
+    (
+        "fee-leading-zero",
+        variant_of(0, 1, lambda v: v.update(fee_per_gas="0" + v["fee_per_gas"])),
+        "entry 0: variant 1: fee_per_gas '0",
+    ),
+    (
+        "tip-not-the-signed-one",
+        variant_of(0, 0, lambda v: v.update(tip_per_gas="1")),
+        "entry 0: variant 0: tip_per_gas '1' is not the signed maxPriorityFeePerGas 1000000000",
+    ),
+    (
+        "legacy-fee",
+        variant_of(2, 0, lambda v: v.update(fee_per_gas="1")),
+        "entry 2: variant 0: fee_per_gas '1' is not the signed gasPrice 3000000000",
+    ),
+    (
+        "legacy-with-a-tip",
+        variant_of(2, 0, lambda v: v.update(tip_per_gas="1")),
+        "entry 2: variant 0: tip_per_gas '1' must be null for a type 0 transaction",
+    ),
+    (
+        "cancel-with-call-data",
+        attacker_item(call_data=b"\x01"),
+        "entry 0: variant 1: a cancel must carry no call data (on an EIP-7702 account a "
+        "self-call runs code)",
+    ),
+    (
+        "rlp-leading-zero-nonce",
+        attacker_item(mangle=lambda f: f.__setitem__(1, b"\x00" + f[1])),
+        "entry 0: variant 0: nonce has a leading zero byte: the raw bytes are not canonical RLP",
+    ),
+    (
+        "rlp-leading-zero-fee",
+        attacker_item(mangle=lambda f: f.__setitem__(3, b"\x00" + f[3])),
+        "entry 0: variant 0: maxFeePerGas has a leading zero byte",
+    ),
+    # -- §1.4: alerts (entry 6 is not one; it becomes one)
+    (
+        "alert-extra-member",
+        lambda p: p[6].update(type="alert", data={"message": "m", "key": "k", "x": "y"}),
+        "entry 6: alert data has members key, message, x: an alert holds the strings key, "
+        "message and severity (older writers: message only)",
+    ),
+    (
+        "alert-without-severity",
+        lambda p: p[6].update(type="alert", data={"message": "m", "key": "k"}),
+        "entry 6: alert data has members key, message: an alert holds",
+    ),
+    (
+        "alert-message-not-a-string",
+        lambda p: p[6].update(type="alert", data={"message": 1}),
+        "entry 6: alert data has members message: an alert holds",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"), [r[1:] for r in ENTRY_RULES], ids=[r[0] for r in ENTRY_RULES]
+)
+def test_a_forged_entry_that_breaks_a_content_rule_is_named(log, tmp_path, edit, message):
+    first = entry(log.pristine, 0)
+    fee = int(first["data"]["variants"][1]["fee_per_gas"])
+    expected = message.format(item0=first["item"], fee01=fee + 1, fee01_signed=fee)
+    assert failed(forged(log, tmp_path, edit), None).startswith(expected)
+
+
+def test_an_alert_in_either_written_form_verifies(log, tmp_path):
+    def alerts(parsed: list[dict[str, Any]]) -> None:
+        parsed[6].update(type="alert", data={"key": "k", "message": "m", "severity": "warning"})
+        parsed[13].update(type="alert", item=None, data={"message": "from an older writer"})
+
+    report = verify_export(forged(log, tmp_path, alerts), None)
+    assert report.ok, report.problem
+    assert report.kinds["alert"] == 2
+
+
+def test_the_first_prev_of_a_range_export_must_be_lower_case_hex(log, tmp_path):
+    """Entry 3's prev points outside the range: only its form can be checked."""
+    tampered = copy(log.ranged, tmp_path)
+    lines = read_lines(tampered)
+    prev = json.loads(lines[0])["prev"]
+    lines[0] = lines[0].replace(prev.encode(), prev.upper().encode())
+    write_lines(tampered, lines)
+    assert failed(tampered, log.pem) == "entry 3: prev is not 64 lower-case hex digits"
+
+
+# --------------------------------------------------------------------------- notes (§2)
+
+
+def signed_note(log: Log, text: str, name: str | None = None) -> str:
+    """A note over ``text`` signed by the real audit key: what only the rules can refuse."""
+    key = log.audit_key
+    blob = base64.b64encode(key_hint(key.public_key) + key.sign_der(text.encode())).decode()
+    return f"{text}\n{DASH} {name or log.store.audit_origin()} {blob}\n"
+
+
+def rewrite_note(tmp_path: Path, log: Log, make: Callable[[str], str]) -> Path:
+    tampered = copy(log.pristine, tmp_path)
+    path = tampered / "checkpoints" / note_name(8)
+    path.write_bytes(make(path.read_bytes().decode()).encode())
+    return tampered
+
+
+def non_canonical_base64(data: bytes) -> str:
+    """The base64 of ``data`` with non-zero unused bits: it decodes to the same bytes."""
+    text = base64.b64encode(data).decode()
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = text.rstrip("=")[-1]
+    changed = text.rstrip("=")[:-1] + alphabet[alphabet.index(last) ^ 1] + "=" * text.count("=")
+    assert changed != text and base64.b64decode(changed) == data
+    return changed
+
+
+NOTE_RULES = [
+    ("crlf", lambda log, n: n.replace("\n", "\r\n"), "the note has a CR (U+000D): lines end"),
+    ("cr-only", lambda log, n: n.replace("\n", "\r"), "the note has a CR (U+000D)"),
+    (
+        "control-character",
+        lambda log, n: n + f"{DASH} witness\u0007 AAAAAAAA\n",
+        "the note holds the control character U+0007",
+    ),
+    (
+        "extension-line",
+        lambda log, n: signed_note(log, parse_note(n).body + "an extension line\n"),
+        "the checkpoint body has 4 lines, not 3 (origin, size, root): extension lines are not "
+        "part of airlock's checkpoints",
+    ),
+    (
+        "repeated-signature",
+        lambda log, n: n + n.rstrip("\n").rsplit("\n", 1)[1] + "\n",
+        "2 signature lines by key '{origin}': a note carries one",
+    ),
+    (
+        "second-signature-by-the-key-name",
+        lambda log, n: n + signed_note(log, parse_note(n).body).rsplit("\n", 2)[1] + "\n",
+        "2 signature lines by key '{origin}': a note carries one",
+    ),
+    (
+        "root-not-canonical-base64",
+        lambda log, n: signed_note(
+            log,
+            f"{parse_note(n).origin}\n8\n{non_canonical_base64(parse_note(n).root)}\n",
+        ),
+        "the root is not canonical base64",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"), [r[1:] for r in NOTE_RULES], ids=[r[0] for r in NOTE_RULES]
+)
+def test_a_note_that_breaks_a_rule_of_its_form_is_named(log, tmp_path, make, message):
+    tampered = rewrite_note(tmp_path, log, lambda n: make(log, n))
+    problem = failed(tampered, log.pem)
+    origin = log.store.audit_origin()
+    assert problem.startswith(f"checkpoint {note_name(8)}: {message.format(origin=origin)}")
+
+
+def test_a_note_that_is_not_utf8_is_named(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    path = tampered / "checkpoints" / note_name(8)
+    path.write_bytes(path.read_bytes() + b"\xff\n")
+    assert failed(tampered, log.pem) == f"checkpoint {note_name(8)}: not UTF-8"
+
+
+def test_a_cosignature_under_another_name_is_ignored(log, tmp_path):
+    """C2SP cosigners (witnesses) add lines under their own names: not airlock's concern."""
+    witness = Attacker()
+
+    def cosign(note: str) -> str:
+        sig = witness.sign_der(parse_note(note).body.encode())
+        blob = base64.b64encode(key_hint(witness.public) + sig).decode()
+        return f"{note}{DASH} witness.example {blob}\n"
+
+    report = verify_export(rewrite_note(tmp_path, log, cosign), log.pem)
+    assert report.ok, report.problem
+
+
+# --------------------------------------------------------------------------- manifest (§3)
+
+
+def manifest_text(export_dir: Path, text: str) -> None:
+    (export_dir / "manifest.json").write_text(text)
+
+
+MANIFEST_RULES = [
+    (
+        "extra-member",
+        lambda m: m | {"comment": "hi"},
+        "manifest.json: unknown members comment (the members are checkpoints, count, first, "
+        "format, frontier, key_name, origin, tail, v)",
+    ),
+    (
+        "missing-tail",
+        lambda m: {k: v for k, v in m.items() if k != "tail"},
+        "manifest.json: missing members tail",
+    ),
+    ("version-2", lambda m: m | {"v": 2}, "manifest.json: unknown version v=2"),
+    ("version-bool", lambda m: m | {"v": True}, "manifest.json: unknown version v=True"),
+    (
+        "origin-form",
+        lambda m: m | {"origin": "example.org/log", "key_name": "example.org/log"},
+        "manifest.json: origin 'example.org/log' is not airlock.local/<16 lower-case hex>",
+    ),
+    (
+        "origin-upper-case",
+        lambda m: m | {"origin": m["origin"].upper(), "key_name": m["origin"].upper()},
+        "manifest.json: origin 'AIRLOCK.LOCAL/",
+    ),
+    (
+        "no-tail-when-none-needed",
+        lambda m: m | {"tail": {"checkpoint": m["checkpoints"][-1], "proof": []}},
+        "manifest.json: tail checkpoint 000004.note signs 16 entries, no more than the export "
+        "holds (16): a tail is only for a checkpoint beyond the export's end",
+    ),
+    ("not-an-object", lambda m: [m], "manifest.json: is not a JSON object"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"), [r[1:] for r in MANIFEST_RULES], ids=[r[0] for r in MANIFEST_RULES]
+)
+def test_a_manifest_that_breaks_a_rule_is_named(log, tmp_path, change, message):
+    tampered = copy(log.pristine, tmp_path)
+    manifest_text(tampered, json.dumps(change(manifest(tampered))))
+    assert failed(tampered, log.pem).startswith(message)
+
+
+def test_a_manifest_with_a_duplicate_key(log, tmp_path):
+    """json.loads would keep the last value: another verifier may keep the first."""
+    tampered = copy(log.ranged, tmp_path)
+    text = (tampered / "manifest.json").read_text()
+    manifest_text(tampered, text.replace('"first": 3,', '"first": 0, "first": 3,', 1))
+    assert failed(tampered, log.pem) == "manifest.json: cannot be read: duplicate key 'first'"
+    nested = text.replace('"proof": [', '"checkpoint": "000003.note", "proof": [', 1)
+    manifest_text(tampered, nested)
+    assert failed(tampered, log.pem) == (
+        "manifest.json: cannot be read: duplicate key 'checkpoint'"
+    )
+
+
+def test_a_manifest_without_v_is_version_1(log, tmp_path):
+    """Exports written before ``v`` was added to the manifest verify as version 1."""
+    tampered = copy(log.ranged, tmp_path)
+    assert manifest(tampered)["v"] == 1
+    write_manifest(tampered, {k: v for k, v in manifest(tampered).items() if k != "v"})
+    report = verify_export(tampered, log.pem)
+    assert report.ok, report.problem
+
+
+@pytest.mark.parametrize("where", ["frontier", "tail"])
+def test_upper_case_hex_in_the_manifest(log, tmp_path, where):
+    tampered = copy(log.ranged, tmp_path)
+    info = manifest(tampered)
+    hashes = info["frontier"] if where == "frontier" else info["tail"]["proof"]
+    hashes[0] = hashes[0].upper()
+    write_manifest(tampered, info)
+    what = "frontier" if where == "frontier" else "tail proof"
+    assert failed(tampered, log.pem) == (
+        f"manifest.json: {what}: {hashes[0]!r} is not a 32-byte lower-case hex hash"
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["2.note", "0000002.note", "000000.note", "000002.NOTE", "00002a.note", "x/000002.note"]
+)
+def test_a_checkpoint_file_name_not_of_the_form(log, tmp_path, name):
+    tampered = copy(log.pristine, tmp_path)
+    info = manifest(tampered)
+    info["checkpoints"][1] = name
+    write_manifest(tampered, info)
+    assert failed(tampered, log.pem) == (
+        f"manifest.json: checkpoints: {name!r} is not a note file name (the checkpoint id, "
+        "zero-padded to six digits, then .note)"
+    )
+
+
+def test_a_seven_digit_checkpoint_id_is_a_note_name(log, tmp_path):
+    """Ids from 1000000 on are written unpadded: the name is the id, six digits at least."""
+    assert (note_file(1000004), note_id("1000004.note"), note_id("01000004.note")) == (
+        "1000004.note",
+        1000004,
+        None,
+    )
+    tampered = copy(log.pristine, tmp_path)
+    folder = tampered / "checkpoints"
+    (folder / note_name(16)).rename(folder / "1000004.note")
+    info = manifest(tampered)
+    write_manifest(tampered, info | {"checkpoints": [*info["checkpoints"][:3], "1000004.note"]})
+    report = verify_export(tampered, log.pem)
+    assert report.ok, report.problem
+
+
+def test_any_other_file_in_checkpoints_is_refused(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    (tampered / "checkpoints" / "README.txt").write_text("notes")
+    assert failed(tampered, log.pem) == (
+        "checkpoints/: files README.txt differ from the manifest's list (a checkpoint was "
+        "added or removed)"
+    )
+    (tampered / "checkpoints" / "README.txt").unlink()
+    (tampered / "notes.txt").write_text("an auditor's notes beside the export are not read")
+    assert verify_export(tampered, log.pem).ok
+
+
+# --------------------------------------------------------------------------- key and files (§3, §4)
+
+
+def crlf_pem(pem: bytes) -> bytes:
+    return pem.replace(b"\n", b"\r\n")
+
+
+def test_audit_key_pem_must_be_in_the_form_airlock_writes(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    (tampered / "audit-key.pem").write_bytes(crlf_pem(log.pem))
+    for pem in (log.pem, None):
+        assert failed(tampered, pem) == (
+            "audit-key.pem: not in the form airlock writes (one PUBLIC KEY block, base64 in "
+            "64-character lines, LF line ends, nothing else)"
+        )
+
+
+def test_pubkey_is_compared_as_a_key_not_as_bytes(log):
+    report = verify_export(log.pristine, crlf_pem(log.pem))
+    assert report.ok, report.problem
+    assert report.key_source == "given"
+
+
+def test_an_export_without_entries(log, tmp_path):
+    tampered = copy(log.pristine, tmp_path)
+    (tampered / "entries.jsonl").write_bytes(b"")
+    assert failed(tampered, log.pem) == "entries.jsonl holds no entries"
+    (tampered / "entries.jsonl").unlink()
+    assert failed(tampered, log.pem) == "entries.jsonl is missing"
+
+
+def test_an_empty_log_is_not_exported(store, keyring, tmp_path):
+    key = AuditKey(keyring, unique_label("empty-audit"))
+    with pytest.raises(InvalidInput, match="the audit log is empty: there is nothing to export"):
+        export(store, key, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert store.audit_checkpoints() == []  # nothing signed either
+
+
+# =========================================================================== a second log
+# Bybit orders and cancels, alerts about an item, variants re-signed after enqueue, and a
+# chain id and nonce beyond 2^53.
+
+BIG_CHAIN = 2**53 + 1  # 9007199254740993: not a JSON-safe integer
+BIG_NONCE = 2**53 + 7
+
+
+@dataclass
+class VenueLog:
+    store: Store
+    pem: bytes
+    intent: IntentKey
+    sender: str
+    ids: dict[str, str]  # evm, order, cancel
+    pristine: Path  # entries 0..7, checkpoints at 4 and 8
+    ranged: Path  # entries 1..7: the EVM item was queued before the range
+
+
+@pytest.fixture(scope="module")
+def venue_log(tmp_path_factory, keyring, kek) -> Iterator[VenueLog]:
+    base = tmp_path_factory.mktemp("audit-tamper-venue")
+    label = unique_label("tamper-big")
+    keyring.generate("secp256k1", label)
+    eth = keyring.ecdsa_key(label, curve="secp256k1")
+    intent_label = unique_label("tamper-intents")
+    keyring.generate("p256", intent_label)
+    intent = IntentKey(
+        keyring.ecdsa_key(intent_label, curve="p256"),
+        intent_label,
+        keyring.public_key_pem(intent_label),
+    )
+    audit_key = AuditKey(keyring, unique_label("tamper-venue-audit"))
+    resign = resigner(keyring, 10**12, 10)
+    request = OrderRequest(
+        category="linear",
+        symbol="BTCUSDT",
+        side="Buy",
+        order_type="Limit",
+        qty="0.010",
+        price="65000.50",
+        tif="GTC",
+        ttl_s=600,
+        idempotency_key="tamper-order",
+    )
+    with Store.open(base / "queue.db", kek, clock_ms=TickingClock()) as store:
+        big = enqueue_transaction(
+            store,
+            eth,
+            dict(FIELDS, chain_id=BIG_CHAIN),
+            nonce=BIG_NONCE,
+            ladder=LadderSpec(levels=1, with_cancel=True),
+        ).item  # 0
+        store.add_variant(big.id, resign(store, store.get(big.id)))  # 1: idx 2
+        decision = decide_order(request, venue_reachable=False, config=PolicyConfig())
+        order = enqueue_order(store, request, decision, intent, account="main").item  # 2
+        order = store.begin_venue(order, "sending to the venue")  # 3
+        checkpoint(store, audit_key)  # size 4
+        cancel = cancel_order(store, order, intent).cancel  # 4
+        assert cancel is not None
+        store.note_alert(f"bybit.item.{order.id}", f"order {order.id}: look", item=order.id)  # 5
+        store.record_event(entries.ALERT, {"message": "an older writer's alert"}, order.id)  # 6
+        store.add_variant(big.id, resign(store, store.get(big.id)))  # 7: idx 3
+        export(store, audit_key, base / "pristine")  # signs size 8
+        export(store, audit_key, base / "ranged", first=1)
+        yield VenueLog(
+            store=store,
+            pem=audit_key.pem.encode(),
+            intent=intent,
+            sender=big.account,
+            ids={"evm": big.id, "order": order.id, "cancel": cancel.item.id},
+            pristine=base / "pristine",
+            ranged=base / "ranged",
+        )
+
+
+def venue_forged(
+    venue_log: VenueLog, tmp_path: Path, edit: Callable[[list[dict[str, Any]]], None]
+) -> Path:
+    tampered = copy(venue_log.pristine, tmp_path)
+    reforge(tampered, Attacker(), edit)
+    return tampered
+
+
+def test_the_venue_log_has_what_its_fixture_wrote(venue_log):
+    got = [entry(venue_log.pristine, n) for n in range(8)]
+    assert [e["type"] for e in got] == [
+        entries.ITEM_ENQUEUED,
+        entries.ITEM_VARIANT_ADDED,
+        entries.ITEM_ENQUEUED,
+        entries.ITEM_TRANSITION,
+        entries.ITEM_ENQUEUED,
+        entries.ALERT,
+        entries.ALERT,
+        entries.ITEM_VARIANT_ADDED,
+    ]
+    assert [got[n]["data"]["kind"] for n in (0, 2, 4)] == ["evm_tx", "bybit_order", "bybit_cancel"]
+    assert [got[n]["data"]["idx"] for n in (1, 7)] == [2, 3]
+    # The writer fills ``item`` of an alert about an item (both forms).
+    assert got[5]["item"] == got[6]["item"] == venue_log.ids["order"]
+    assert got[5]["data"].keys() == {"key", "message", "severity"}
+
+
+def test_a_chain_id_and_nonce_beyond_2_53_are_written_as_strings_and_verify(venue_log):
+    data = entry(venue_log.pristine, 0)["data"]
+    assert (data["chain_id"], data["nonce"]) == (str(BIG_CHAIN), str(BIG_NONCE))
+    report = verify_export(venue_log.pristine, venue_log.pem)
+    assert report.ok, report.problem
+    assert report.warnings == []
+    assert report.signers == {venue_log.sender}
+    assert report.intent_keys == {
+        key_fingerprint(load_intent_public_key(venue_log.intent.public_pem.encode()))
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"chain_id": str(BIG_CHAIN + 2)},
+            f"signed for chain {BIG_CHAIN} nonce {BIG_NONCE}, declared chain {BIG_CHAIN + 2} "
+            f"nonce {BIG_NONCE}",
+        ),
+        ({"nonce": "0" + str(BIG_NONCE)}, f"nonce '0{BIG_NONCE}' is not an integer >= 0"),
+        ({"nonce": str(BIG_NONCE) + ".0"}, f"nonce '{BIG_NONCE}.0' is not an integer >= 0"),
+    ],
+    ids=["other-chain", "leading-zero", "decimal-point"],
+)
+def test_a_large_declared_quantity_is_held_to_its_one_form(venue_log, tmp_path, change, message):
+    tampered = venue_forged(venue_log, tmp_path, data_of(0, lambda d: d.update(change)))
+    assert message in failed(tampered, None)
+    assert failed(tampered, None).startswith("entry 0: ")
+
+
+def test_a_range_export_warns_about_variants_of_items_queued_before_it(venue_log):
+    report = verify_export(venue_log.ranged, venue_log.pem)
+    assert report.ok, report.problem
+    item, sender = venue_log.ids["evm"], venue_log.sender
+    assert report.warnings == [
+        f"entry {n}: variant added to item {item}, which was queued before this export's first "
+        f"entry (1): its sender, chain id, nonce and index were not checked (it is signed by "
+        f"{sender})"
+        for n in (1, 7)
+    ]
+
+
+ADDED_RULES = [
+    (
+        "no-enqueued-in-a-full-export",
+        lambda p: p[0].update(item="01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+        "entry 1: variant added to item {evm}, which no earlier entry queued: the export starts "
+        "at entry 0, so the item.enqueued entry is missing",
+    ),
+    (
+        "a-cancel",
+        lambda p: p[1]["data"].update(kind="cancel"),
+        "entry 1: variant 2: an added variant is a step (an item's cancel is signed when it is "
+        "queued)",
+    ),
+    (
+        "wrong-idx",
+        lambda p: p[1]["data"].update(idx=1),
+        "entry 1: variant 2: idx is 1, not 2 (its place among the item's)",
+    ),
+    (
+        "idx-of-the-second-repeats-the-first",
+        lambda p: p[7]["data"].update(idx=2),
+        "entry 7: variant 3: idx is 2, not 3",
+    ),
+    (
+        "to-a-bybit-item",
+        lambda p: p[7].update(item=p[2]["item"]),
+        "entry 7: variant added to item {order}, a bybit_order item: only evm_tx items have "
+        "variants",
+    ),
+    (
+        "signed-by-another-key",
+        lambda p: set_raw(p[1]["data"], other_key_tx({"chain_id": BIG_CHAIN, "nonce": BIG_NONCE})),
+        f"entry 1: variant 2: signed by {ATTACKER_ETH.address}, not by the declared sender",
+    ),
+    (
+        "fee-not-the-signed-one",
+        lambda p: p[1]["data"].update(fee_per_gas="1"),
+        "entry 1: variant 2: fee_per_gas '1' is not the signed maxFeePerGas",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"), [r[1:] for r in ADDED_RULES], ids=[r[0] for r in ADDED_RULES]
+)
+def test_a_forged_added_variant_is_named(venue_log, tmp_path, edit, message):
+    tampered = venue_forged(venue_log, tmp_path, edit)
+    assert failed(tampered, None).startswith(message.format(**venue_log.ids))
+
+
+def swap_intents(a: int, b: int) -> Callable[[list[dict[str, Any]]], None]:
+    """Entry ``a`` gets entry ``b``'s intent and signature: validly signed by the real
+    intent key, but the intent of the other kind of item."""
+
+    def edit(parsed: list[dict[str, Any]]) -> None:
+        for member in ("intent", "intent_signature"):
+            parsed[a]["data"][member] = parsed[b]["data"][member]
+
+    return edit
+
+
+INTENT_RULES = [
+    (
+        "order-with-a-cancel-intent",
+        swap_intents(2, 4),
+        "entry 2: a bybit_order item carries a 'bybit.cancel' intent, not a 'bybit.order' one",
+    ),
+    (
+        "cancel-with-an-order-intent",
+        swap_intents(4, 2),
+        "entry 4: a bybit_cancel item carries a 'bybit.order' intent, not a 'bybit.cancel' one",
+    ),
+    (
+        "signature-upper-case",
+        data_of(2, lambda d: d.update(intent_signature=d["intent_signature"].upper())),
+        "entry 2: the intent signature is not lower-case hex",
+    ),
+    (
+        "extra-intent-member",
+        data_of(2, lambda d: d["intent"].update(note="x")),
+        "entry 2: the bybit.order intent has members category, note, orderLinkId, orderType, "
+        "price, qty, reduceOnly, side, symbol, timeInForce, type, v, not",
+    ),
+    (
+        "intent-version",
+        data_of(4, lambda d: d["intent"].update(v=2)),
+        "entry 4: unknown bybit.cancel intent version 2",
+    ),
+    (
+        "changed-quantity",
+        data_of(2, lambda d: d["intent"].update(qty="100")),
+        "entry 2: the order intent's signature does not verify",
+    ),
+    (
+        "unknown-item-kind",
+        data_of(2, lambda d: d.update(kind="bybit_spot")),
+        "entry 2: item kind 'bybit_spot' is not one of evm_tx, bybit_order, bybit_cancel",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"), [r[1:] for r in INTENT_RULES], ids=[r[0] for r in INTENT_RULES]
+)
+def test_a_forged_bybit_intent_is_named(venue_log, tmp_path, edit, message):
+    assert failed(venue_forged(venue_log, tmp_path, edit), None).startswith(message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Callable
 
 import pytest
@@ -173,9 +174,8 @@ def test_other_key_claiming_our_hint(
         f"{ORIGIN}\n{SIZE}\n{base64.b64encode(ROOT[:-1] + bytes([ROOT[-1] ^ 1])).decode()}\n",
         f"airlock.local/another\n{SIZE}\n{ROOT_B64}\n",
         f"{ORIGIN}x\n{SIZE}\n{ROOT_B64}\n",
-        f"{ORIGIN}\n{SIZE}\n{ROOT_B64}\nextension line\n",
     ],
-    ids=["size+1", "size-1", "zero-root", "root-bit", "origin", "origin-suffix", "extension"],
+    ids=["size+1", "size-1", "zero-root", "root-bit", "origin", "origin-suffix"],
 )
 def test_altered_body_does_not_verify(
     private_key: ec.EllipticCurvePrivateKey, note: str, new_body: str
@@ -346,3 +346,85 @@ def test_load_public_key_refuses_garbage(private_key: ec.EllipticCurvePrivateKey
     ]:
         with pytest.raises(CheckpointError, match="not a PEM public key"):
             load_public_key(garbage)
+
+
+# ------------------------------------------------------- airlock's form, byte for byte (§2)
+
+
+def _sign_body(private_key: ec.EllipticCurvePrivateKey, text: str, name: str = ORIGIN) -> str:
+    """A note over any ``text``, validly signed: only the form rules can refuse it."""
+    der = _signer(private_key)(text.encode())
+    blob = base64.b64encode(key_hint(private_key.public_key()) + der).decode()
+    return f"{text}\n{DASH} {name} {blob}\n"
+
+
+def _unused_bits_set(data: bytes) -> str:
+    text = base64.b64encode(data).decode()
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    stem = text.rstrip("=")
+    changed = stem[:-1] + alphabet[alphabet.index(stem[-1]) ^ 1] + text[len(stem) :]
+    assert base64.b64decode(changed) == data and changed != text
+    return changed
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda n: n.replace("\n", "\r\n"), "has a CR (U+000D): lines end with LF only"),
+        (lambda n: n.replace("\n", "\r"), "has a CR (U+000D): lines end with LF only"),
+        (lambda n: n.replace("\n\n", "\n\r\n"), "has a CR (U+000D)"),
+        (lambda n: n[:-1] + "\r\n", "has a CR (U+000D)"),
+        (lambda n: "\t" + n, "holds the control character U+0009"),
+        (lambda n: n.replace(ORIGIN, ORIGIN + "\x00"), "holds the control character U+0000"),
+        (lambda n: n + f"{DASH} w\x7f AAAAAAAA\n", "holds the control character U+007F"),
+        (lambda n: "\ufeff" + n, "bad origin"),
+        (
+            lambda n: n.replace(ROOT_B64, _unused_bits_set(ROOT)),
+            "the root is not canonical base64",
+        ),
+        (
+            lambda n: n[: n.rindex(" ") + 1] + _unused_bits_set(b"\x30" * 74) + "\n",
+            "a signature is not canonical base64",
+        ),
+        (lambda n: n.replace(f"{DASH} {ORIGIN}", f"{DASH} a+b"), "bad key name 'a+b'"),
+    ],
+    ids=[
+        "crlf",
+        "cr-only",
+        "crlf-blank-line",
+        "crlf-last",
+        "tab",
+        "nul",
+        "del",
+        "bom",
+        "root-unused-bits",
+        "signature-unused-bits",
+        "key-name-plus",
+    ],
+)
+def test_notes_outside_airlocks_form(note: str, make: Callable[[str], str], message: str) -> None:
+    bad = make(note)
+    assert bad != note
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        parse_note(bad)
+
+
+def test_an_extension_line_is_refused_even_when_signed(
+    private_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    """C2SP tlog-checkpoint allows extension lines after the root; airlock's checkpoints
+    have none, so a four-line body is not one of its notes (even with a good signature)."""
+    signed = _sign_body(private_key, f"{ORIGIN}\n{SIZE}\n{ROOT_B64}\nextension line\n")
+    with pytest.raises(CheckpointError, match=r"has 4 lines, not 3 .*extension lines"):
+        verify_note(signed, private_key.public_key(), ORIGIN)
+
+
+def test_two_signature_lines_by_one_key_are_refused(
+    private_key: ec.EllipticCurvePrivateKey, note: str
+) -> None:
+    """Which of two lines would a verifier try? Refusing both makes every verifier agree."""
+    again = _sign_body(private_key, parse_note(note).body).split("\n\n", 1)[1]
+    assert again != note.split("\n\n", 1)[1]  # ECDSA: another valid signature
+    for doubled in (note + again, note + note.split("\n\n", 1)[1]):
+        with pytest.raises(CheckpointError, match=f"2 signature lines by key '{ORIGIN}'"):
+            verify_note(doubled, private_key.public_key(), ORIGIN)

@@ -11,8 +11,8 @@ The form is RFC 8785 (JCS) restricted to values where JCS and a plain encoder ag
   hex); everything else, including non-ASCII, is written as itself; lone surrogates are
   refused.
 
-Pure module with no airlock imports: the queue writes entries with it, and an auditor's
-verifier reads them with it.
+Pure module (its only airlock import is the exception base): the queue writes entries
+with it, and an auditor's verifier reads them with it.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from airlock.audit.errors import AuditError
+
 MAX_SAFE_INTEGER = (1 << 53) - 1
 
 
-class CanonicalError(ValueError):
+class CanonicalError(AuditError, ValueError):
     """A value cannot be put in canonical form, or bytes are not in it."""
 
 

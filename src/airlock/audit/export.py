@@ -4,7 +4,7 @@ Layout (see docs/audit-format.md)::
 
     DIR/manifest.json          what is in the export, and how to continue the tree
     DIR/entries.jsonl          entries first .. first+count-1, canonical bytes, one per line
-    DIR/checkpoints/NNNNNN.note signed notes, by checkpoint id
+    DIR/checkpoints/NNNNNN.note signed notes, by checkpoint id (six digits, more past 999999)
     DIR/audit-key.pem          the audit public key (an auditor should have it from elsewhere)
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 from airlock.audit import entries, merkle
 from airlock.audit.log import AuditKey, checkpoint
+from airlock.audit.manifest import note_name
 from airlock.errors import InvalidInput
-from airlock.queue.journal import CheckpointRecord
 from airlock.queue.store import Store
 
 FORMAT = entries.EXPORT_FORMAT
@@ -39,8 +39,11 @@ def export(
 
     A full export signs a checkpoint of the whole log first, so every entry is covered.
     A range that ends before the log does comes with a consistency proof from its end to
-    the first checkpoint that covers it.
+    the first checkpoint that covers it. An empty log has nothing to export (and nothing
+    worth signing), so it is refused before anything is signed or written.
     """
+    if store.audit_size() == 0:
+        raise InvalidInput("the audit log is empty: there is nothing to export yet")
     if last is None:
         checkpoint(store, key)
     size = store.audit_size()
@@ -60,31 +63,29 @@ def export(
     if cover.size > stop:
         included.append(cover)
         tail = {
-            "checkpoint": _note_name(cover),
+            "checkpoint": note_name(cover.id),
             "proof": [h.hex() for h in merkle.consistency_proof(stop, leaves)],
         }
     out.mkdir(parents=True, exist_ok=True)
     notes = out / "checkpoints"
     notes.mkdir(exist_ok=True)
     for record in included:
-        (notes / _note_name(record)).write_text(record.note)
+        (notes / note_name(record.id)).write_bytes(record.note.encode())
     with open(out / "entries.jsonl", "wb") as handle:
         for entry in store.audit_entries(first, stop):
             handle.write(entry + b"\n")
-    (out / "audit-key.pem").write_text(key.pem)
+    (out / "audit-key.pem").write_bytes(key.pem.encode())
     manifest: dict[str, Any] = {
         "format": FORMAT,
+        "v": entries.VERSION,
         "origin": store.audit_origin(),
         "key_name": store.audit_origin(),
         "first": first,
         "count": stop - first,
         "frontier": [h.hex() for h in merkle.Frontier.of(leaves[:first]).hashes()],
-        "checkpoints": [_note_name(c) for c in included],
+        "checkpoints": [note_name(c.id) for c in included],
         "tail": tail,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    (out / "manifest.json").write_bytes(text.encode())  # bytes: LF on every platform
     return ExportResult(out, first, stop - first, len(included))
-
-
-def _note_name(record: CheckpointRecord) -> str:
-    return f"{record.id:06d}.note"

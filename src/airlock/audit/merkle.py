@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from airlock.audit.errors import AuditError
+
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
-class ProofError(ValueError):
+class ProofError(AuditError, ValueError):
     """A proof does not verify, or its parameters are impossible."""
 
 

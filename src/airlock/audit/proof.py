@@ -14,13 +14,14 @@ from typing import Any
 from airlock.audit import merkle
 from airlock.audit.canonical import CanonicalError, parse_canonical
 from airlock.audit.checkpoint import CheckpointError, load_public_key, verify_note
+from airlock.audit.errors import AuditError
 from airlock.errors import InvalidInput
 from airlock.queue.store import Store
 
 FORMAT = "airlock-inclusion-proof/1"
 
 
-class InclusionError(ValueError):
+class InclusionError(AuditError, ValueError):
     """The proof does not show the entry in the signed log."""
 
 

@@ -1,7 +1,9 @@
 """The offline verifier: an export directory and a public key, no HSM, no database.
 
-It stops at the first problem and names it (later problems are usually its echoes):
-the entry number and what is wrong, or the checkpoint file and what is wrong.
+It reads the export's files once (:func:`read_export`, the only I/O) and checks their
+bytes (:func:`check_export`, pure) in the order of docs/audit-format.md §4. It stops at
+the first problem and names it (later problems are usually its echoes): the entry number
+and what is wrong, or the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from airlock.audit import entries, merkle
@@ -22,21 +25,18 @@ from airlock.audit.checkpoint import (
     spki_der,
     verify_note,
 )
-from airlock.audit.evm_check import EvmCheckError, check_enqueued_evm
-from airlock.audit.order_check import OrderCheckError, check_enqueued_order
-from airlock.relays.jsonbody import loads_limited
+from airlock.audit.content import Content, ContentError, check_form
+from airlock.audit.errors import AuditError
+from airlock.audit.manifest import Manifest, ManifestError, parse_manifest
 
 
-class VerifyFailure(Exception):
+class VerifyFailure(AuditError):
     """The first thing found wrong with an export."""
 
 
 @dataclass
 class Report:
     ok: bool = False
-    # What each EVM item declared when queued (sender, chain, nonce): later variants of
-    # the item are held to it.
-    evm_items: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     problem: str | None = None
     entries: int = 0
     first: int = 0
@@ -70,46 +70,72 @@ class Report:
         }
 
 
+@dataclass(frozen=True)
+class ExportFiles:
+    """The bytes of one export as read from disk; None where a file is absent."""
+
+    directory: Path
+    manifest: bytes | None
+    entries: bytes | None
+    audit_key: bytes | None
+    # every name in checkpoints/ (None for one that is not a regular file)
+    notes: dict[str, bytes | None]
+
+
 def verify_export(directory: Path, public_key_pem: bytes | None = None) -> Report:
     """Check everything in ``directory``; ``report.ok`` says whether it all holds."""
     report = Report()
     try:
-        _verify(directory, public_key_pem, report)
+        check_export(read_export(directory), public_key_pem, report)
         report.ok = True
     except VerifyFailure as exc:
         report.problem = str(exc)
     return report
 
 
-def _verify(directory: Path, public_key_pem: bytes | None, report: Report) -> None:
-    manifest = _manifest(directory)
-    report.origin = manifest["origin"]
-    report.first = first = manifest["first"]
-    key = _public_key(directory, public_key_pem, report)
-    notes = _checkpoints(directory, manifest, key, report)
-    tail_name = manifest["tail"]["checkpoint"] if manifest.get("tail") else None
+def read_export(directory: Path) -> ExportFiles:
+    """Read the four parts of an export (docs/audit-format.md §3); other files are not
+    part of it and are not read."""
+    folder = directory / "checkpoints"
+    try:
+        names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        notes = {name: _read(folder / name) for name in names}
+        return ExportFiles(
+            directory=directory,
+            manifest=_read(directory / "manifest.json"),
+            entries=_read(directory / "entries.jsonl"),
+            audit_key=_read(directory / "audit-key.pem"),
+            notes=notes,
+        )
+    except OSError as exc:
+        raise VerifyFailure(f"{exc.filename}: cannot be read: {exc.strerror}") from None
+
+
+def _read(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
+# ------------------------------------------------------------------------- the checks
+
+
+def check_export(files: ExportFiles, public_key_pem: bytes | None, report: Report) -> None:
+    """§4, in order, over bytes already read; raises :class:`VerifyFailure`."""
+    manifest = _manifest(files)
+    report.origin, report.first = manifest.origin, manifest.first
+    key = _public_key(files.audit_key, public_key_pem, report)
+    notes = _checkpoints(files.notes, manifest, key, report)
+    tail_name = manifest.tail.checkpoint if manifest.tail else None
     by_size = {cp.size: (name, cp) for name, cp in notes if name != tail_name}
     frontier = _frontier(manifest)
-    lines = _lines(directory)
-    _check_entries(lines, first, frontier, by_size, report)
+    lines = _lines(files.entries)
     if not lines:
         raise VerifyFailure("entries.jsonl holds no entries")
-    end = first + len(lines)
-    beyond = [name for name, cp in notes if cp.size > end and name != tail_name]
-    if beyond:
-        raise VerifyFailure(
-            f"checkpoint {beyond[0]} signs {_size_of(notes, beyond[0])} entries but the "
-            f"export ends at entry {end - 1}: entries were removed from the end (truncated)"
-        )
-    if len(lines) != manifest["count"]:
-        raise VerifyFailure(
-            f"entries.jsonl holds {len(lines)} entries but the manifest lists "
-            f"{manifest['count']}: entries were removed or added"
-        )
-    if tail_name is not None:
-        _check_tail(manifest["tail"], manifest["first"], notes, end, frontier)
-    if not notes:
-        raise VerifyFailure("the export holds no checkpoint: nothing in it is signed")
+    content = Content(manifest.first)
+    _check_entries(lines, manifest.first, frontier, by_size, content, report)
+    end = manifest.first + len(lines)
+    _check_cover(manifest, notes, end, len(lines))
+    if manifest.tail is not None:
+        _check_tail(manifest, notes, end, frontier)
     covered = max(cp.size for _, cp in notes)
     if covered < end:
         raise VerifyFailure(
@@ -117,6 +143,8 @@ def _verify(directory: Path, public_key_pem: bytes | None, report: Report) -> No
         )
     report.entries = len(lines)
     report.signed_size = covered
+    report.signers, report.intent_keys = content.signers, content.intent_keys
+    report.warnings.extend(content.warnings)
 
 
 def _check_entries(
@@ -124,6 +152,7 @@ def _check_entries(
     first: int,
     frontier: merkle.Frontier,
     by_size: dict[int, tuple[str, Checkpoint]],
+    content: Content,
     report: Report,
 ) -> None:
     """Each entry in order: its form, its number, its link to the one before, its content,
@@ -139,7 +168,11 @@ def _check_entries(
                 f"entry {number - 1}: its hash is not the prev of entry {number}: entry "
                 f"{number - 1} was altered (or entry {number}'s prev was)"
             )
-        _check_content(number, entry, report)
+        _note_entry(number, entry, report)
+        try:
+            content.check(number, entry)
+        except ContentError as exc:
+            raise VerifyFailure(f"entry {number}: {exc}") from None
         prev_hash = entries.entry_hash(line)
         frontier.append(merkle.leaf_hash(line))
         if frontier.size in by_size:
@@ -154,78 +187,88 @@ def _check_entries(
                 )
 
 
-def _size_of(notes: list[tuple[str, Checkpoint]], name: str) -> int:
-    return next(cp.size for n, cp in notes if n == name)
+def _entry(number: int, line: bytes) -> dict[str, Any]:
+    try:
+        return check_form(number, parse_canonical(line))
+    except (CanonicalError, ContentError) as exc:
+        raise VerifyFailure(f"entry {number}: {exc}") from None
+
+
+def _note_entry(number: int, entry: dict[str, Any], report: Report) -> None:
+    """What the report shows of every entry: its type and its time."""
+    report.kinds[entry["type"]] += 1
+    time_ms = entry["time_ms"]
+    report.first_ms = time_ms if report.first_ms is None else min(report.first_ms, time_ms)
+    report.last_ms = time_ms if report.last_ms is None else max(report.last_ms, time_ms)
+    if entry["type"] not in entries.KINDS and report.kinds[entry["type"]] == 1:
+        report.warnings.append(f"entry {number}: unknown entry type {entry['type']!r} (kept)")
+
+
+def _check_cover(
+    manifest: Manifest, notes: list[tuple[str, Checkpoint]], end: int, lines: int
+) -> None:
+    """No checkpoint but the tail signs past the export's end (§4 step 5)."""
+    tail_name = manifest.tail.checkpoint if manifest.tail else None
+    beyond = [(name, cp) for name, cp in notes if cp.size > end and name != tail_name]
+    if beyond:
+        name, cp = beyond[0]
+        raise VerifyFailure(
+            f"checkpoint {name} signs {cp.size} entries but the export ends at entry "
+            f"{end - 1}: entries were removed from the end (truncated)"
+        )
+    if lines != manifest.count:
+        raise VerifyFailure(
+            f"entries.jsonl holds {lines} entries but the manifest lists "
+            f"{manifest.count}: entries were removed or added"
+        )
 
 
 def _check_tail(
-    tail: dict[str, Any],
-    first: int,
-    notes: list[tuple[str, Checkpoint]],
-    end: int,
-    frontier: merkle.Frontier,
+    manifest: Manifest, notes: list[tuple[str, Checkpoint]], end: int, frontier: merkle.Frontier
 ) -> None:
-    found = [cp for name, cp in notes if name == tail["checkpoint"]]
-    if not found:
-        raise VerifyFailure(f"manifest.json: tail checkpoint {tail['checkpoint']} is missing")
-    proof = [_hex32(h, "tail proof") for h in tail["proof"]]
+    assert manifest.tail is not None
+    name, cp = notes[-1]  # the manifest holds the tail to be the last listed checkpoint
+    if cp.size <= end:
+        raise VerifyFailure(
+            f"manifest.json: tail checkpoint {name} signs {cp.size} entries, no more than the "
+            f"export holds ({end}): a tail is only for a checkpoint beyond the export's end"
+        )
     try:
-        merkle.verify_consistency(end, found[0].size, frontier.root(), found[0].root, proof)
+        merkle.verify_consistency(end, cp.size, frontier.root(), cp.root, manifest.tail.proof)
     except merkle.ProofError as exc:
         raise VerifyFailure(
-            f"entries {first}..{end - 1} are not a prefix of the log signed in "
-            f"checkpoint {tail['checkpoint']}: {exc}"
+            f"entries {manifest.first}..{end - 1} are not a prefix of the log signed in "
+            f"checkpoint {name}: {exc}"
         ) from None
 
 
-def _manifest(directory: Path) -> dict[str, Any]:
-    path = directory / "manifest.json"
+def _manifest(files: ExportFiles) -> Manifest:
+    if files.manifest is None:
+        path = files.directory / "manifest.json"
+        raise VerifyFailure(f"{path} is missing: not an airlock audit export")
     try:
-        # depth-limited: with eth_account loaded, json.loads of a deeply nested file
-        # overflows the C stack (SIGSEGV) instead of raising
-        manifest = loads_limited(path.read_bytes())
-    except FileNotFoundError:
-        raise VerifyFailure(f"{path} is missing: not an airlock audit export") from None
-    except (OSError, ValueError) as exc:
-        raise VerifyFailure(f"manifest.json cannot be read: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != entries.EXPORT_FORMAT:
-        raise VerifyFailure(f"manifest.json: format is not {entries.EXPORT_FORMAT!r}")
-    shape = {
-        "origin": str,
-        "key_name": str,
-        "first": int,
-        "count": int,
-        "frontier": list,
-        "checkpoints": list,
-    }
-    for key, kind in shape.items():
-        if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
-            raise VerifyFailure(f"manifest.json: {key} is missing or not of type {kind.__name__}")
-    if not all(isinstance(name, str) for name in manifest["checkpoints"]):
-        raise VerifyFailure("manifest.json: checkpoints must be a list of file names")
-    if not all(isinstance(h, str) for h in manifest["frontier"]):
-        raise VerifyFailure("manifest.json: frontier must be a list of hex hashes")
-    if manifest["first"] < 0 or manifest["count"] < 1:
-        raise VerifyFailure("manifest.json: first must be >= 0 and count >= 1")
-    tail = manifest.get("tail")
-    if tail is not None and (
-        not isinstance(tail, dict)
-        or not isinstance(tail.get("checkpoint"), str)
-        or not isinstance(tail.get("proof"), list)
-    ):
-        raise VerifyFailure("manifest.json: tail must hold a checkpoint name and a proof list")
-    return manifest
+        return parse_manifest(files.manifest)
+    except ManifestError as exc:
+        raise VerifyFailure(f"manifest.json: {exc}") from None
 
 
-def _public_key(directory: Path, given: bytes | None, report: Report) -> ec.EllipticCurvePublicKey:
-    exported_path = directory / "audit-key.pem"
+def _public_key(
+    exported_pem: bytes | None, given: bytes | None, report: Report
+) -> ec.EllipticCurvePublicKey:
+    """§4 step 2: the export's own key is always present and in airlock's PEM form; the
+    given one, if any, must be the same key (compared as DER, whatever its PEM layout)."""
+    if exported_pem is None:
+        raise VerifyFailure("audit-key.pem is missing: an export carries its audit key")
     try:
-        exported = load_public_key(exported_path.read_bytes()) if exported_path.exists() else None
-    except (CheckpointError, OSError) as exc:
+        exported = load_public_key(exported_pem)
+    except CheckpointError as exc:
         raise VerifyFailure(f"audit-key.pem: {exc}") from None
+    if _pem(exported) != exported_pem:
+        raise VerifyFailure(
+            "audit-key.pem: not in the form airlock writes (one PUBLIC KEY block, base64 in "
+            "64-character lines, LF line ends, nothing else)"
+        )
     if given is None:
-        if exported is None:
-            raise VerifyFailure("no public key: pass --pubkey (audit-key.pem is missing)")
         report.key_source = "export"
         report.warnings.append(
             "the public key came from the export itself: this proves the log is intact, not "
@@ -237,7 +280,7 @@ def _public_key(directory: Path, given: bytes | None, report: Report) -> ec.Elli
     except CheckpointError as exc:
         raise VerifyFailure(f"--pubkey: {exc}") from None
     report.key_source = "given"
-    if exported is not None and spki_der(exported) != spki_der(key):
+    if spki_der(exported) != spki_der(key):
         raise VerifyFailure(
             "audit-key.pem in the export is not the public key you gave: the export's key was "
             "substituted"
@@ -245,129 +288,68 @@ def _public_key(directory: Path, given: bytes | None, report: Report) -> ec.Elli
     return key
 
 
+def _pem(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 def _checkpoints(
-    directory: Path, manifest: dict[str, Any], key: ec.EllipticCurvePublicKey, report: Report
+    on_disk: dict[str, bytes | None],
+    manifest: Manifest,
+    key: ec.EllipticCurvePublicKey,
+    report: Report,
 ) -> list[tuple[str, Checkpoint]]:
-    folder = directory / "checkpoints"
-    on_disk = sorted(p.name for p in folder.glob("*.note")) if folder.is_dir() else []
-    listed = manifest["checkpoints"]
-    if sorted(listed) != on_disk:
+    listed = list(manifest.checkpoints)
+    if sorted(listed) != sorted(on_disk) or any(on_disk[name] is None for name in listed):
         extra = sorted(set(on_disk) - set(listed)) or sorted(set(listed) - set(on_disk))
+        extra = extra or [name for name in listed if on_disk[name] is None]
         raise VerifyFailure(
             f"checkpoints/: files {', '.join(extra)} differ from the manifest's list "
             "(a checkpoint was added or removed)"
         )
+    if not listed:
+        raise VerifyFailure("the export holds no checkpoint: nothing in it is signed")
     out: list[tuple[str, Checkpoint]] = []
     for name in listed:
-        try:
-            cp = verify_note((folder / name).read_text(), key, manifest["key_name"])
-        except (CheckpointError, OSError, UnicodeDecodeError) as exc:
-            raise VerifyFailure(f"checkpoint {name}: {exc}") from None
-        if cp.origin != manifest["origin"]:
-            raise VerifyFailure(
-                f"checkpoint {name}: it is for log {cp.origin!r}, not {manifest['origin']!r} "
-                "(a checkpoint from another log)"
-            )
+        cp = _note(name, on_disk[name] or b"", manifest, key)
         if out and cp.size <= out[-1][1].size:
             raise VerifyFailure(
                 f"checkpoint {name}: size {cp.size} does not grow past the previous "
                 f"checkpoint's {out[-1][1].size} (replayed or reordered checkpoint)"
             )
-        if cp.size <= manifest["first"]:
+        if cp.size <= manifest.first:
             raise VerifyFailure(f"checkpoint {name}: it covers none of the exported entries")
         out.append((name, cp))
     report.checkpoints = len(out)
     return out
 
 
-def _frontier(manifest: dict[str, Any]) -> merkle.Frontier:
-    hashes = [_hex32(h, "manifest frontier") for h in manifest["frontier"]]
+def _note(name: str, data: bytes, manifest: Manifest, key: ec.EllipticCurvePublicKey) -> Checkpoint:
     try:
-        return merkle.Frontier.resume(manifest["first"], hashes)
+        cp = verify_note(data.decode("utf-8"), key, manifest.key_name)
+    except UnicodeDecodeError:
+        raise VerifyFailure(f"checkpoint {name}: not UTF-8") from None
+    except CheckpointError as exc:
+        raise VerifyFailure(f"checkpoint {name}: {exc}") from None
+    if cp.origin != manifest.origin:
+        raise VerifyFailure(
+            f"checkpoint {name}: it is for log {cp.origin!r}, not {manifest.origin!r} "
+            "(a checkpoint from another log)"
+        )
+    return cp
+
+
+def _frontier(manifest: Manifest) -> merkle.Frontier:
+    try:
+        return merkle.Frontier.resume(manifest.first, manifest.frontier)
     except merkle.ProofError as exc:
         raise VerifyFailure(f"manifest.json: frontier: {exc}") from None
 
 
-def _hex32(value: Any, what: str) -> bytes:
-    try:
-        raw = bytes.fromhex(value) if isinstance(value, str) else b""
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise VerifyFailure(f"{what}: {value!r} is not a 32-byte hex hash")
-    return raw
-
-
-def _lines(directory: Path) -> list[bytes]:
-    try:
-        data = (directory / "entries.jsonl").read_bytes()
-    except OSError as exc:
-        raise VerifyFailure(f"entries.jsonl cannot be read: {exc}") from None
+def _lines(data: bytes | None) -> list[bytes]:
+    if data is None:
+        raise VerifyFailure("entries.jsonl is missing")
     if data and not data.endswith(b"\n"):
         raise VerifyFailure("entries.jsonl: the last line is cut short (no final newline)")
     return data.split(b"\n")[:-1] if data else []
-
-
-_ENTRY_SHAPE = {"v": int, "seq": int, "prev": str, "time_ms": int, "type": str, "data": dict}
-_ENTRY_KEYS = {*_ENTRY_SHAPE, "item"}
-
-
-def _entry(number: int, line: bytes) -> dict[str, Any]:
-    try:
-        entry = parse_canonical(line)
-    except CanonicalError as exc:
-        raise VerifyFailure(f"entry {number}: {exc}") from None
-    if not isinstance(entry, dict) or entry.keys() != _ENTRY_KEYS:
-        raise VerifyFailure(f"entry {number}: not an airlock audit entry (wrong fields)")
-    for key, kind in _ENTRY_SHAPE.items():
-        if not isinstance(entry[key], kind) or isinstance(entry[key], bool):
-            raise VerifyFailure(f"entry {number}: {key} is not of type {kind.__name__}")
-    if entry["seq"] != number:
-        raise VerifyFailure(
-            f"entry {number}: found entry number {entry['seq']} in its place: entries were "
-            "deleted, inserted, duplicated or reordered"
-        )
-    if entry["v"] != entries.VERSION:
-        raise VerifyFailure(f"entry {number}: unknown entry version {entry['v']}")
-    return entry
-
-
-def _check_content(number: int, entry: dict[str, Any], report: Report) -> None:
-    report.kinds[entry["type"]] += 1
-    time_ms = entry["time_ms"]
-    report.first_ms = time_ms if report.first_ms is None else min(report.first_ms, time_ms)
-    report.last_ms = time_ms if report.last_ms is None else max(report.last_ms, time_ms)
-    if entry["type"] not in entries.KINDS and report.kinds[entry["type"]] == 1:
-        report.warnings.append(f"entry {number}: unknown entry type {entry['type']!r} (kept)")
-    if entry["type"] == entries.ITEM_ENQUEUED and entry["data"].get("kind") == "evm_tx":
-        try:
-            report.signers.add(check_enqueued_evm(entry["data"]))
-        except EvmCheckError as exc:
-            raise VerifyFailure(f"entry {number}: {exc}") from None
-        data = entry["data"]
-        report.evm_items[entry["item"]] = {k: data.get(k) for k in ("account", "chain_id", "nonce")}
-    elif entry["type"] == entries.ITEM_ENQUEUED and entry["data"].get("kind") in BYBIT_KINDS:
-        try:
-            report.intent_keys.add(check_enqueued_order(entry["data"]))
-        except OrderCheckError as exc:
-            raise VerifyFailure(f"entry {number}: {exc}") from None
-    elif entry["type"] == entries.ITEM_VARIANT_ADDED:
-        _check_added_variant(number, entry, report)
-
-
-BYBIT_KINDS = ("bybit_order", "bybit_cancel")  # both carry an HSM-signed intent
-
-
-def _check_added_variant(number: int, entry: dict[str, Any], report: Report) -> None:
-    """A variant signed after enqueue must hold to what the item declared when queued."""
-    declared = report.evm_items.get(entry["item"])
-    if declared is None:
-        report.warnings.append(
-            f"entry {number}: variant added to item {entry['item']}, which was queued before "
-            "this export's first entry: its signer was not checked"
-        )
-        return
-    try:
-        check_enqueued_evm({**declared, "variants": [entry["data"]]})
-    except EvmCheckError as exc:
-        raise VerifyFailure(f"entry {number}: {exc}") from None

@@ -54,7 +54,13 @@ _SECRET_ENV_PREFIXES = ("AIRLOCK_PIN",)
 
 class AlertStore(Protocol):
     def note_alert(
-        self, key: str, message: str, *, severity: str = ..., dedup_ms: int = ...
+        self,
+        key: str,
+        message: str,
+        *,
+        severity: str = ...,
+        dedup_ms: int = ...,
+        item: str | None = ...,
     ) -> tuple[AlertRecord, bool]: ...
 
     def resolve_alert(self, key: str) -> bool: ...
@@ -107,14 +113,22 @@ class AlertSink:
         message: str,
         severity: str = "warning",
         details: dict[str, Any] | None = None,
+        *,
+        item: str | None = None,
     ) -> bool:
         """Count the alert; deliver it if it is due. True when it was due (delivery was
         attempted on every configured channel), False when de-duplication held it back.
+        ``item`` is the queue item the alert is about, if any (its audit entry names it).
         Never raises."""
         dedup_ms = round(self._config.alert_dedup_seconds * 1000)
         try:
             record, deliver = await asyncio.to_thread(
-                self._store.note_alert, key, message, severity=severity, dedup_ms=dedup_ms
+                self._store.note_alert,
+                key,
+                message,
+                severity=severity,
+                dedup_ms=dedup_ms,
+                item=item,
             )
         except Exception as exc:
             # the alert may be about the store itself: deliver it anyway, de-duplicated

@@ -111,7 +111,7 @@ class Service:
         if item_id:
             details = {**(details or {}), "item": item_id}
         task = asyncio.get_running_loop().create_task(
-            self.sink.raise_(key, message, severity, details)
+            self.sink.raise_(key, message, severity, details, item=item_id or None)
         )
         self._alert_tasks.add(task)
         task.add_done_callback(self._alert_tasks.discard)

@@ -487,10 +487,12 @@ class VenueBroadcaster:
         log.warning("ALERT %s", message)
         result.alerts.append(message)
         self.alerts.append(message)
+        key = key or alert_key("bybit", item_id, message)
         if self.alert_hook is not None:
-            self.alert_hook(key or alert_key("bybit", item_id, message), message, item_id)
-        else:
-            self.store.record_event(audit_entries.ALERT, {"message": message}, item_id)
+            self.alert_hook(key, message, item_id)
+        else:  # the entry the service's delivery would write (docs/audit-format.md §1.4)
+            data = {"key": key, "message": message, "severity": "warning"}
+            self.store.record_event(audit_entries.ALERT, data, item_id)
 
     def alert_from_client(self, message: str) -> None:
         """The client's one alert when the key is refused (wired as its ``on_alert``)."""

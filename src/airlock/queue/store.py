@@ -772,16 +772,23 @@ class Store:
     # -- alerts and service notes ------------------------------------------------------
 
     def note_alert(
-        self, key: str, message: str, *, severity: str = "warning", dedup_ms: int = 300_000
+        self,
+        key: str,
+        message: str,
+        *,
+        severity: str = "warning",
+        dedup_ms: int = 300_000,
+        item: str | None = None,
     ) -> tuple[AlertRecord, bool]:
         """Count an alert under ``key``; True when it should be delivered now (new, raised
         again after being resolved, or outside the de-duplication window). A delivered
-        alert is also an ``alert`` audit entry; a suppressed repeat only counts."""
+        alert is also an ``alert`` audit entry, naming ``item`` when it is about one (so an
+        auditor finds it with the item's other entries); a suppressed repeat only counts."""
         with self.transaction() as conn:
             record, deliver = alerts.note(conn, key, message, severity, self._clock_ms(), dedup_ms)
             if deliver:
                 data = {"message": message, "key": key, "severity": severity}
-                self._journal.append(conn, audit_entries.ALERT, None, data)
+                self._journal.append(conn, audit_entries.ALERT, item, data)
             return record, deliver
 
     def resolve_alert(self, key: str) -> bool:

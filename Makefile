@@ -9,14 +9,22 @@ STAMP := $(VENV)/.installed
 
 export AIRLOCK_ANVIL := $(ANVIL)
 
-.PHONY: demo test bench chaos lint system-deps deps anvil clean
+# pytest-xdist workers: every core (the tests wait on subprocesses and sockets as much as
+# they compute). Each worker has its own SoftHSM token, anvils and ports.
+TEST_WORKERS ?= auto
+
+.PHONY: demo test test-quick bench chaos lint system-deps deps anvil clean
 
 demo: deps
 	$(VENV)/bin/airlock demo
 
 test: deps
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
+
+# The quick part alone, for a developer between edits: no subprocess, kill or chaos tests.
+test-quick: deps
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 # Every benchmark in turn (the commands are listed in bench/report.py), then the summary
 # table at the top of docs/benchmarks.md is rewritten from their figures.
@@ -34,12 +42,10 @@ lint: deps
 
 deps: system-deps anvil $(STAMP)
 
-# apt softhsm2 (the embedded HSM); npm for the pinned anvil package.
+# apt softhsm2 (the embedded HSM) and npm (for the pinned anvil package), each only when
+# its command is missing: a Node.js that brought its own npm is left alone.
 system-deps:
-	@if ! command -v softhsm2-util >/dev/null || ! command -v npm >/dev/null; then \
-		echo "installing softhsm2 and npm with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 npm >/dev/null; \
-	fi
+	@PYTHON=$(PYTHON) scripts/system-deps.sh python-venv softhsm2 npm
 
 anvil: $(ANVIL)
 

@@ -190,6 +190,25 @@ def bybit_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def startup_rows(r: dict[str, Any]) -> list[Row]:
+    bare = r["bare"]
+    rows = []
+    for name in ("help", "status"):
+        figure, target = r[name], r["targets"][name]
+        rows.append(
+            Row(
+                f"`{figure['command']}` start-up less the bare interpreter, median (s)",
+                f"{figure['delta_median_s']:.3f} (p90 {figure['delta_p90_s']:.3f})",
+                f"`{bare['command']}` {bare['median_s']:.3f} s",
+                "-",
+                f"<= {target['target_s']} s",
+                bool(target["pass"]),
+                "modules imported before the command runs (§ Start-up)",
+            )
+        )
+    return rows
+
+
 BENCHES: tuple[Bench, ...] = (
     Bench(
         "sign",
@@ -221,6 +240,12 @@ BENCHES: tuple[Bench, ...] = (
         ("bench/bybit_drain.py", "--orders", "1000", "--limit", "10", "--rounds", "1"),
         bybit_rows,
         ("bench/bybit_drain.py", "--orders", "20", "--limit", "50", "--rounds", "1"),
+    ),
+    Bench(
+        "startup",
+        ("bench/startup.py", "--n", "30"),
+        startup_rows,
+        ("bench/startup.py", "--n", "3", "--warmup", "1"),
     ),
 )
 

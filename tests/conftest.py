@@ -1,8 +1,12 @@
-"""Shared fixtures: one real SoftHSM token per test session, in a temporary data dir.
+"""Shared fixtures: one real SoftHSM token per test process, in a temporary data dir.
 
 ``pkcs11.lib()`` caches the loaded module per path for the whole process and SoftHSM
 reads ``SOFTHSM2_CONF`` only at ``C_Initialize``, so every test in one pytest process
-shares this single token home.
+shares this single token home. Under pytest-xdist each worker is its own process with its
+own temporary directory, so each has its own token: nothing here is shared between workers.
+
+Tests marked ``slow`` (subprocesses, kills, chaos) are collected first so that a parallel
+run starts its longest tests early instead of ending on them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from airlock.config import HsmConfig, embedded_paths, load_config
 from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
@@ -20,6 +25,13 @@ from airlock.hsm.pin import read_pin_file
 from airlock.hsm.softhsm import init_embedded
 from airlock.queue.kek import HsmKek
 from airlock.queue.store import Store
+
+settings.register_profile("airlock", deadline=None)  # no test fails on how long it took
+settings.load_profile("airlock")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
 def unique_label(prefix: str) -> str:

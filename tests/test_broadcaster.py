@@ -156,7 +156,7 @@ async def test_private_transaction_never_reaches_a_public_relay(store, keyring, 
             lambda: store.get(private.item.id).active_idx == 1, 10, "the private bump"
         )
         await wait_until_async(
-            lambda: len(store.attempts(private.item.id)) >= 3, 10, "a rebroadcast"
+            lambda: len(store.attempts(private.item.id)) >= 3, 30, "a rebroadcast"
         )
         anvil.rpc("evm_mine", [])
         await wait_until_async(

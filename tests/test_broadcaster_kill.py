@@ -14,13 +14,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tests.broadcast_kit import assert_mined_exactly_once, make_senders, queue_transfers
+from tests.broadcast_kit import (
+    assert_mined_exactly_once,
+    make_senders,
+    queue_transfers,
+    wait_until,
+)
 
 from airlock.config import embedded_paths
+from airlock.queue.store import Store
 from airlock.sim.anvil import start_anvil
 from airlock.sim.faultproxy import FaultProxy
 
-pytestmark = pytest.mark.anvil
+pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 KILLS = 20
 SEED = 20261121
 
@@ -72,6 +78,18 @@ def broadcaster(home: Path, config: Path, *extra: str) -> subprocess.Popen[bytes
     )
 
 
+def wait_running(store: Store, process: subprocess.Popen[bytes]) -> None:
+    """Until the service in ``process`` wrote its pid: its start-up is over, the drain is
+    on. Kill moments count from here, not from the spawn: a start-up as slow as the machine
+    (~0.5 s here) would swallow them, and no kill would land inside the drain."""
+    wait_until(
+        lambda: process.poll() is not None or store.note("broadcaster.pid") == str(process.pid),
+        60,
+        "the broadcaster to start",
+    )
+    assert process.poll() is None, process.communicate()[1].decode()
+
+
 def test_kill_9_during_the_drain_loses_nothing_and_sends_nothing_twice(
     store, kek, keyring, token_home, tmp_path: Path
 ):
@@ -86,7 +104,8 @@ def test_kill_9_during_the_drain_loses_nothing_and_sends_nothing_twice(
         progress = []
         for _ in range(KILLS):
             process = broadcaster(token_home, config)
-            time.sleep(rng.uniform(0.5, 3.5))  # the kill moment, not a wait for anything
+            wait_running(store, process)
+            time.sleep(rng.uniform(0.0, 3.0))  # the kill moment, not a wait for anything
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
             conn = sqlite3.connect(store.path)

@@ -94,7 +94,7 @@ def test_outage_with_lost_answers_skewed_clock_and_rate_limit_storm(keyring, sto
             await asyncio.to_thread(sim.start)
             try:
                 await wait_until_async(
-                    lambda: states(store, queued)["sent"] == 100, 60, "every order placed"
+                    lambda: states(store, queued)["sent"] == 100, 300, "every order placed"
                 )
             finally:
                 stop.set()

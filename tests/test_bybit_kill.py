@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 from tests import bybit_kit as kit
-from tests.test_broadcaster_kill import broadcaster
+from tests.test_broadcaster_kill import broadcaster, wait_running
 
 from airlock.sim.bybit import CREATE
+
+pytestmark = pytest.mark.slow
 
 KILLS = 8
 ORDERS = 80
@@ -63,7 +65,8 @@ def test_kill_9_during_a_bybit_drain_places_each_order_once(
         placed_at_kill = []
         for _ in range(KILLS):
             process = broadcaster(token_home, config)
-            time.sleep(rng.uniform(0.8, 2.5))  # the kill moment, not a wait for anything
+            wait_running(store, process)
+            time.sleep(rng.uniform(0.3, 2.0))  # the kill moment, not a wait for anything
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
             conn = sqlite3.connect(store.path)

@@ -15,7 +15,7 @@ import pytest
 
 from airlock.sim import chaos
 
-pytestmark = pytest.mark.anvil
+pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 SEEDS = (626, 2790, 1346)
 
 

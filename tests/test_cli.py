@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
+pytestmark = pytest.mark.slow
+
 AIRLOCK = [sys.executable, "-m", "airlock.cli"]
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from tests.test_cli import command_line, run
 
+pytestmark = pytest.mark.slow
+
 
 @dataclass(frozen=True)
 class Audited:
@@ -24,7 +26,7 @@ class Audited:
     checkpoint: dict
 
 
-def queue_args() -> list[str]:
+def queue_args(**overrides: str) -> list[str]:
     options = {
         "chain-id": "31337",
         "to": "0x000000000000000000000000000000000000dead",
@@ -34,7 +36,7 @@ def queue_args() -> list[str]:
         "priority-fee": "1000000000",
         "ladder": "2",
     }
-    command = command_line(["evm", "queue", "--key", "audit-eth"], options, {})
+    command = command_line(["evm", "queue", "--key", "audit-eth"], options, overrides)
     return [*command, "--with-cancel", "--json"]
 
 
@@ -141,3 +143,58 @@ def test_prove_and_verify_inclusion(audited, tmp_path):
     assert done.stderr.startswith(
         "error: inclusion proof FAILED: inclusion proof of leaf 1 does not lead to the tree's root"
     )
+
+
+def test_a_chain_id_and_nonce_beyond_2_53_queue_export_and_verify(tmp_path):
+    """Issue 21: these used to crash the writer (a CanonicalError traceback). Entries hold
+    such integers as decimal strings (docs/audit-format.md §1.1) and verify."""
+    home = tmp_path / "home"
+    home.mkdir()
+    ok(home, "init")
+    ok(home, "hsm", "keygen", "--type", "secp256k1", "--label", "audit-eth")
+    big = str(2**53 + 1)
+    queued = json.loads(ok(home, *queue_args(chain_id=big, nonce=big)))
+    assert queued["nonce"] == 2**53 + 1
+    out = tmp_path / "export"
+    exported = json.loads(ok(home, "audit", "export", "--out", str(out), "--json"))
+    assert exported["count"] == 1
+    (line,) = (out / "entries.jsonl").read_bytes().splitlines()
+    data = json.loads(line)["data"]
+    assert (data["chain_id"], data["nonce"]) == (big, big)
+    pem = tmp_path / "audit.pem"
+    pem.write_text(ok(home, "audit", "pubkey"))
+    done = run(home, "audit", "verify", str(out), "--pubkey", str(pem), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["signers"] == [queued["sender"]]
+
+
+def test_export_to_is_inclusive(audited, tmp_path):
+    out = tmp_path / "range"
+    done = json.loads(
+        ok(audited.home, "audit", "export", "--out", str(out), "--from", "1", "--to", "2", "--json")
+    )
+    assert (done["first"], done["count"]) == (1, 2)  # entries 1 and 2
+    assert len((out / "entries.jsonl").read_bytes().splitlines()) == 2
+    verified = run(audited.home, "audit", "verify", str(out), "--pubkey", str(audited.pem))
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.startswith("OK: 2 entries (1..2)")
+
+
+def test_verify_fails_without_the_exports_key_file_even_with_pubkey(audited, tmp_path):
+    tampered = Path(shutil.copytree(audited.export, tmp_path / "export"))
+    (tampered / "audit-key.pem").unlink()
+    done = run(audited.home, "audit", "verify", str(tampered), "--pubkey", str(audited.pem))
+    assert done.returncode == 1
+    assert done.stderr == (
+        "error: audit verification FAILED: audit-key.pem is missing: an export carries its "
+        "audit key\n"
+    )
+
+
+def test_an_empty_log_is_refused_by_export(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    ok(home, "init")
+    done = run(home, "audit", "export", "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    assert done.stderr == "error: the audit log is empty: there is nothing to export yet\n"

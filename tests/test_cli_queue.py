@@ -14,6 +14,8 @@ from tests.test_cli import command_line, run
 
 from airlock.sim.anvil import Anvil, start_anvil
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:

@@ -52,7 +52,7 @@ from airlock.sim.privaterelay import (
 pytestmark = pytest.mark.anvil
 
 RELAY_NAME = "flashbots"
-CLI_TIMEOUT = 10.0
+CLI_TIMEOUT = 60.0  # a subprocess starting (~1 s) or stopping: it only matters when failing
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import pytest
 import rlp
 from eth_account import Account
 from eth_utils import keccak
@@ -43,6 +44,8 @@ from airlock.queue.kek import HsmKek
 from airlock.queue.states import State
 from airlock.queue.store import Store
 from airlock.signer.evm import address_from_public_key
+
+pytestmark = pytest.mark.slow
 
 CHILD = Path(__file__).with_name("crash_child.py")
 ROOT = Path(__file__).resolve().parent.parent

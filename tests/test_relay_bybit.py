@@ -378,7 +378,7 @@ class Steps:
         await parked
 
     async def parked(self) -> asyncio.Future[None]:
-        return await asyncio.wait_for(self._parked.get(), 10)
+        return await asyncio.wait_for(self._parked.get(), 30)
 
     async def step(self, parked: asyncio.Future[None]) -> asyncio.Future[None]:
         """Let the parked sleep return; wait until the loop parks again."""
@@ -413,8 +413,9 @@ async def test_supervisor_reconnects_after_the_venue_restarts() -> None:
     second = BybitSim(KEY, secret=SECRET, port=port)
     policy = BackoffPolicy(base_s=1.0, factor=2.0, cap_s=8.0, jitter=0.0, max_retries=0)
     # BybitSim.stop() leaves accepted connections open but unanswered (a half-open peer,
-    # as after a real outage): the first probe after it ends by the client's timeout.
-    bybit = BybitClient(first.url, KEY, hmac_sign(), "hmac", backoff=policy, timeout_s=0.5)
+    # as after a real outage): the first probe after it ends by the client's timeout. The
+    # healthy probes must answer inside it too: 1 s is far above their few ms here.
+    bybit = BybitClient(first.url, KEY, hmac_sign(), "hmac", backoff=policy, timeout_s=1.0)
     try:
         async with bybit:
             supervisor = ConnectionSupervisor(

@@ -19,6 +19,8 @@ from tests.test_bybit_kill import write_config
 from airlock.queue.states import State
 from airlock.sim.bybit import CREATE
 
+pytestmark = pytest.mark.slow
+
 ORDERS = 40
 
 
@@ -55,7 +57,7 @@ def test_sigterm_mid_drain_then_restart_finishes_everything_once(
         assert all(store.get(i).state in (State.QUEUED, State.SENT) for i in ids)
         assert store.note("broadcaster.heartbeat_ms") is not None
         second = broadcaster(token_home, config)
-        wait_until(lambda: all(store.get(i).state is State.SENT for i in ids), 60, "the drain")
+        wait_until(lambda: all(store.get(i).state is State.SENT for i in ids), 180, "the drain")
         code, err = stopped(second, signal.SIGINT)
         assert code == 0, err
         orders = sim.orders()

@@ -77,7 +77,7 @@ async def test_outage_routes_priority_items_over_the_backup_and_holds_the_rest(
             task = asyncio.create_task(service.run(stop))
             try:
                 await wait_until_async(
-                    lambda: store.get(urgent.item.id).state is State.CONFIRMED, 15, "urgent"
+                    lambda: store.get(urgent.item.id).state is State.CONFIRMED, 60, "urgent"
                 )
                 assert store.get(normal.item.id).state is State.QUEUED  # held in the outage
                 during = enqueue_transaction(store, senders[1].key, dict(fields, value=2))
@@ -85,14 +85,14 @@ async def test_outage_routes_priority_items_over_the_backup_and_holds_the_rest(
                 def persisted() -> float:
                     return samples(metrics, "airlock_outage_to_persist_seconds_count")
 
-                await wait_until_async(lambda: persisted() == 1, 5, "outage-to-persist")
+                await wait_until_async(lambda: persisted() == 1, 30, "outage-to-persist")
                 assert samples(metrics, "airlock_failover_seconds_count") == 1
                 primary.set_mode("pass")
                 await wait_until_async(
                     lambda: all(
                         store.get(q.item.id).state is State.CONFIRMED for q in (normal, during)
                     ),
-                    15,
+                    60,
                     "normal",
                 )
             finally:
@@ -165,7 +165,7 @@ async def test_escalations_reach_a_signed_webhook_and_metrics_parse(store, keyri
 
                 await wait_until_async(
                     lambda: {"escalate.queue-depth", "escalate.queue-age"} <= keys_seen(),
-                    15,
+                    60,
                     "both escalations",
                 )
                 async with aiohttp.ClientSession() as http:

@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from airlock.audit import proof as proofs
-from airlock.audit.export import export
-from airlock.audit.log import AuditKey, checkpoint
-from airlock.audit.verify import verify_export
 from airlock.cli import common
-from airlock.hsm.keyring import KeyRing
+
+if TYPE_CHECKING:
+    from airlock.audit.log import AuditKey
+    from airlock.hsm.keyring import KeyRing
 
 _DIR = click.Path(path_type=Path, file_okay=False)
 _FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
@@ -26,6 +26,8 @@ def audit_group() -> None:
 
 
 def _audit_key(ctx: click.Context, ring: KeyRing) -> AuditKey:
+    from airlock.audit.log import AuditKey  # the HSM and the queue
+
     return AuditKey(ring, common.config(ctx).audit.key_label)
 
 
@@ -34,6 +36,8 @@ def _audit_key(ctx: click.Context, ring: KeyRing) -> AuditKey:
 @click.pass_context
 def audit_checkpoint(ctx: click.Context, as_json: bool) -> None:
     """Sign a checkpoint of the log now (the HSM's audit key)."""
+    from airlock.audit.log import checkpoint  # the HSM and the queue
+
     with common.open_store(ctx) as (store, ring):
         record = checkpoint(store, _audit_key(ctx, ring))
     data = {"id": record.id, "size": record.size, "root": record.root.hex(), "note": record.note}
@@ -51,13 +55,15 @@ def audit_pubkey(ctx: click.Context) -> None:
 @audit_group.command("export")
 @click.option("--out", required=True, type=_DIR, help="Directory to write (created).")
 @click.option("--from", "first", type=click.IntRange(0), default=0, help="First entry.")
-@click.option("--to", "last", type=click.IntRange(0), help="Last entry (default: the end).")
+@click.option("--to", "last", type=click.IntRange(0), help="Last entry, inclusive (default: end).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def audit_export(
     ctx: click.Context, out: Path, first: int, last: int | None, as_json: bool
 ) -> None:
     """Write decrypted entries, checkpoints, the public key and a manifest to a directory."""
+    from airlock.audit.export import export  # the HSM and the queue
+
     with common.open_store(ctx) as (store, ring):
         result = export(store, _audit_key(ctx, ring), out, first, last)
     data = {
@@ -83,6 +89,8 @@ def audit_export(
 def audit_verify(directory: Path, pubkey: Path | None, as_json: bool) -> None:
     """Verify an export offline: hash chain, Merkle roots, checkpoint signatures, every
     signed transaction. Exits 1 naming the first problem."""
+    from airlock.audit.verify import verify_export  # rlp, eth_utils, coincurve, cryptography
+
     report = verify_export(directory, pubkey.read_bytes() if pubkey else None)
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
@@ -114,6 +122,8 @@ def _time(ms: int | None) -> str:
 @click.pass_context
 def audit_prove(ctx: click.Context, entry: int, checkpoint_id: int, out: Path | None) -> None:
     """Print (or write) the inclusion proof of one entry in one checkpoint."""
+    from airlock.audit import proof as proofs  # the queue, cryptography
+
     with common.open_store(ctx) as (store, _):
         proof = proofs.prove(store, entry, checkpoint_id)
     text = json.dumps(proof, indent=2) + "\n"
@@ -132,6 +142,8 @@ def audit_verify_inclusion(
     proof_file: Path, pubkey: Path, origin: str | None, as_json: bool
 ) -> None:
     """Check that one entry is in the log signed by the audit key. No HSM, no database."""
+    from airlock.audit import proof as proofs  # cryptography
+
     try:
         proof = json.loads(proof_file.read_text())
         entry = proofs.verify_inclusion_proof(proof, pubkey.read_bytes())

@@ -2,40 +2,38 @@
 
 Thin: build the relays and the broadcaster from the configuration, run them on an event
 loop, print what happened. Progress goes to stderr as log lines; summaries to stdout.
+The service (aiohttp, prometheus_client, the relays, the signer) is imported only by the
+commands that run it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from airlock.broadcaster.alerts import configure_logging
-from airlock.broadcaster.lock import ServiceLock
-from airlock.broadcaster.runner import Service
-from airlock.broadcaster.service import PassResult
-from airlock.broadcaster.setup import build_relays, build_service
-from airlock.broadcaster.venue import VenueResult
 from airlock.cli import common
-from airlock.config import redact_url
 from airlock.errors import AirlockError
-from airlock.hsm.keyring import KeyRing
 from airlock.queue.states import State
-from airlock.queue.store import Store
-from airlock.relays.bybit import BybitAuthError
-from airlock.relays.health import Monitor
-from airlock.relays.jsonrpc import started
+from airlock.redact import redact_url
+
+if TYPE_CHECKING:
+    from airlock.broadcaster.runner import Service
+    from airlock.broadcaster.service import PassResult
+    from airlock.broadcaster.venue import VenueResult
+    from airlock.queue.store import Store
 
 T = TypeVar("T")
 
 
 def _log_to_stderr(ctx: click.Context, verbose: bool) -> None:
     """Log lines to stderr, as text or JSON (``[service] log_format``)."""
+    from airlock.broadcaster.alerts import configure_logging  # aiohttp (the alert webhook)
+
     configure_logging(common.config(ctx).service.log_format, verbose)
 
 
@@ -45,16 +43,25 @@ def _with_service(
     """Hold the one-broadcaster lock, open the queue and the HSM, start whichever sides are
     configured (the EVM broadcaster for ``[[relays]]``, the Bybit one for ``[bybit]``),
     run ``job``; return its result and the queue's count per state afterwards."""
+    import asyncio
+
+    from airlock.broadcaster.lock import ServiceLock
+    from airlock.broadcaster.setup import build_service  # the relays, aiohttp, prometheus
+    from airlock.relays.bybit import BybitAuthError
+
     settings = common.config(ctx)
-    with ServiceLock(settings.queue.path), common.open_store(ctx) as (store, ring):
-        service = build_service(settings, store, ring)
+    try:
+        with ServiceLock(settings.queue.path), common.open_store(ctx) as (store, ring):
+            service = build_service(settings, store, ring)
 
-        async def main() -> T:
-            async with service.started():
-                return await job(service)
+            async def main() -> T:
+                async with service.started():
+                    return await job(service)
 
-        outcome = asyncio.run(main())
-        return outcome, _counts(store)
+            outcome = asyncio.run(main())
+            return outcome, _counts(store)
+    except BybitAuthError as exc:
+        raise AirlockError(f"Bybit refused the API key: {exc.reason}") from None
 
 
 def _counts(store: Store) -> dict[str, int]:
@@ -120,21 +127,20 @@ def broadcaster_run(
     """Drain the queue through every healthy relay; watch the chain until stopped."""
     common.use_config(ctx, config_path)
     _log_to_stderr(ctx, not quiet)
-    try:
-        if once:
-            outcome, counts = _with_service(ctx, lambda s: s.run_once())
-            data = _summary(outcome.evm, counts)
-            if outcome.bybit is not None:
-                data["bybit"] = _venue_summary(outcome.bybit)
-            common.emit(as_json, data, lambda: _summary_text(data))
-            return
-        _with_service(ctx, _serve)
-    except BybitAuthError as exc:
-        raise AirlockError(f"Bybit refused the API key: {exc.reason}") from None
+    if once:
+        outcome, counts = _with_service(ctx, lambda s: s.run_once())
+        data = _summary(outcome.evm, counts)
+        if outcome.bybit is not None:
+            data["bybit"] = _venue_summary(outcome.bybit)
+        common.emit(as_json, data, lambda: _summary_text(data))
+        return
+    _with_service(ctx, _serve)
 
 
 async def _serve(service: Service) -> None:
     """Run until SIGTERM or SIGINT, then stop cleanly (every write is already durable)."""
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -149,6 +155,9 @@ async def _serve(service: Service) -> None:
 def reconcile(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
     """One reconcile pass — receipts, replacements, reorgs, bumps; Bybit order states and
     fills — with no new dispatch."""
+    from airlock.broadcaster.service import PassResult  # the service: aiohttp, prometheus
+    from airlock.broadcaster.venue import VenueResult
+
     common.use_config(ctx, config_path)
     _log_to_stderr(ctx, False)
 
@@ -169,10 +178,7 @@ def reconcile(ctx: click.Context, config_path: Path | None, as_json: bool) -> No
         service.write_notes()
         return result, venue_result
 
-    try:
-        (result, venue_result), counts = _with_service(ctx, job)
-    except BybitAuthError as exc:
-        raise AirlockError(f"Bybit refused the API key: {exc.reason}") from None
+    (result, venue_result), counts = _with_service(ctx, job)
     data = _summary(result, counts)
     if venue_result is not None:
         data["bybit"] = _venue_summary(venue_result)
@@ -190,6 +196,13 @@ def links_group() -> None:
 @click.pass_context
 def links_status(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
     """Probe every relay now (chain id, head block) and show its health."""
+    import asyncio
+
+    from airlock.broadcaster.setup import build_relays  # the relays: aiohttp, eth_utils
+    from airlock.hsm.keyring import KeyRing
+    from airlock.relays.health import Monitor
+    from airlock.relays.jsonrpc import started
+
     common.use_config(ctx, config_path)
     settings = common.config(ctx)
     needs_hsm = any(r.auth_key_label for r in settings.relays)

@@ -10,31 +10,31 @@ network: one unsigned GET /v5/market/time to tell the policy whether the venue i
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from airlock.audit import entries as audit_entries
-from airlock.broadcaster.failover import Mode, ModeState, critical_order
 from airlock.cli import common
-from airlock.config import BybitConfig, FailoverConfig, redact_url
 from airlock.errors import AirlockError, ConfigError, InvalidInput
 from airlock.hsm import errors as hsm_errors
-from airlock.hsm.keyring import KeyRing
-from airlock.hsm.keys import KeyKind
-from airlock.queue.bybit import IntentKey, cancel_order, enqueue_order
+from airlock.hsm.kinds import KeyKind
 from airlock.queue.items import Item, Kind
-from airlock.queue.policy import OrderRequest, decide_order
-from airlock.queue.store import Store
-from airlock.queue.venue import VenueRef
-from airlock.relays.bybit import BybitClient
+from airlock.redact import redact_url
 from airlock.signer.bybit import CATEGORIES
+
+if TYPE_CHECKING:
+    from airlock.config import BybitConfig, FailoverConfig
+    from airlock.hsm.keyring import KeyRing
+    from airlock.queue.bybit import IntentKey
+    from airlock.queue.policy import OrderRequest
+    from airlock.queue.store import Store
+    from airlock.queue.venue import VenueRef
 
 PROBE_TIMEOUT_S = 2.0
 """How long ``--venue auto`` waits for GET /v5/market/time before calling the venue down."""
@@ -55,6 +55,8 @@ def _bybit_settings(ctx: click.Context) -> BybitConfig:
 
 def _intent_key(ring: KeyRing, label: str) -> IntentKey:
     """The HSM P-256 key that signs order intents; created (and said so) on first use."""
+    from airlock.queue.bybit import IntentKey  # the queue: sqlite3, cryptography
+
     try:
         ring.info(label)
     except hsm_errors.KeyNotFound:
@@ -70,6 +72,9 @@ def _intent_key(ring: KeyRing, label: str) -> IntentKey:
 
 def _probe(settings: BybitConfig) -> tuple[bool, str, float | None]:
     """One unsigned GET /v5/market/time, no retry, at most PROBE_TIMEOUT_S: is the venue up?"""
+    import asyncio
+
+    from airlock.relays.bybit import BybitClient  # aiohttp: only --venue auto probes
 
     def never_signs(_: bytes) -> str:
         raise RuntimeError("the reachability probe sends no signed request")
@@ -115,6 +120,8 @@ def _slow_link_rule(
     """The playbook's rule for a slow link: above ``backup_latency_ms`` a Market order is
     sent as an IOC Limit within ``critical_slippage_bps`` of ``--ref-price``, or refused.
     The decision is audited (``failover.decision``) either way."""
+    from airlock.broadcaster.failover import Mode, ModeState, critical_order  # the policy
+
     slow = ModeState(Mode.OUTAGE, 0, "slow-link", {"latency_ms": round(latency_ms, 1)})
     ref = None if request.ref_price is None else str(request.ref_price)
     critical = critical_order(request.order_type, slow, latency_ms, ref, request.side, config)
@@ -228,6 +235,9 @@ def bybit_order(
     --venue up|down skips the probe and forces the policy's view of the venue: for drills,
     or when the probe cannot tell (a venue reachable only through another link).
     """
+    from airlock.queue.bybit import enqueue_order  # the queue, the policy, cryptography
+    from airlock.queue.policy import OrderRequest, decide_order
+
     common.use_config(ctx, config_path)
     settings = _bybit_settings(ctx)
     reachable, latency_ms = _reachability(settings, venue_mode)
@@ -323,6 +333,8 @@ def bybit_cancel(
     Otherwise a cancel is signed now and queued ahead of every new order; the broadcaster
     sends it when the venue is reachable. Give exactly one of --order-link-id or --item.
     """
+    from airlock.queue.bybit import cancel_order  # the queue, the policy, cryptography
+
     if (link_id is None) == (item_id is None):
         raise click.UsageError("give exactly one of --order-link-id or --item")
     common.use_config(ctx, config_path)

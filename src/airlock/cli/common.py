@@ -1,4 +1,11 @@
-"""What every command shares: config, the HSM, the queue, error handling and output."""
+"""What every command shares: config, the HSM, the queue, error handling and output.
+
+Start-up: the command tree (``airlock --help``) imports the cli modules, so they import
+only click, the standard library and airlock's pure modules at the top. What a command
+needs beyond that (the HSM, the queue, the signer, the network) it imports inside its
+body, or gets here: :func:`config`, :func:`keyring` and :func:`open_store` import the
+configuration, the HSM and the queue when first called.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +14,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from airlock.audit.log import AuditKey, checkpoint_if_due
-from airlock.config import AirlockConfig, load_config
 from airlock.errors import AirlockError
-from airlock.hsm.keyring import KeyRing
-from airlock.hsm.pin import terminal_prompt
-from airlock.queue.kek import HsmKek
-from airlock.queue.store import Store
+
+if TYPE_CHECKING:
+    from airlock.config import AirlockConfig
+    from airlock.hsm.keyring import KeyRing
+    from airlock.queue.store import Store
 
 
 def fail(message: str) -> None:
@@ -36,10 +42,15 @@ class AirlockGroup(click.Group):
 
 
 def config(ctx: click.Context) -> AirlockConfig:
+    from airlock.config import load_config  # the policy and Bybit rooms, and cryptography
+
     return load_config(ctx.obj.get("config_path"))
 
 
 def keyring(ctx: click.Context) -> KeyRing:
+    from airlock.hsm.keyring import KeyRing  # pkcs11, asn1crypto, cryptography
+    from airlock.hsm.pin import terminal_prompt
+
     return KeyRing.open(config(ctx).hsm, prompt=terminal_prompt)
 
 
@@ -50,6 +61,10 @@ def open_store(ctx: click.Context) -> Iterator[tuple[Store, KeyRing]]:
     On the way out a checkpoint of the audit log is signed when one is due, so the log is
     checkpointed periodically even when only the CLI writes to it.
     """
+    from airlock.audit.log import AuditKey, checkpoint_if_due  # the queue: sqlite3, AES-GCM
+    from airlock.queue.kek import HsmKek
+    from airlock.queue.store import Store
+
     settings = config(ctx)
     with keyring(ctx) as ring:
         kek = HsmKek(ring, settings.queue.kek_label)

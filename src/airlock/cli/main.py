@@ -21,9 +21,7 @@ from airlock.cli.queue_cmds import evm_queue, keys_group, nonce_group, queue_gro
 from airlock.cli.status_cmds import status
 from airlock.cli.tx_options import intent_fields, tx_options
 from airlock.errors import InvalidInput
-from airlock.hsm.keys import KeyKind
-from airlock.hsm.softhsm import WARNING, init_embedded
-from airlock.signer import evm
+from airlock.hsm.kinds import KeyKind
 
 
 @click.group(cls=common.AirlockGroup)
@@ -45,6 +43,8 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 @click.pass_context
 def init(ctx: click.Context) -> None:
     """Create the data dir and, with no HSM configured, the embedded SoftHSM token."""
+    from airlock.hsm.softhsm import WARNING, init_embedded  # pkcs11
+
     config = common.config(ctx)
     click.echo(f"data dir: {config.home}")
     if not config.hsm.embedded:
@@ -134,6 +134,8 @@ def hsm_pubkey(ctx: click.Context, label: str) -> None:
 
 
 def _key_json(info: Any) -> dict[str, Any]:
+    from airlock.signer import evm  # rlp, eth_utils, coincurve: for the address
+
     data: dict[str, Any] = {"label": info.label, "type": str(info.kind)}
     if info.kind is KeyKind.SECP256K1:
         data["address"] = evm.address_from_public_key(info.public_key)
@@ -150,6 +152,8 @@ def evm_group() -> None:
 @click.pass_context
 def evm_address(ctx: click.Context, label: str) -> None:
     """Print the checksum address of a secp256k1 key."""
+    from airlock.signer import evm  # rlp, eth_utils, coincurve
+
     with common.keyring(ctx) as ring:
         key = ring.ecdsa_key(label, curve="secp256k1")
     click.echo(evm.address_from_public_key(key.public_key))
@@ -161,6 +165,8 @@ def evm_address(ctx: click.Context, label: str) -> None:
 @click.pass_context
 def evm_sign(ctx: click.Context, label: str, as_json: bool, **options: Any) -> None:
     """Sign a transaction in the HSM and print it as 0x-hex. Touches no queue, no network."""
+    from airlock.signer import evm  # rlp, eth_utils, coincurve
+
     intent = evm.make_intent(**intent_fields(options), nonce=options["nonce"])
     with common.keyring(ctx) as ring:
         signed = evm.sign_transaction(intent, ring.ecdsa_key(label, curve="secp256k1"))

@@ -14,11 +14,8 @@ import click
 from airlock.cli import common
 from airlock.cli.tx_options import intent_fields, tx_options
 from airlock.errors import InvalidInput
-from airlock.queue.evm import enqueue_transaction
 from airlock.queue.items import Item, Priority
 from airlock.queue.states import LIVE, State
-from airlock.relays import rpc
-from airlock.signer.evm import address_from_public_key
 from airlock.signer.ladder import MAX_LADDER, LadderSpec
 
 _PRIORITIES = {
@@ -64,6 +61,8 @@ def evm_queue(ctx: click.Context, label: str, as_json: bool, **options: Any) -> 
 
     Nothing touches the network. Prints the item id once it is on disk.
     """
+    from airlock.queue.evm import enqueue_transaction  # the signer: rlp, eth_utils, coincurve
+
     settings = common.config(ctx)
     spec = LadderSpec(
         levels=options["levels"],
@@ -312,6 +311,9 @@ def nonce_sync(
     ctx: click.Context, url: str, labels: tuple[str, ...], timeout: float, as_json: bool
 ) -> None:
     """Raise local nonce counters to the node's pending nonce (never lower them)."""
+    from airlock.relays import rpc  # urllib.request (http.client, ssl)
+    from airlock.signer.evm import address_from_public_key  # rlp, eth_utils, coincurve
+
     chain_id = rpc.quantity(rpc.call(url, "eth_chainId", [], timeout), "eth_chainId")
     with common.open_store(ctx) as (store, ring):
         senders = set(store.nonce_senders(chain_id))

@@ -6,38 +6,31 @@ BROADCASTER (the service's heartbeat and last reconcile, from its notes in the q
 ALERTS (the open ones). The command only reads: the queue is opened through the HSM
 because its data keys are wrapped there, and a missing queue file is reported, not
 created. Links being down is information, not an error: the exit status is 0 and a
-warning says so on stderr; 1 only for errors (configuration, HSM).
+warning says so on stderr; 1 only for errors (configuration, HSM). The probes live in
+:mod:`airlock.cli.status_probe`, imported only when probing: without them the command
+loads neither aiohttp nor the relays.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import click
 
-from airlock.broadcaster.setup import build_relays
 from airlock.cli import common
-from airlock.config import AirlockConfig, BybitConfig, redact_url
-from airlock.errors import AirlockError
-from airlock.hsm.keyring import KeyRing
 from airlock.queue.states import LIVE, State
-from airlock.queue.store import Store
-from airlock.relays.bybit import BybitClient
-from airlock.relays.health import HealthSnapshot, LinkState, Monitor
-from airlock.relays.jsonrpc import started
+from airlock.redact import redact_url
 
-RELAY_TIMEOUT_S = 3.0  # a status probe never waits longer than this for one relay ...
-RELAY_CONNECT_TIMEOUT_S = 2.0  # ... nor this long for its TCP connect
-BYBIT_TIMEOUT_S = 2.0
-GUARD_S = 4.0  # the outer bound of every probe, should a client's own timeout not fire
+if TYPE_CHECKING:
+    from airlock.config import AirlockConfig, BybitConfig
+    from airlock.hsm.keyring import KeyRing
+    from airlock.queue.store import Store
+
 STALE_HEARTBEAT_S = 15.0  # the service writes its heartbeat every few seconds
 
 NOTE_HEARTBEAT = "broadcaster.heartbeat_ms"
@@ -107,14 +100,13 @@ def _local(ctx: click.Context, path: Path) -> Iterator[tuple[Store | None, KeyRi
 
 
 def _links(settings: AirlockConfig, ring: KeyRing, *, probe: bool) -> dict[str, Any]:
-    snapshots: dict[str, HealthSnapshot] = {}
+    probes: dict[str, dict[str, Any]] = {}
     bybit: dict[str, Any] | None = None
     if probe:
-        snapshots, bybit = asyncio.run(_probe_all(settings, ring))
-    health = settings.broadcaster.health
-    relays = [
-        _relay_row(relay, snapshots.get(relay.name), health.slow_ms) for relay in settings.relays
-    ]
+        from airlock.cli.status_probe import probe_all  # aiohttp and the relays: to probe only
+
+        probes, bybit = probe_all(settings, ring)
+    relays = [_relay_row(relay, probes.get(relay.name)) for relay in settings.relays]
     if settings.bybit is not None:
         bybit = _bybit_row(settings.bybit, bybit)
     rows = relays + ([bybit] if bybit is not None else [])
@@ -128,60 +120,7 @@ def _links(settings: AirlockConfig, ring: KeyRing, *, probe: bool) -> dict[str, 
     }
 
 
-async def _probe_all(
-    settings: AirlockConfig, ring: KeyRing
-) -> tuple[dict[str, HealthSnapshot], dict[str, Any] | None]:
-    """Every relay and Bybit at once, each with short timeouts."""
-    relays_job = _probe_relays(settings, ring) if settings.relays else _nothing()
-    bybit_job = _probe_bybit(settings.bybit) if settings.bybit is not None else _nothing()
-    snapshots, bybit = await asyncio.gather(relays_job, bybit_job)
-    return snapshots or {}, bybit
-
-
-async def _nothing() -> None:
-    return None
-
-
-async def _probe_relays(settings: AirlockConfig, ring: KeyRing) -> dict[str, HealthSnapshot]:
-    quick = tuple(
-        dataclasses.replace(
-            relay,
-            timeout_seconds=min(relay.timeout_seconds, RELAY_TIMEOUT_S),
-            connect_timeout_seconds=min(relay.connect_timeout_seconds, RELAY_CONNECT_TIMEOUT_S),
-        )
-        for relay in settings.relays
-    )
-    relays = build_relays(dataclasses.replace(settings, relays=quick), ring)
-    async with started(relays):
-        monitor = Monitor(relays, settings.broadcaster.health, guard_seconds=GUARD_S)
-        return await monitor.probe_all()
-
-
-async def _probe_bybit(settings: BybitConfig) -> dict[str, Any]:
-    """One unsigned GET /v5/market/time, no retry: reachable, and the venue's clock."""
-
-    def never_signs(_: bytes) -> str:
-        raise RuntimeError("the status probe sends no signed request")
-
-    client = BybitClient(
-        settings.base_url,
-        settings.api_key,
-        never_signs,
-        settings.sign_type,
-        timeout_s=BYBIT_TIMEOUT_S,
-    )
-    started_at = time.monotonic()
-    try:
-        async with asyncio.timeout(GUARD_S), client:
-            offset = await client.sync_time(retry=False)
-    except (AirlockError, OSError, TimeoutError, aiohttp.ClientError) as exc:
-        error = str(exc) or type(exc).__name__
-        return {"usable": False, "offset_ms": None, "latency_ms": None, "last_error": error}
-    latency = round((time.monotonic() - started_at) * 1000)
-    return {"usable": True, "offset_ms": offset, "latency_ms": latency, "last_error": None}
-
-
-def _relay_row(relay: Any, snap: HealthSnapshot | None, slow_ms: int) -> dict[str, Any]:
+def _relay_row(relay: Any, probe: dict[str, Any] | None) -> dict[str, Any]:
     row: dict[str, Any] = {
         "name": relay.name,
         "kind": relay.kind,
@@ -190,7 +129,7 @@ def _relay_row(relay: Any, snap: HealthSnapshot | None, slow_ms: int) -> dict[st
         "link": relay.link,
         "chain_id": relay.chain_id,
     }
-    if snap is None:
+    if probe is None:
         return row | {
             "probed": False,
             "state": "not probed",
@@ -199,28 +138,7 @@ def _relay_row(relay: Any, snap: HealthSnapshot | None, slow_ms: int) -> dict[st
             "latency_ms": None,
             "last_error": None,
         }
-    return row | {
-        "probed": True,
-        "state": _one_probe_state(snap, slow_ms),
-        "usable": snap.usable,
-        "head": snap.head,
-        "latency_ms": snap.latency_ms,
-        "last_error": None if snap.usable else snap.last_error,
-    }
-
-
-def _one_probe_state(snap: HealthSnapshot, slow_ms: int) -> str:
-    """What one probe says: up, slow (answered after slow_ms), down, or wrong-chain.
-
-    The broadcaster's UP/DEGRADED labels need several probes in a row; one probe can only
-    tell whether the relay answers, how fast, and for which chain."""
-    if snap.state is LinkState.DISABLED:
-        return "wrong-chain"
-    if not snap.usable:
-        return "down"
-    if snap.latency_ms is not None and snap.latency_ms > slow_ms:
-        return "slow"
-    return "up"
+    return row | {"probed": True, **probe}
 
 
 def _bybit_row(settings: BybitConfig, probe: dict[str, Any] | None) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import pkcs11
@@ -20,19 +19,8 @@ from pkcs11.util.ec import encode_named_curve_parameters
 from pkcs11.util.rsa import encode_rsa_public_key
 
 from airlock.hsm import errors
+from airlock.hsm.kinds import KeyKind
 from airlock.hsm.worker import Connection
-
-
-class KeyKind(StrEnum):
-    """The key types airlock can generate or import, by their CLI names."""
-
-    SECP256K1 = "secp256k1"
-    P256 = "p256"
-    RSA2048 = "rsa2048"
-    RSA4096 = "rsa4096"
-    AES256 = "aes256"
-    HMAC = "hmac"
-
 
 CURVE_NAMES = {KeyKind.SECP256K1: "secp256k1", KeyKind.P256: "secp256r1"}
 _CURVE_OIDS = {"1.3.132.0.10": KeyKind.SECP256K1, "1.2.840.10045.3.1.7": KeyKind.P256}

@@ -10,9 +10,12 @@ less. No level goes above the configured maximum fee.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from airlock.errors import InvalidInput
-from airlock.signer.evm import TxIntent, make_intent
+
+if TYPE_CHECKING:
+    from airlock.signer.evm import TxIntent
 
 MIN_BUMP_PCT = 10  # the geth replacement rule
 MAX_LADDER = 32
@@ -89,6 +92,10 @@ def fee_of(intent: TxIntent) -> int:
 
 
 def _with_fees(intent: TxIntent, fee: int, tip: int | None, **changes: object) -> TxIntent:
+    # Here, not at the top: the rest of this module is arithmetic, and the CLI reads
+    # MAX_LADDER without loading the signer (rlp, eth_utils, coincurve).
+    from airlock.signer.evm import make_intent
+
     fields: dict[str, object] = {
         "chain_id": intent.chain_id,
         "nonce": intent.nonce,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -96,22 +98,72 @@ class Anvil:
 
 
 def start_anvil(chain_id: int = 31337, block_time: float | None = None) -> Anvil:
-    """Start anvil and wait (bounded) until it answers ``eth_chainId``."""
-    port = free_port()
-    args = [find_anvil(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id)]
+    """Start anvil and wait (bounded) until it answers ``eth_chainId``.
+
+    anvil binds port 0 itself and prints the port it got: choosing a free port first and
+    handing it over would race every other process on the machine (a parallel test worker,
+    or any outgoing connection's ephemeral port) for it.
+    """
+    args = [find_anvil(), "--host", "127.0.0.1", "--port", "0", "--chain-id", str(chain_id)]
     if block_time is not None:
         args += ["--block-time", str(block_time)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    anvil = Anvil(process, port, chain_id)
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    listening = _PortReader(process)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             err = process.stderr.read().decode(errors="replace") if process.stderr else ""
             raise AnvilError(f"anvil exited at start: {err.strip()}")
+        port = listening.port.result_or_none(timeout=0.05)
+        if port is None:
+            continue
+        anvil = Anvil(process, port, chain_id)
         try:
             if int(anvil.rpc("eth_chainId"), 16) == chain_id:
                 return anvil
         except (OSError, AnvilError):
             time.sleep(0.05)
-    anvil.stop()
-    raise AnvilError(f"anvil did not answer on port {port} within {START_TIMEOUT} s")
+    Anvil(process, 0, chain_id).stop()
+    raise AnvilError(f"anvil did not start listening within {START_TIMEOUT} s")
+
+
+class _Once:
+    """A value set once by one thread and awaited, with a bound, by another."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._value: int | None = None
+
+    def set(self, value: int) -> None:
+        self._value = value
+        self._event.set()
+
+    def result_or_none(self, timeout: float) -> int | None:
+        self._event.wait(timeout)
+        return self._value
+
+
+class _PortReader(threading.Thread):
+    """Reads anvil's stdout: the port from its "Listening on" line, then drains the rest.
+
+    anvil logs every RPC method it serves; a pipe nobody reads would fill and stall it.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        super().__init__(name="anvil-stdout", daemon=True)
+        self._stdout = process.stdout
+        self.port = _Once()
+        self.start()
+
+    def run(self) -> None:
+        assert self._stdout is not None
+        for line in self._stdout:
+            match = _LISTENING.search(line)
+            if match:
+                self.port.set(int(match.group(1)))
+                break
+        for _ in iter(lambda: self._stdout.read(65536), b""):
+            pass
+
+
+_LISTENING = re.compile(rb"Listening on [0-9.]+:([0-9]+)")

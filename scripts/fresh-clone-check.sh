@@ -9,9 +9,9 @@
 #
 #   --remove-softhsm  first `apt-get remove softhsm2 libsofthsm2`: the Makefile must
 #                     install it again (the machine "with Node.js and npm, no softhsm2").
-#   --chroot DIR      run inside a Debian 12 built with debootstrap in DIR (made on first
-#                     use): Python 3.11 with venv, git, make, and no Node.js, npm or
-#                     softhsm2 at all (the machine "with neither").
+#   --chroot DIR      run inside a copy (DIR) of a Debian 12 built with debootstrap in
+#                     DIR.base on first use: Python 3.11 with venv, git, make, and no
+#                     Node.js, npm or softhsm2 at all (the machine "with neither").
 #   --keep            keep the clone (its path is printed) instead of removing it.
 #
 # Exit status: 0 when both commands passed. Each command's output goes to a log beside
@@ -41,24 +41,47 @@ if [ "$remove_softhsm" = 1 ]; then
     ! command -v softhsm2-util || { echo "softhsm2-util still on PATH" >&2; exit 1; }
 fi
 
+unmount_chroot() {
+    for fs in dev/pts dev sys proc; do umount -l "$chroot_dir/$fs" 2>/dev/null || true; done
+}
+
 if [ -n "$chroot_dir" ]; then
-    if [ ! -x "$chroot_dir/usr/bin/python3.11" ]; then
-        say "building a Debian 12 in $chroot_dir (debootstrap; a few minutes)"
+    # A pristine Debian is kept beside the run's copy: every run starts from it, so what an
+    # earlier run installed (node, npm, softhsm2) can never help a later one.
+    base=$chroot_dir.base
+    if [ ! -x "$base/usr/bin/python3.11" ]; then
+        say "building a Debian 12 in $base (debootstrap; a few minutes)"
         command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
         debootstrap --variant=minbase \
             --include=python3.11,python3.11-venv,python3-pip,git,make,ca-certificates,procps \
-            bookworm "$chroot_dir" http://deb.debian.org/debian >/dev/null
+            bookworm "$base" http://deb.debian.org/debian >/dev/null
     fi
+    unmount_chroot
+    if findmnt -rn -o TARGET | grep -q "^$chroot_dir/"; then
+        echo "something is still mounted under $chroot_dir: not removing it" >&2; exit 1
+    fi
+    rm -rf "$chroot_dir"
+    cp -a "$base" "$chroot_dir"
     for tool in node npm softhsm2-util; do
         if chroot "$chroot_dir" sh -c "command -v $tool" >/dev/null; then
-            echo "the chroot already has $tool: use a new --chroot DIR" >&2; exit 1
+            echo "the pristine Debian in $base has $tool: remove $base and run again" >&2
+            exit 1
         fi
     done
     cp /etc/resolv.conf "$chroot_dir/etc/resolv.conf"
+    # The machine's own TLS trust, which its image sets up and a chroot does not inherit
+    # (an egress that re-signs TLS, say): its extra CA certificates, and npm and pip told
+    # to use the system store as the host's are. Nothing of airlock's.
+    if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+        cp /usr/local/share/ca-certificates/*.crt "$chroot_dir/usr/local/share/ca-certificates/"
+        chroot "$chroot_dir" update-ca-certificates >/dev/null 2>&1
+        printf 'cafile=/etc/ssl/certs/ca-certificates.crt\n' >"$chroot_dir/etc/npmrc"
+        printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$chroot_dir/etc/pip.conf"
+    fi
     for fs in proc sys dev dev/pts; do
         mountpoint -q "$chroot_dir/$fs" || mount --bind "/$fs" "$chroot_dir/$fs"
     done
-    trap 'for fs in dev/pts dev sys proc; do umount -l "$chroot_dir/$fs" 2>/dev/null || true; done' EXIT
+    trap unmount_chroot EXIT
     inner=/root/airlock-fresh
     rm -rf "$chroot_dir$inner"
     git clone -q "$repo" "$chroot_dir$inner"

@@ -42,7 +42,7 @@ for need in "$@"; do
             "$python" -c 'import ensurepip, venv' 2>/dev/null \
                 || want "$(basename "$python")-venv" "creating .venv with $python" ;;
         softhsm2)
-            have softhsm2-util || want softhsm2 "the embedded PKCS#11 token (demo and tests)" ;;
+            have softhsm2-util || want softhsm2 "the embedded PKCS#11 token for the demo and the tests" ;;
         npm)
             if ! have npm; then
                 if have node; then
@@ -59,9 +59,9 @@ package only fits Debian's own nodejs. Install npm the way this node was install
                 fi
             fi ;;
         postgresql)
-            have_postgres || want postgresql "the PostgreSQL tests (a private cluster per run)" ;;
+            have_postgres || want postgresql "the PostgreSQL tests, each run with a private cluster" ;;
         chromium)
-            have chromium || want chromium "the browser tests (headless)" ;;
+            have chromium || want chromium "the browser tests, headless" ;;
         *)
             fail "unknown need '$need' (known: python-venv softhsm2 npm postgresql chromium)" ;;
     esac

@@ -209,6 +209,39 @@ def startup_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def api_rows(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    for part in ("orders", "transactions"):
+        f = r[part]
+        rows.append(
+            Row(
+                f"local API: {part} over the socket / through the library (items/s; p99 ms)",
+                f"{f['socket_items_per_s']:,.0f}; p99 {f['socket_p99_ms']:.1f}",
+                f"library {f['library_items_per_s']:,.0f}/s; p99 {f['library_p99_ms']:.1f}",
+                f"{f['socket_vs_library']:.3f}",
+                ">= 0.5",
+                f["socket_vs_library"] >= 0.5,
+                "the bot's JSON and HTTP round trip per item (§ Public API)",
+            )
+        )
+    b = r["batch"]
+    for path in ("library", "socket"):
+        ratio = b[f"{path}_batch_vs_one_by_one"]
+        rows.append(
+            Row(
+                f"a batch of {b['batch_size']} orders / one by one ({path}, orders/s)",
+                f"{b[f'{path}_batch_items_per_s']:,.0f}",
+                f"one by one {b[f'{path}_one_by_one_items_per_s']:,.0f}/s",
+                f"{ratio:.2f}x",
+                ">= 5x",
+                ratio >= 5,
+                "per-order CPU (intent signature, audit entry, SQL) once the fsync is shared"
+                " (§ Public API)",
+            )
+        )
+    return rows
+
+
 BENCHES: tuple[Bench, ...] = (
     Bench(
         "sign",
@@ -240,6 +273,12 @@ BENCHES: tuple[Bench, ...] = (
         ("bench/bybit_drain.py", "--orders", "1000", "--limit", "10", "--rounds", "1"),
         bybit_rows,
         ("bench/bybit_drain.py", "--orders", "20", "--limit", "50", "--rounds", "1"),
+    ),
+    Bench(
+        "api",
+        ("bench/api.py", "--n", "200", "--rounds", "5", "--batches", "5"),
+        api_rows,
+        ("bench/api.py", "--n", "10", "--rounds", "1", "--batches", "1"),
     ),
     Bench(
         "startup",

@@ -97,7 +97,9 @@ def test_older_file_is_migrated_and_keeps_its_items(tmp_path: Path, kek: HsmKek,
     # Make it a version-1 file: later migrations added these tables.
     conn = sqlite3.connect(path, isolation_level=None)
     dropped = ("transitions", "audit_entries", "audit_checkpoints", "meta", "attempts")
-    for table in (*dropped, "venue_orders", "fills", "alerts"):
+    for trigger in ("events_created", "events_state", "events_fill"):
+        conn.execute(f"DROP TRIGGER {trigger}")
+    for table in (*dropped, "venue_orders", "fills", "alerts", "events"):
         conn.execute(f"DROP TABLE {table}")
     for column in ("active_idx", "sent_ms", "sent_block", "retry_ms", "mined_hash"):
         conn.execute(f"ALTER TABLE items DROP COLUMN {column}")

@@ -220,6 +220,26 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """The service's local HTTP API (``[api]``): a Unix socket, and optionally loopback TCP.
+
+    The socket is made mode 0600 (0660 with ``socket_group``: the bot's group). TCP is only
+    on loopback and only with a bearer token read from ``token_file`` (mode 0600).
+    """
+
+    enabled: bool = True
+    socket: Path | None = None  # None: $AIRLOCK_HOME/api.sock
+    socket_group: str | None = None
+    listen: tuple[str, int] | None = None  # "127.0.0.1:8750"
+    token_file: Path | None = None
+    max_body_bytes: int = 1 << 20
+    max_batch: int = 1000
+
+    def socket_path(self, home: Path) -> Path:
+        return self.socket if self.socket is not None else home / "api.sock"
+
+
+@dataclass(frozen=True)
 class AirlockConfig:
     home: Path
     hsm: HsmConfig
@@ -232,6 +252,7 @@ class AirlockConfig:
     bybit: BybitConfig | None = None  # None: no [bybit] section
     failover: FailoverConfig = FailoverConfig()
     service: ServiceConfig = ServiceConfig()
+    api: ApiConfig = ApiConfig()
     source: Path | None = None  # the TOML file read, if any
 
 
@@ -301,6 +322,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -
         bybit=_bybit_config(_table(data, "bybit", path)) if "bybit" in data else None,
         failover=_failover_config(_table(data, "failover", path)),
         service=_service_config(_table(data, "service", path)),
+        api=_api_config(_table(data, "api", path)),
         source=path if path.exists() else None,
     )
 
@@ -761,6 +783,57 @@ def _service_config(table: Mapping[str, Any]) -> ServiceConfig:
             low = 0 if key == "alert_dedup_seconds" else 0.1
             config = replace(config, **{key: _number_setting(section, key, table[key], low, high)})
     return config
+
+
+_API_KEYS = {f.name for f in fields(ApiConfig)}
+
+
+def _api_config(table: Mapping[str, Any]) -> ApiConfig:
+    section = "api"
+    _check_keys(section, table, _API_KEYS)
+    config = ApiConfig()
+    if "enabled" in table:
+        config = replace(config, enabled=_bool_setting(section, "enabled", table["enabled"]))
+    for key in ("socket", "token_file"):
+        if key in table:
+            raw = table[key]
+            if not isinstance(raw, str) or not raw:
+                raise ConfigError(f"[api] {key} must be a file path, got {raw!r}")
+            config = replace(config, **{key: _expand_path(f"[api] {key}", raw)})
+    if "socket_group" in table:
+        group = table["socket_group"]
+        if not isinstance(group, str) or not _NAME_RE.fullmatch(group):
+            raise ConfigError(
+                "[api] socket_group must be a group name (1-64 characters of A-Z a-z 0-9 "
+                f"_ . -), got {group!r}"
+            )
+        config = replace(config, socket_group=group)
+    if "listen" in table:
+        config = replace(config, listen=_loopback_listen(table["listen"]))
+    if config.listen is not None and config.token_file is None:
+        raise ConfigError(
+            "[api] listen needs token_file: TCP clients must present a bearer token (the "
+            "Unix socket needs none: its file mode decides who may connect)"
+        )
+    for key, low, high in (("max_body_bytes", 1024, 64 << 20), ("max_batch", 1, 10_000)):
+        if key in table:
+            config = replace(config, **{key: _int_setting(section, key, table[key], low, high)})
+    return config
+
+
+def _loopback_listen(raw: Any) -> tuple[str, int]:
+    """``"127.0.0.1:8750"`` or ``"[::1]:8750"``: loopback only, a port from 1 to 65535."""
+    text = raw if isinstance(raw, str) else ""
+    host, _, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if host not in ("127.0.0.1", "::1", "localhost") or not port.isdigit():
+        raise ConfigError(
+            f"[api] listen must be a loopback host:port such as '127.0.0.1:8750', got {raw!r}"
+        )
+    number = int(port)
+    if not 1 <= number <= 65535:
+        raise ConfigError(f"[api] listen port must be 1..65535, got {number}")
+    return host, number
 
 
 _BYBIT_NUMBERS: dict[str, tuple[float, float]] = {

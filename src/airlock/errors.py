@@ -11,7 +11,17 @@ class AirlockError(Exception):
 
 
 class InvalidInput(AirlockError, ValueError):
-    """Input from outside (CLI, config, API caller) failed validation at the boundary."""
+    """Input from outside (CLI, config, API caller) failed validation at the boundary.
+
+    ``field`` names the input that is wrong when one field is (the local API answers 400
+    naming it); None when the problem is the combination, or not one field's. ``index``
+    is the element of a batch it is about, when it is about one.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.index: int | None = None
 
 
 class ConfigError(AirlockError):

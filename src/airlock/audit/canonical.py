@@ -55,12 +55,43 @@ def _check(value: Any, path: str) -> None:
     raise CanonicalError(f"{path}: {type(value).__name__} has no canonical JSON form")
 
 
+def _plain(value: Any) -> bool:
+    """True when ``value`` is made only of exact JSON types within the limits: one tight
+    walk, no paths. Anything else (an int subclass, or a value to refuse) takes the slow
+    walk, which names the culprit."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is int:
+            if -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                continue
+            return False
+        if kind is dict:
+            for key in item:
+                if type(key) is not str or not key.isascii():
+                    return False
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        else:
+            return False
+    return True
+
+
 def canonical(value: Any) -> bytes:
     """The canonical bytes of ``value``."""
-    _check(value, "$")
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    if not _plain(value):
+        _check(value, "$")
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+    except UnicodeEncodeError:
+        _check(value, "$")  # names the string with the lone surrogate
+        raise
 
 
 MAX_DEPTH = 64

@@ -9,6 +9,7 @@ commands that run it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from airlock.broadcaster.runner import Service
     from airlock.broadcaster.service import PassResult
     from airlock.broadcaster.venue import VenueResult
+    from airlock.config import AirlockConfig
+    from airlock.hsm.keyring import KeyRing
     from airlock.queue.store import Store
 
 T = TypeVar("T")
@@ -38,11 +41,12 @@ def _log_to_stderr(ctx: click.Context, verbose: bool) -> None:
 
 
 def _with_service(
-    ctx: click.Context, job: Callable[[Service], Awaitable[T]]
+    ctx: click.Context, job: Callable[[Service, KeyRing], Awaitable[T]]
 ) -> tuple[T, dict[str, int]]:
     """Hold the one-broadcaster lock, open the queue and the HSM, start whichever sides are
     configured (the EVM broadcaster for ``[[relays]]``, the Bybit one for ``[bybit]``),
-    run ``job``; return its result and the queue's count per state afterwards."""
+    run ``job`` with the service and the HSM session; return its result and the queue's
+    count per state afterwards."""
     import asyncio
 
     from airlock.broadcaster.lock import ServiceLock
@@ -56,7 +60,7 @@ def _with_service(
 
             async def main() -> T:
                 async with service.started():
-                    return await job(service)
+                    return await job(service, ring)
 
             outcome = asyncio.run(main())
             return outcome, _counts(store)
@@ -128,24 +132,35 @@ def broadcaster_run(
     common.use_config(ctx, config_path)
     _log_to_stderr(ctx, not quiet)
     if once:
-        outcome, counts = _with_service(ctx, lambda s: s.run_once())
+        outcome, counts = _with_service(ctx, lambda s, _: s.run_once())
         data = _summary(outcome.evm, counts)
         if outcome.bybit is not None:
             data["bybit"] = _venue_summary(outcome.bybit)
         common.emit(as_json, data, lambda: _summary_text(data))
         return
-    _with_service(ctx, _serve)
+    settings = common.config(ctx)
+    _with_service(ctx, lambda service, ring: _serve(settings, service, ring))
 
 
-async def _serve(service: Service) -> None:
-    """Run until SIGTERM or SIGINT, then stop cleanly (every write is already durable)."""
+async def _serve(settings: AirlockConfig, service: Service, ring: KeyRing) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly (every write is already durable);
+    serve the local API beside the service unless ``[api] enabled = false``."""
     import asyncio
+
+    from airlock.api.serve import serve_api, service_airlock  # aiohttp
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await service.run(stop)
+    if not settings.api.enabled:
+        await service.run(stop)
+        return
+    al = service_airlock(settings, ring, service)
+    async with serve_api(al, settings.api, settings.home) as server:
+        where = str(server.socket) + (f" and {server.tcp_url}" if server.tcp_url else "")
+        logging.getLogger("airlock.api").info("local API on %s", where)
+        await service.run(stop)
 
 
 @click.command("reconcile")
@@ -161,7 +176,7 @@ def reconcile(ctx: click.Context, config_path: Path | None, as_json: bool) -> No
     common.use_config(ctx, config_path)
     _log_to_stderr(ctx, False)
 
-    async def job(service: Service) -> tuple[PassResult, VenueResult | None]:
+    async def job(service: Service, _: KeyRing) -> tuple[PassResult, VenueResult | None]:
         evm, venue = service.evm, service.venue
         result = PassResult()
         if evm is not None:

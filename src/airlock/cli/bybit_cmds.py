@@ -1,151 +1,28 @@
-"""``airlock bybit order``, ``cancel`` and ``orders``: thin over :mod:`airlock.queue.bybit`.
+"""``airlock bybit order``, ``cancel`` and ``orders``: parse, call the library, print.
 
-``order`` asks the outage policy (:func:`airlock.queue.policy.decide_order`) whether the
-order may wait for the link, signs its intent with the HSM's P-256 intent key and queues
-it; the broadcaster sends it. ``cancel`` drops a never-sent order locally or queues a
-signed cancel ahead of every new order. ``orders`` lists what the queue knows of each Bybit
-item, including what the venue last said of it. Only ``order --venue auto`` touches the
+What an order needs beyond its fields (whether the venue is reachable, the slow-link rule,
+the intent key, the outage policy) is the library's (:meth:`airlock.Airlock.queue_order`),
+so a bot gets the same answers as an operator. Only ``order --venue auto`` touches the
 network: one unsigned GET /v5/market/time to tell the policy whether the venue is up.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from airlock.audit import entries as audit_entries
 from airlock.cli import common
-from airlock.errors import AirlockError, ConfigError, InvalidInput
-from airlock.hsm import errors as hsm_errors
-from airlock.hsm.kinds import KeyKind
-from airlock.queue.items import Item, Kind
-from airlock.redact import redact_url
+from airlock.errors import InvalidInput
 from airlock.signer.bybit import CATEGORIES
 
 if TYPE_CHECKING:
-    from airlock.config import BybitConfig, FailoverConfig
-    from airlock.hsm.keyring import KeyRing
-    from airlock.queue.bybit import IntentKey
-    from airlock.queue.policy import OrderRequest
-    from airlock.queue.store import Store
-    from airlock.queue.venue import VenueRef
-
-PROBE_TIMEOUT_S = 2.0
-"""How long ``--venue auto`` waits for GET /v5/market/time before calling the venue down."""
+    from airlock.api.records import Item
 
 _VENUE_MODES = ("auto", "up", "down")
-
-
-def _bybit_settings(ctx: click.Context) -> BybitConfig:
-    settings = common.config(ctx)
-    if settings.bybit is None:
-        where = settings.source or settings.home / "airlock.toml"
-        raise ConfigError(
-            f"no [bybit] section in {where}: add one with base_url, api_key and secret_label "
-            "(or rsa_key_label) to queue Bybit orders (see docs/configuration.md)"
-        )
-    return settings.bybit
-
-
-def _intent_key(ring: KeyRing, label: str) -> IntentKey:
-    """The HSM P-256 key that signs order intents; created (and said so) on first use."""
-    from airlock.queue.bybit import IntentKey  # the queue: sqlite3, cryptography
-
-    try:
-        ring.info(label)
-    except hsm_errors.KeyNotFound:
-        ring.generate(KeyKind.P256, label)
-        click.echo(
-            f"created the P-256 intent key {label!r} in the HSM (the broadcaster checks every "
-            "order against it); 'airlock hsm pubkey --key "
-            f"{label}' prints its public key for auditors",
-            err=True,
-        )
-    return IntentKey(ring.ecdsa_key(label, curve="p256"), label, ring.public_key_pem(label))
-
-
-def _probe(settings: BybitConfig) -> tuple[bool, str, float | None]:
-    """One unsigned GET /v5/market/time, no retry, at most PROBE_TIMEOUT_S: is the venue up?"""
-    import asyncio
-
-    from airlock.relays.bybit import BybitClient  # aiohttp: only --venue auto probes
-
-    def never_signs(_: bytes) -> str:
-        raise RuntimeError("the reachability probe sends no signed request")
-
-    async def ask() -> float:
-        client = BybitClient(
-            settings.base_url,
-            settings.api_key,
-            never_signs,
-            settings.sign_type,
-            timeout_s=PROBE_TIMEOUT_S,
-        )
-        async with client:
-            started = time.monotonic()
-            await client.sync_time(retry=False)
-            return time.monotonic() - started
-
-    shown = redact_url(settings.base_url)
-    try:
-        elapsed = asyncio.run(ask())
-    except (AirlockError, OSError) as exc:
-        return False, f"venue unreachable ({exc}); the outage policy applies", None
-    note = f"venue reachable: {shown} answered the time probe in {elapsed * 1000:.0f} ms"
-    return True, note, elapsed * 1000
-
-
-def _reachability(settings: BybitConfig, mode: str) -> tuple[bool, float | None]:
-    """Whether the venue answers, and in how many ms (None when not probed)."""
-    latency = None
-    if mode == "auto":
-        reachable, note, latency = _probe(settings)
-    else:
-        reachable = mode == "up"
-        state = "reachable" if reachable else "unreachable"
-        note = f"venue taken as {state} (--venue {mode}, not probed)"
-    click.echo(note, err=True)
-    return reachable, latency
-
-
-def _slow_link_rule(
-    store: Store, request: OrderRequest, latency_ms: float, config: FailoverConfig
-) -> OrderRequest:
-    """The playbook's rule for a slow link: above ``backup_latency_ms`` a Market order is
-    sent as an IOC Limit within ``critical_slippage_bps`` of ``--ref-price``, or refused.
-    The decision is audited (``failover.decision``) either way."""
-    from airlock.broadcaster.failover import Mode, ModeState, critical_order  # the policy
-
-    slow = ModeState(Mode.OUTAGE, 0, "slow-link", {"latency_ms": round(latency_ms, 1)})
-    ref = None if request.ref_price is None else str(request.ref_price)
-    critical = critical_order(request.order_type, slow, latency_ms, ref, request.side, config)
-    if critical.action == "send":
-        return request
-    store.record_event(audit_entries.FAILOVER_DECISION, critical.as_json())
-    if critical.action == "refuse":
-        raise InvalidInput(
-            f"order refused ({critical.rule}): the link to the venue is slow "
-            f"({latency_ms:.0f} ms > {config.backup_latency_ms:g} ms); a Market order needs "
-            "--ref-price to be sent as a capped limit"
-        )
-    common.warn(
-        f"slow link ({latency_ms:.0f} ms): Market order sent as an IOC Limit at "
-        f"{critical.limit_price} ({config.critical_slippage_bps} bps from the ref price)"
-    )
-    return replace(
-        request,
-        order_type="Limit",
-        price=critical.limit_price,
-        tif="IOC",
-        ref_price=None,
-        slippage_bps=None,
-    )
 
 
 def _when(ms: int | None) -> str | None:
@@ -153,13 +30,6 @@ def _when(ms: int | None) -> str | None:
         return None
     moment = datetime.fromtimestamp(ms / 1000, UTC)
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _link_id(store: Store, item: Item) -> str:
-    pair = store.venue_item(item.id)
-    if pair is None:  # enqueue_order always writes the venue reference with the item
-        raise InvalidInput(f"item {item.id} has no Bybit venue reference")
-    return pair[1].link_id
 
 
 # --------------------------------------------------------------------------- group
@@ -235,60 +105,30 @@ def bybit_order(
     --venue up|down skips the probe and forces the policy's view of the venue: for drills,
     or when the probe cannot tell (a venue reachable only through another link).
     """
-    from airlock.queue.bybit import enqueue_order  # the queue, the policy, cryptography
-    from airlock.queue.policy import OrderRequest, decide_order
-
     common.use_config(ctx, config_path)
-    settings = _bybit_settings(ctx)
-    reachable, latency_ms = _reachability(settings, venue_mode)
-    key = options["idempotency_key"]
+    key = options.pop("idempotency_key")
     if key is None:
         key = f"cli-{uuid.uuid4().hex}"
         click.echo(f"idempotency key {key} (pass --idempotency-key {key} to retry)", err=True)
-    request = OrderRequest(
-        category=options["category"] or settings.category,
-        symbol=options["symbol"],
-        side=options["side"],
-        order_type=options["order_type"],
-        qty=options["qty"],
-        idempotency_key=key,
-        price=options["price"],
-        tif=options["tif"],
-        ttl_s=options["ttl"],
-        ref_price=options["ref_price"],
-        slippage_bps=options["slippage_bps"],
-        reduce_only=options["reduce_only"],
-    )
-    with common.open_store(ctx) as (store, ring):
-        failover = common.config(ctx).failover
-        if reachable and latency_ms is not None and latency_ms > failover.backup_latency_ms:
-            request = _slow_link_rule(store, request, latency_ms, failover)
-        # A retry of a queued key is answered with the stored item by enqueue_order, even
-        # when the policy would refuse it now.
-        decision = decide_order(request, venue_reachable=reachable, config=settings.policy)
-        intent_key = _intent_key(ring, settings.intent_key_label)
-        result = enqueue_order(store, request, decision, intent_key, account=settings.account)
-        item = result.item
-        link_id = _link_id(store, item)
-        stored = store.payload(item.id)
-    policy = stored.get("policy", {})  # a replay reports the decision it was queued under
+    with common.library(ctx) as al:
+        queued = al.queue_order(**options, idempotency_key=key, venue=venue_mode)
+    for note in queued.notes:
+        click.echo(note, err=True)
+    for warning in queued.warnings:
+        common.warn(warning)
     data = {
-        "id": item.id,
-        "state": str(item.state),
-        "order_link_id": link_id,
+        "id": queued.id,
+        "state": str(queued.state),
+        "order_link_id": queued.order_link_id,
         "idempotency_key": key,
-        "rule": policy.get("rule", decision.rule),
-        "message": policy.get("message", decision.message),
-        "expires_ms": item.expires_ms,
-        "expires_at": _when(item.expires_ms),
-        "venue_reachable": reachable,
-        "replayed": result.existing,
-        "intent": stored.get("intent"),
+        "rule": queued.rule,
+        "message": queued.message,
+        "expires_ms": queued.expires_ms,
+        "expires_at": _when(queued.expires_ms),
+        "venue_reachable": queued.venue_reachable,
+        "replayed": queued.replayed,
+        "intent": queued.intent,
     }
-    if result.existing:
-        common.warn(
-            f"idempotency key already queued as {item.id} (now {item.state}); nothing new stored"
-        )
     common.emit(as_json, data, lambda: _order_text(data))
 
 
@@ -333,53 +173,43 @@ def bybit_cancel(
     Otherwise a cancel is signed now and queued ahead of every new order; the broadcaster
     sends it when the venue is reachable. Give exactly one of --order-link-id or --item.
     """
-    from airlock.queue.bybit import cancel_order  # the queue, the policy, cryptography
-
     if (link_id is None) == (item_id is None):
         raise click.UsageError("give exactly one of --order-link-id or --item")
     common.use_config(ctx, config_path)
-    settings = _bybit_settings(ctx)
-    with common.open_store(ctx) as (store, ring):
-        order = _find_order(store, link_id, item_id)
-        intent_key = _intent_key(ring, settings.intent_key_label)
-        outcome = cancel_order(store, order, intent_key)
-        order_link = _link_id(store, outcome.order)
-    cancel = outcome.cancel
+    with common.library(ctx) as al:
+        al.bybit_config  # noqa: B018 - fails clearly without a [bybit] section
+        if link_id is not None:
+            order = al.order(link_id)
+        else:
+            assert item_id is not None
+            order = al.item(item_id)  # ItemNotFound names the id
+            if order.kind != "bybit_order":
+                raise InvalidInput(f"item {item_id!r} is a {order.kind} item, not a Bybit order")
+        outcome = al.cancel(order.id)
+    cancel = outcome.cancel_item
     data = {
         "action": outcome.action,
         "rule": outcome.rule,
         "message": outcome.message,
         "order": {
-            "id": outcome.order.id,
-            "state": str(outcome.order.state),
-            "order_link_id": order_link,
+            "id": outcome.item.id,
+            "state": str(outcome.item.state),
+            "order_link_id": outcome.item.order_link_id,
         },
-        "cancel_item": None if cancel is None else cancel.item.id,
-        "replayed": cancel is not None and cancel.existing,
+        "cancel_item": None if cancel is None else cancel.id,
+        "replayed": outcome.replayed,
     }
 
     def text() -> str:
         if cancel is None:
             what = "cancelled locally, nothing was sent"
         else:
-            again = "; it was already queued, nothing new stored" if cancel.existing else ""
-            what = f"cancel queued ahead of new orders (item {cancel.item.id}){again}"
-        return f"{order_link} ({outcome.order.id}): {what}\nrule: {outcome.rule}: {outcome.message}"
+            again = "; it was already queued, nothing new stored" if outcome.replayed else ""
+            what = f"cancel queued ahead of new orders (item {cancel.id}){again}"
+        link = outcome.item.order_link_id
+        return f"{link} ({outcome.item.id}): {what}\nrule: {outcome.rule}: {outcome.message}"
 
     common.emit(as_json, data, text)
-
-
-def _find_order(store: Store, link_id: str | None, item_id: str | None) -> Item:
-    if link_id is not None:
-        pair = store.venue_order_by_link(link_id)
-        if pair is None:
-            raise InvalidInput(f"no Bybit order with orderLinkId {link_id!r} in the queue")
-        return pair[0]
-    assert item_id is not None
-    item = store.get(item_id)  # ItemNotFound names the id
-    if item.kind is not Kind.BYBIT_ORDER:
-        raise InvalidInput(f"item {item_id!r} is a {item.kind} item, not a Bybit order")
-    return item
 
 
 # --------------------------------------------------------------------------- orders
@@ -398,30 +228,29 @@ def bybit_orders(
     Each with what the venue last said of it. Metadata only: nothing is decrypted, nothing
     is sent."""
     common.use_config(ctx, config_path)
-    with common.open_store(ctx) as (store, _):
-        pairs = store.venue_all(limit)
-        counts = store.fill_counts()
-    rows = [_order_row(item, ref, counts.get(item.id, 0)) for item, ref in pairs]
+    with common.library(ctx) as al:
+        found = al.items(kind=["bybit_order", "bybit_cancel"], limit=limit, newest_first=True)
+    rows = [_order_row(item) for item in found]
     common.emit(as_json, rows, lambda: _orders_table(rows))
 
 
-def _order_row(item: Item, ref: VenueRef, fills: int) -> dict[str, Any]:
+def _order_row(item: Item) -> dict[str, Any]:
     return {
         "id": item.id,
-        "action": ref.action,
-        "category": ref.category,
-        "symbol": ref.symbol,
+        "action": "order" if item.kind == "bybit_order" else "cancel",
+        "category": item.category,
+        "symbol": item.symbol,
         "state": str(item.state),
-        "venue_status": ref.status,
-        "cum_exec_qty": ref.cum_qty,
-        "avg_price": ref.avg_price,
-        "order_link_id": ref.link_id,
-        "order_id": ref.order_id,
-        "fills": fills,
+        "venue_status": item.venue_status,
+        "cum_exec_qty": item.cum_qty,
+        "avg_price": item.avg_price,
+        "order_link_id": item.order_link_id,
+        "order_id": item.venue_order_id,
+        "fills": len(item.fills),
         "account": item.account,
         "created_ms": item.created_ms,
         "expires_ms": item.expires_ms,
-        "seen_ms": ref.seen_ms,
+        "seen_ms": item.venue_seen_ms,
     }
 
 

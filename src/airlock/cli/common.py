@@ -21,6 +21,7 @@ import click
 from airlock.errors import AirlockError
 
 if TYPE_CHECKING:
+    from airlock.api.client import Airlock
     from airlock.config import AirlockConfig
     from airlock.hsm.keyring import KeyRing
     from airlock.queue.store import Store
@@ -55,29 +56,23 @@ def keyring(ctx: click.Context) -> KeyRing:
 
 
 @contextmanager
+def library(ctx: click.Context) -> Iterator[Airlock]:
+    """The library (:class:`airlock.Airlock`) over this command's configuration, the PIN
+    asked at the terminal when no other source has it. Closing it signs an audit
+    checkpoint when one is due, so the log is checkpointed even when only the CLI writes."""
+    from airlock.api.client import Airlock  # the HSM, the queue, the signer
+    from airlock.hsm.pin import terminal_prompt
+
+    with Airlock.open(config(ctx), prompt=terminal_prompt) as opened:
+        yield opened
+
+
+@contextmanager
 def open_store(ctx: click.Context) -> Iterator[tuple[Store, KeyRing]]:
-    """The queue, with the HSM that holds its key-encryption key.
-
-    On the way out a checkpoint of the audit log is signed when one is due, so the log is
-    checkpointed periodically even when only the CLI writes to it.
-    """
-    from airlock.audit.log import AuditKey, checkpoint_if_due  # the queue: sqlite3, AES-GCM
-    from airlock.queue.kek import HsmKek
-    from airlock.queue.store import Store
-
-    settings = config(ctx)
-    with keyring(ctx) as ring:
-        kek = HsmKek(ring, settings.queue.kek_label)
-        with Store.open(
-            settings.queue.path, kek, rotate_after=settings.queue.rotate_after
-        ) as store:
-            yield store, ring
-            checkpoint_if_due(
-                store,
-                AuditKey(ring, settings.audit.key_label),
-                max_entries=settings.audit.checkpoint_every,
-                max_age_ms=settings.audit.checkpoint_seconds * 1000,
-            )
+    """The queue and the HSM session under the library, for the operator's commands that
+    work on the queue itself (keys, nonces, export, audit)."""
+    with library(ctx) as opened:
+        yield opened.store, opened.keyring
 
 
 def emit(as_json: bool, data: Any, text: Callable[[], str]) -> None:

@@ -7,22 +7,21 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
 from airlock.cli import common
-from airlock.cli.tx_options import intent_fields, tx_options
-from airlock.errors import InvalidInput
-from airlock.queue.items import Item, Priority
+from airlock.cli.tx_options import tx_options
 from airlock.queue.states import LIVE, State
-from airlock.signer.ladder import MAX_LADDER, LadderSpec
+from airlock.signer.ladder import MAX_LADDER
 
-_PRIORITIES = {
-    "cancel": Priority.CANCEL,
-    "risk-reducing": Priority.RISK_REDUCING,
-    "normal": Priority.NORMAL,
-}
+if TYPE_CHECKING:
+    from airlock.api.records import Item
+
+_PRIORITIES = ("cancel", "risk-reducing", "normal")
+# The library's cancel outcomes, in the words `queue cancel --json` has always printed.
+_CANCEL_ACTIONS = {"local": "cancelled", "presigned": "cancel_requested", "queued": "cancel_queued"}
 _STATES = click.Choice([s.value for s in State])
 
 
@@ -61,45 +60,26 @@ def evm_queue(ctx: click.Context, label: str, as_json: bool, **options: Any) -> 
 
     Nothing touches the network. Prints the item id once it is on disk.
     """
-    from airlock.queue.evm import enqueue_transaction  # the signer: rlp, eth_utils, coincurve
-
-    settings = common.config(ctx)
-    spec = LadderSpec(
-        levels=options["levels"],
-        bump_pct=options["bump_pct"] or settings.evm.bump_pct,
-        max_fee_cap=options["max_fee_cap"] or settings.evm.max_fee_cap,
-        with_cancel=options["with_cancel"],
-    )
-    with common.open_store(ctx) as (store, ring):
-        result = enqueue_transaction(
-            store,
-            ring.ecdsa_key(label, curve="secp256k1"),
-            intent_fields(options),
-            nonce=options["nonce"],
-            ladder=spec,
-            ttl_seconds=options["ttl"],
-            idempotency_key=options["idempotency_key"],
-            strategy=options["strategy"],
-            private=options["private"],
-            priority=_PRIORITIES[options["priority"]],
+    tx_type = options.pop("tx_type")
+    with common.library(ctx) as al:
+        queued = al.queue_transaction(
+            key=label,
+            ladder=options.pop("levels"),
+            tx_type=None if tx_type is None else int(tx_type),
+            **options,
         )
-    for warning in result.warnings:
+    for warning in queued.warnings:
         common.warn(warning)
-    steps = [v for v in result.variants if v.kind == "step"]
-    if len(steps) < spec.levels:
-        common.warn(f"the fee cap left room for {len(steps)} of {spec.levels} ladder levels")
-    if result.existing:
-        common.warn(f"idempotency key already queued as {result.item.id}; nothing new stored")
     data = {
-        "id": result.item.id,
-        "existing": result.existing,
-        "state": str(result.item.state),
-        "sender": result.item.account,
-        "chain_id": result.item.chain_id,
-        "nonce": result.item.nonce,
-        "variants": [v.as_json() for v in result.variants],
+        "id": queued.id,
+        "existing": queued.replayed,
+        "state": str(queued.state),
+        "sender": queued.account,
+        "chain_id": queued.chain_id,
+        "nonce": queued.nonce,
+        "variants": [v.as_json() for v in queued.variants],
     }
-    common.emit(as_json, data, lambda: result.item.id)
+    common.emit(as_json, data, lambda: queued.id)
 
 
 # --------------------------------------------------------------------------- queue
@@ -119,8 +99,8 @@ def queue_list(
     ctx: click.Context, states: tuple[str, ...], limit: int | None, as_json: bool
 ) -> None:
     """Items in creation order, with their state (metadata only: nothing is decrypted)."""
-    with common.open_store(ctx) as (store, _):
-        found = store.list([State(s) for s in states] or None, limit)
+    with common.library(ctx) as al:
+        found = al.items(state=states or None, limit=limit)
     common.emit(as_json, [i.as_json() for i in found], lambda: _item_table(found))
 
 
@@ -157,8 +137,8 @@ def _age(ms: float) -> str:
 @click.pass_context
 def queue_show(ctx: click.Context, item_id: str, as_json: bool) -> None:
     """One item, decrypted through the HSM: payload, signed variants, history."""
-    with common.open_store(ctx) as (store, _):
-        record = store.export_one(store.get(item_id))
+    with common.library(ctx) as al:
+        record = al.inspect(item_id)
     if "error" in record:
         common.fail(f"{record['error']} (the item is now {record['item']['state']})")
     common.emit(as_json, record, lambda: _show_text(record))
@@ -185,16 +165,20 @@ def _show_text(record: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def queue_cancel(ctx: click.Context, item_id: str, as_json: bool) -> None:
-    """Cancel an item that has not been sent, locally: nothing touches the network."""
-    with common.open_store(ctx) as (store, _):
-        result = store.cancel(item_id)
+    """Cancel an item: locally if it never left (nothing touches the network).
+
+    A transaction whose nonce later ones need is replaced by its pre-signed cancel; a Bybit
+    order already at the venue gets a signed cancel, queued ahead of new orders."""
+    with common.library(ctx) as al:
+        outcome = al.cancel(item_id)
     data = {
-        "id": result.item.id,
-        "action": result.action,
-        "state": str(result.item.state),
-        "message": result.message,
+        "id": outcome.item.id,
+        "action": _CANCEL_ACTIONS[outcome.action],
+        "state": str(outcome.item.state),
+        "message": outcome.message,
+        "cancel_item": None if outcome.cancel_item is None else outcome.cancel_item.id,
     }
-    common.emit(as_json, data, lambda: f"{result.item.id}: {result.message}")
+    common.emit(as_json, data, lambda: f"{outcome.item.id}: {outcome.message}")
 
 
 @queue_group.command("verify")
@@ -311,25 +295,8 @@ def nonce_sync(
     ctx: click.Context, url: str, labels: tuple[str, ...], timeout: float, as_json: bool
 ) -> None:
     """Raise local nonce counters to the node's pending nonce (never lower them)."""
-    from airlock.relays import rpc  # urllib.request (http.client, ssl)
-    from airlock.signer.evm import address_from_public_key  # rlp, eth_utils, coincurve
-
-    chain_id = rpc.quantity(rpc.call(url, "eth_chainId", [], timeout), "eth_chainId")
-    with common.open_store(ctx) as (store, ring):
-        senders = set(store.nonce_senders(chain_id))
-        senders |= {
-            address_from_public_key(ring.ecdsa_key(k, "secp256k1").public_key) for k in labels
-        }
-        if not senders:
-            raise InvalidInput(f"no senders known on chain {chain_id}; pass --key LABEL")
-        readings = {
-            s: rpc.quantity(
-                rpc.call(url, "eth_getTransactionCount", [s, "pending"], timeout),
-                "eth_getTransactionCount",
-            )
-            for s in sorted(senders)
-        }
-        results = store.nonce_sync(chain_id, readings)
+    with common.library(ctx) as al:
+        results = al.sync_nonces(url, keys=labels, timeout=timeout)
     for r in results:
         if r.behind:
             common.warn(
@@ -345,7 +312,7 @@ def nonce_sync(
 
     def text() -> str:
         return "\n".join(
-            f"chain {chain_id} {r.sender}: next {r.before} -> {r.after} "
+            f"chain {r.chain_id} {r.sender}: next {r.before} -> {r.after} "
             f"(chain pending {r.chain_pending})"
             for r in results
         )

@@ -9,6 +9,7 @@ check every order intent offline.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -17,7 +18,7 @@ from airlock.errors import InvalidInput
 from airlock.queue.items import Item, Kind
 from airlock.queue.policy import CancelRequest, Decision, OrderRequest, decide_cancel
 from airlock.queue.states import IllegalTransition, State
-from airlock.queue.store import Built, CancelResult, Draft, Enqueued, Store
+from airlock.queue.store import Builder, Built, CancelResult, Draft, Enqueued, Store
 from airlock.queue.venue import VenueDraft
 from airlock.signer.bybit import (
     DigestSigner,
@@ -26,15 +27,28 @@ from airlock.signer.bybit import (
     make_cancel_intent,
     order_link_id_for,
     sign_intent,
+    start_intent_signature,
 )
 
 
 class OrderRefused(InvalidInput):
-    """The outage policy refused the order; nothing was queued. ``rule`` says which rule."""
+    """The outage policy refused the order; nothing was queued. ``rule`` says which rule
+    (``invalid-order`` when the order itself is malformed: then ``field`` names the input
+    that is wrong, if one is)."""
 
     def __init__(self, decision: Decision) -> None:
-        super().__init__(f"order refused ({decision.rule}): {decision.message}")
+        super().__init__(
+            f"order refused ({decision.rule}): {decision.message}", field=decision.field
+        )
         self.decision = decision
+
+    @property
+    def rule(self) -> str:
+        return self.decision.rule
+
+
+class NothingToCancel(IllegalTransition, InvalidInput):
+    """The order is already final (or was never placed): its state allows no cancel."""
 
 
 @dataclass(frozen=True)
@@ -51,31 +65,55 @@ def enqueue_order(
     request: OrderRequest,
     decision: Decision,
     intent_key: IntentKey,
-    *,
-    account: str,
-    strategy: str = "default",
+    **options: Any,
 ) -> Enqueued:
     """Store the order ``decision`` allows for ``request``, its intent signed in the HSM.
 
     Refusals are recorded in the audit log, then raised; ``cancel-local`` decisions are
     not orders and are refused here. A retry of an order already queued under the same
     idempotency key answers with that item whatever the policy says now (an IOC queued
-    while the venue was up is not "refused" by a retry during the outage that followed)."""
+    while the venue was up is not "refused" by a retry during the outage that followed).
+    ``options`` are :func:`prepare_order`'s (``account`` is required)."""
+    return store.enqueue(*prepare_order(store, request, decision, intent_key, **options))
+
+
+def prepare_order(
+    store: Store,
+    request: OrderRequest,
+    decision: Decision,
+    intent_key: IntentKey,
+    *,
+    account: str,
+    strategy: str = "default",
+    asked: OrderRequest | None = None,
+    signature: Callable[[], bytes] | None = None,
+) -> tuple[Draft, Builder]:
+    """What :func:`enqueue_order` stores, without storing it (so that several orders can go
+    in one transaction, :meth:`Store.enqueue_many`). A refusal is audited and raised here,
+    unless the key already names a queued item (then the draft finds that item).
+
+    ``asked`` is the request as the caller gave it when a rule rewrote it into
+    ``request`` (the slow-link rule): a retry is compared with what was asked.
+    ``signature`` is the intent's signature already started (a batch signs all its
+    intents in one HSM job); by default it is started here, before the write lock."""
+    asked = asked or request
     if decision.action != "queue" or decision.intent is None:
         if store.by_idempotency_key(request.idempotency_key) is not None:
-            return store.enqueue(_retry_draft(request, account, strategy), _never_built)
+            return _retry_draft(asked, account, strategy), _never_built
         store.record_event(
             audit_entries.ORDER_REFUSED,
             {"request": _request_json(request), "decision": decision.as_json()},
         )
         raise OrderRefused(decision)
     intent = decision.intent
+    if signature is None:
+        signature = start_intent_signature(intent_key.key, intent)  # before the write lock
     draft = Draft(
         kind=Kind.BYBIT_ORDER,
         account=account,
         strategy=strategy,
         idempotency_key=request.idempotency_key,
-        request=_request_json(request),
+        request=_request_json(asked),
         priority=decision.priority,
         ttl_ms=None if decision.ttl_s is None else decision.ttl_s * 1000,
         signer=intent_key.label,
@@ -83,16 +121,15 @@ def enqueue_order(
     )
 
     def build(_: int | None) -> Built:
-        signature = sign_intent(intent_key.key, intent)
         signed = {
             "intent": intent_dict(intent),
-            "intent_signature": signature.hex(),
+            "intent_signature": signature().hex(),
             "intent_key_pem": intent_key.public_pem,
             "policy": {"rule": decision.rule, "message": decision.message},
         }
         return Built(payload=signed, audit=signed)
 
-    return store.enqueue(draft, build)
+    return draft, build
 
 
 @dataclass(frozen=True)
@@ -140,7 +177,7 @@ def cancel_order(
     if decision.action != "queue":
         raise InvalidInput(decision.message)
     if order.state not in (State.SENDING, State.SENT, State.NEEDS_OPERATOR):
-        raise InvalidInput(f"order {ref.link_id} is {order.state}: there is nothing to cancel")
+        raise NothingToCancel(f"order {ref.link_id} is {order.state}: there is nothing to cancel")
     intent = make_cancel_intent(ref.category, ref.symbol, order_link_id_for(order.idempotency_key))
     key = idempotency_key or f"cancel:{order.idempotency_key}"
     draft = Draft(

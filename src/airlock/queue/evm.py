@@ -14,7 +14,7 @@ from typing import Any
 from airlock.errors import InvalidInput
 from airlock.hsm.interface import EcdsaSigningKey
 from airlock.queue.items import Kind, Priority
-from airlock.queue.store import Built, Draft, Enqueued, Store, VariantDraft
+from airlock.queue.store import Builder, Built, Draft, Enqueued, Store, VariantDraft
 from airlock.signer import evm
 from airlock.signer.ladder import LadderSpec, build_ladder, fee_of
 
@@ -22,7 +22,15 @@ MAX_TTL_SECONDS = 365 * 24 * 3600
 
 
 def enqueue_transaction(
-    store: Store,
+    store: Store, key: EcdsaSigningKey, fields: Mapping[str, Any], **options: Any
+) -> Enqueued:
+    """Sign ``fields`` (the :func:`airlock.signer.evm.make_intent` arguments except the
+    nonce) at every ladder level and store it durably; ``options`` are
+    :func:`prepare_transaction`'s (``nonce=None`` allocates one)."""
+    return store.enqueue(*prepare_transaction(key, fields, **options))
+
+
+def prepare_transaction(
     key: EcdsaSigningKey,
     fields: Mapping[str, Any],
     *,
@@ -33,9 +41,11 @@ def enqueue_transaction(
     strategy: str = "default",
     private: bool = False,
     priority: int = Priority.NORMAL,
-) -> Enqueued:
-    """Sign ``fields`` (the :func:`airlock.signer.evm.make_intent` arguments except the
-    nonce) at every ladder level and store it durably. ``nonce=None`` allocates one."""
+) -> tuple[Draft, Builder]:
+    """Validate everything (before any lock is taken) and return what the store needs:
+    the draft, and the callback that signs the ladder once the nonce is allocated. Apart
+    so that several transactions can be stored in one transaction
+    (:meth:`Store.enqueue_many`)."""
     ladder = ladder or LadderSpec()
     explicit = None if nonce is None else evm.make_intent(**fields, nonce=nonce).nonce
     base = evm.make_intent(**fields, nonce=explicit or 0)  # validation, before any lock
@@ -58,7 +68,7 @@ def enqueue_transaction(
     draft = Draft(
         kind=Kind.EVM_TX,
         account=sender,
-        strategy=_strategy(strategy),
+        strategy=check_strategy(strategy),
         idempotency_key=_idempotency_key(idempotency_key),
         request=request,
         priority=priority,
@@ -93,28 +103,50 @@ def enqueue_transaction(
         }
         return Built(payload=payload, variants=variants)
 
-    return store.enqueue(draft, build)
+    return draft, build
 
 
 def _ttl_ms(ttl_seconds: int | None) -> int | None:
     if ttl_seconds is None:
         return None
-    if not isinstance(ttl_seconds, int) or not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
-        raise InvalidInput(f"TTL must be 1..{MAX_TTL_SECONDS} seconds, got {ttl_seconds!r}")
+    if (
+        isinstance(ttl_seconds, bool)
+        or not isinstance(ttl_seconds, int)
+        or not 1 <= ttl_seconds <= MAX_TTL_SECONDS
+    ):
+        raise InvalidInput(
+            f"TTL must be 1..{MAX_TTL_SECONDS} seconds, got {ttl_seconds!r}", field="ttl"
+        )
     return ttl_seconds * 1000
 
 
 def _idempotency_key(key: str | None) -> str:
     if key is None:
         return f"auto:{uuid.uuid4()}"
-    if not key or len(key) > 128 or not key.isprintable() or key != key.strip():
+    if (
+        not isinstance(key, str)
+        or not key
+        or len(key) > 128
+        or not key.isprintable()
+        or key != key.strip()
+    ):
         raise InvalidInput(
-            f"bad idempotency key {key!r}: use 1-128 printable characters, no edge spaces"
+            f"bad idempotency key {key!r}: use 1-128 printable characters, no edge spaces",
+            field="idempotency_key",
         )
     return key
 
 
-def _strategy(name: str) -> str:
-    if not name or len(name) > 64 or not name.isprintable() or name != name.strip():
-        raise InvalidInput(f"bad strategy id {name!r}: use 1-64 printable characters")
+def check_strategy(name: str) -> str:
+    """A strategy id: 1-64 printable characters, no edge spaces (EVM items and orders)."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > 64
+        or not name.isprintable()
+        or name != name.strip()
+    ):
+        raise InvalidInput(
+            f"bad strategy id {name!r}: use 1-64 printable characters", field="strategy"
+        )
     return name

@@ -176,16 +176,46 @@ def by_idempotency_key(conn: sqlite3.Connection, key: str) -> Item | None:
     return None if row is None else Item.from_row(row)
 
 
+def by_idempotency_keys(conn: sqlite3.Connection, keys: list[str]) -> dict[str, Item]:
+    """The items the given keys name (absent keys are absent), in chunks the SQLite
+    variable limit allows."""
+    found: dict[str, Item] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM items WHERE idempotency_key IN ({marks})", chunk
+        ).fetchall()
+        found |= {row["idempotency_key"]: Item.from_row(row) for row in rows}
+    return found
+
+
 def select(
-    conn: sqlite3.Connection, states: list[State] | None = None, limit: int | None = None
+    conn: sqlite3.Connection,
+    states: list[State] | None = None,
+    limit: int | None = None,
+    *,
+    kinds: list[Kind] | None = None,
+    after: str | None = None,
+    newest_first: bool = False,
 ) -> list[Item]:
-    """Items in creation order, optionally only in ``states``."""
-    sql = f"SELECT {COLUMNS} FROM items"
+    """Items in creation order (or newest first), optionally only in ``states``, of
+    ``kinds``, after an id (before it, newest first)."""
+    where: list[str] = []
     params: list[object] = []
     if states:
-        sql += f" WHERE state IN ({', '.join('?' for _ in states)})"
+        where.append(f"state IN ({', '.join('?' for _ in states)})")
         params += [str(s) for s in states]
-    sql += " ORDER BY id"
+    if kinds:
+        where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+        params += [str(k) for k in kinds]
+    if after is not None:
+        where.append("id < ?" if newest_first else "id > ?")
+        params.append(after)
+    sql = f"SELECT {COLUMNS} FROM items"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)

@@ -37,6 +37,12 @@ class Journal:
     def __init__(self, envelope: Envelope, clock_ms: Callable[[], int]) -> None:
         self._envelope = envelope
         self._clock_ms = clock_ms
+        self._head: tuple[int, str] | None = None  # (next seq, prev hash) in this transaction
+
+    def forget_head(self) -> None:
+        """Called by the store at each transaction's start and end: the head read inside
+        one write transaction holds only until it ends."""
+        self._head = None
 
     def append(
         self,
@@ -46,18 +52,24 @@ class Journal:
         data: dict[str, Any],
     ) -> int:
         """Write one entry in the current transaction; returns its number."""
-        last = conn.execute(
-            "SELECT seq, entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-        seq, prev = (0, entries.GENESIS_PREV) if last is None else (last[0] + 1, last[1].hex())
+        seq, prev = self._head or self._read_head(conn)
         body = entries.encode(seq, prev, self._clock_ms(), kind, item, data)
         sealed = self._envelope.seal("audit_entries", str(seq), "body", body)
+        entry_hash = entries.entry_hash(body)
         conn.execute(
             "INSERT INTO audit_entries (seq, entry_hash, leaf_hash, key_id, body)"
             " VALUES (?, ?, ?, ?, ?)",
-            (seq, entries.entry_hash(body), merkle.leaf_hash(body), sealed.key_id, sealed.blob),
+            (seq, entry_hash, merkle.leaf_hash(body), sealed.key_id, sealed.blob),
         )
+        self._head = (seq + 1, entry_hash.hex())
         return seq
+
+    @staticmethod
+    def _read_head(conn: sqlite3.Connection) -> tuple[int, str]:
+        last = conn.execute(
+            "SELECT seq, entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return (0, entries.GENESIS_PREV) if last is None else (last[0] + 1, last[1].hex())
 
     @staticmethod
     def origin(conn: sqlite3.Connection) -> str:

@@ -204,6 +204,7 @@ class Decision:
     intent: OrderIntent | None = None
     ttl_s: int | None = None
     priority: Priority | None = None
+    field: str | None = None  # an invalid-order refusal: the input that was wrong, if one
 
     def as_json(self) -> dict[str, Any]:
         """The decision as the audit log records it."""
@@ -222,8 +223,8 @@ def expires_ms(decision: Decision, now_ms: int) -> int | None:
     return None if decision.ttl_s is None else now_ms + decision.ttl_s * 1000
 
 
-def _refuse(rule: str, message: str) -> Decision:
-    return Decision(action="refuse", rule=rule, message=message)
+def _refuse(rule: str, message: str, field: str | None = None) -> Decision:
+    return Decision(action="refuse", rule=rule, message=message, field=field)
 
 
 # ----------------------------------------------------------------------------- arithmetic
@@ -245,16 +246,22 @@ def _places(ref_price: str | int | Decimal) -> int:
 def parse_bps(value: int | str | Decimal) -> Decimal:
     """A slippage in basis points: an integer or a plain decimal with up to 4 places, >= 0."""
     if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
-        raise InvalidInput(f"slippage_bps must be a number of basis points, got {value!r}")
+        raise InvalidInput(
+            f"slippage_bps must be a number of basis points, got {value!r}", field="slippage_bps"
+        )
     if isinstance(value, str) and not _BPS_RE.fullmatch(value):
-        raise InvalidInput(f"slippage_bps must be plain basis points such as '50', got {value!r}")
+        raise InvalidInput(
+            f"slippage_bps must be plain basis points such as '50', got {value!r}",
+            field="slippage_bps",
+        )
     number = Decimal(value)
     if not number.is_finite():
-        raise InvalidInput(f"slippage_bps must be finite, got {value!r}")
+        raise InvalidInput(f"slippage_bps must be finite, got {value!r}", field="slippage_bps")
     if number < 0:
         raise InvalidInput(
             f"slippage_bps must be 0 or more, got {value!r}: it is the most the price may move "
-            f"against you (a Buy pays at most ref + bps, a Sell receives at least ref - bps)"
+            f"against you (a Buy pays at most ref + bps, a Sell receives at least ref - bps)",
+            field="slippage_bps",
         )
     return number
 
@@ -298,6 +305,7 @@ def _ttl(
             "invalid-order",
             f"ttl_s must be a whole number of seconds, 1 or more, got {raw.ttl_s!r}: "
             f"give --ttl in seconds, or leave it out for the default ({default} s)",
+            "ttl",
         )
     if raw.ttl_s > config.max_ttl_s:
         return None, _refuse(
@@ -318,18 +326,21 @@ def _validate(
             "invalid-order",
             "a Limit order needs a price: give --price, or for a market order use --type Market "
             "(with --ref-price and --slippage-bps if it may have to wait for the link)",
+            "price",
         )
     if not is_market and (raw.ref_price is not None or raw.slippage_bps is not None):
         return None, _refuse(
             "invalid-order",
             "--ref-price and --slippage-bps apply to Market orders only: a Limit order's price "
             "is already its cap, so drop them or use --type Market",
+            "ref_price" if raw.ref_price is not None else "slippage_bps",
         )
     if (raw.ref_price is None) != (raw.slippage_bps is None):
         return None, _refuse(
             "invalid-order",
             "give --ref-price and --slippage-bps together: the cap is ref ± bps, "
             "and one without the other defines nothing",
+            "slippage_bps" if raw.slippage_bps is None else "ref_price",
         )
     try:
         intent = make_order_intent(
@@ -348,7 +359,8 @@ def _validate(
             if _places(raw.ref_price) > _MAX_PLACES:  # a Decimal("1.000…") typed past 40
                 raise InvalidInput(
                     f"ref_price has {_places(raw.ref_price)} decimal places; at most "
-                    f"{_MAX_PLACES} (it sets the precision of the capped limit price)"
+                    f"{_MAX_PLACES} (it sets the precision of the capped limit price)",
+                    field="ref_price",
                 )
         if raw.slippage_bps is not None:
             bps = parse_bps(raw.slippage_bps)
@@ -360,7 +372,8 @@ def _validate(
                     f"and send the order when it is reachable",
                 )
     except InvalidInput as exc:
-        return None, _refuse("invalid-order", f"{exc}; nothing was queued: correct and resubmit")
+        message = f"{exc}; nothing was queued: correct and resubmit"
+        return None, _refuse("invalid-order", message, exc.field)
     return intent, None
 
 

@@ -173,6 +173,48 @@ MIGRATIONS: tuple[str, ...] = (
         resolved_ms INTEGER
     ) WITHOUT ROWID;
     """,
+    # 7: the event stream of the local API (queue/events.py): every item's creation, state
+    # change and fill, numbered in commit order, written by triggers in the transaction of
+    # the change. Existing history is numbered once, in time order.
+    """
+    CREATE TABLE events (
+        id         INTEGER PRIMARY KEY,
+        item_id    TEXT    NOT NULL,
+        type       TEXT    NOT NULL CHECK (type IN ('item.created', 'item.state', 'item.fill')),
+        from_state TEXT,
+        to_state   TEXT,
+        reason     TEXT,
+        exec_id    TEXT,
+        at_ms      INTEGER NOT NULL
+    );
+    CREATE INDEX events_by_item ON events (item_id, id);
+    INSERT INTO events (item_id, type, from_state, to_state, reason, exec_id, at_ms)
+        SELECT item_id, type, from_state, to_state, reason, exec_id, at_ms FROM (
+            SELECT id AS item_id, 'item.created' AS type, NULL AS from_state,
+                   'queued' AS to_state, NULL AS reason, NULL AS exec_id,
+                   created_ms AS at_ms, 0 AS o, 0 AS n
+              FROM items
+            UNION ALL
+            SELECT item_id, 'item.state', from_state, to_state, reason, NULL, at_ms, 1, n
+              FROM transitions
+            UNION ALL
+            SELECT item_id, 'item.fill', NULL, NULL, NULL, exec_id, seen_ms, 2, 0
+              FROM fills WHERE item_id IS NOT NULL
+        ) ORDER BY at_ms, o, item_id, n;
+    CREATE TRIGGER events_created AFTER INSERT ON items BEGIN
+        INSERT INTO events (item_id, type, to_state, at_ms)
+            VALUES (NEW.id, 'item.created', NEW.state, NEW.created_ms);
+    END;
+    CREATE TRIGGER events_state AFTER INSERT ON transitions BEGIN
+        INSERT INTO events (item_id, type, from_state, to_state, reason, at_ms)
+            VALUES (NEW.item_id, 'item.state', NEW.from_state, NEW.to_state, NEW.reason,
+                    NEW.at_ms);
+    END;
+    CREATE TRIGGER events_fill AFTER INSERT ON fills WHEN NEW.item_id IS NOT NULL BEGIN
+        INSERT INTO events (item_id, type, exec_id, at_ms)
+            VALUES (NEW.item_id, 'item.fill', NEW.exec_id, NEW.seen_ms);
+    END;
+    """,
 )
 CURRENT = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 10_000

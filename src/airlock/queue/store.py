@@ -13,17 +13,24 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from airlock.audit import entries as audit_entries
-from airlock.queue import alerts, items, nonces, schema, sends, venue
+from airlock.errors import InvalidInput
+from airlock.queue import alerts, events, items, nonces, schema, sends, venue
 from airlock.queue.alerts import AlertRecord
 from airlock.queue.envelope import DEFAULT_ROTATE_AFTER, Envelope, Kek
-from airlock.queue.errors import IdempotencyConflict, PayloadTampered, StaleItems
+from airlock.queue.errors import (
+    IdempotencyConflict,
+    PayloadTampered,
+    StaleItems,
+    StoreUnavailable,
+)
 from airlock.queue.items import Item, Kind, Transition
 from airlock.queue.journal import CheckpointRecord, Journal
 from airlock.queue.sends import Attempt, Lane, Mined, Move, StoredVariant
@@ -32,6 +39,10 @@ from airlock.queue.ulid import UlidGenerator
 from airlock.queue.venue import Fill, VenueRef, VenueSeen
 
 ClockMs = Callable[[], int]
+
+
+class _KeyTaken(Exception):
+    """Inside a batch's transaction: a key found free before it was taken meanwhile."""
 
 
 def wall_clock_ms() -> int:
@@ -152,6 +163,7 @@ class Store:
         self._lock = threading.RLock()
         self._ids = UlidGenerator()
         self._journal = Journal(envelope, clock_ms)
+        self._seqs: dict[str, int] = {}  # next sequence number per strategy, this transaction
 
     @classmethod
     def open(
@@ -185,15 +197,24 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One durable write transaction; the write lock is held from the start."""
+        """One durable write transaction; the write lock is held from the start.
+
+        While it is open nobody else can write, so what it reads once (the audit chain's
+        head, a strategy's last sequence number) stays true until it ends: those are
+        remembered for the transaction and forgotten with it."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
+            self._journal.forget_head()
+            self._seqs.clear()
             try:
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 self._envelope.forget_uncommitted()
                 raise
+            finally:
+                self._journal.forget_head()
+                self._seqs.clear()
             self._conn.execute("COMMIT")
 
     def now_ms(self) -> int:
@@ -215,6 +236,50 @@ class Store:
         # Compared after the transaction: a tampered payload quarantines its item, and
         # that must not be rolled back with this read-only transaction.
         return self._existing(existing, draft)
+
+    def enqueue_many(self, requests: Sequence[tuple[Draft, Builder]]) -> list[Enqueued]:
+        """Store several items in one durable transaction: every one of them, or none.
+
+        Each answers as :meth:`enqueue` would: a key that already names an item with the
+        same content answers with that item; a key naming different content raises
+        :class:`IdempotencyConflict` before anything is written; so does a key repeated
+        within the batch. Nonces are allocated in the order given.
+        """
+        keys = [draft.idempotency_key for draft, _ in requests]
+        counts = Counter(keys)
+        if len(counts) < len(keys):
+            repeated = sorted(k for k, n in counts.items() if n > 1)
+            error = IdempotencyConflict(
+                f"idempotency key(s) {', '.join(map(repr, repeated))} appear more than once "
+                "in one batch; give each item its own key"
+            )
+            error.index = next(i for i, k in enumerate(keys) if k in keys[:i])
+            raise error
+        for _attempt in range(3):
+            with self._lock:
+                stored = items.by_idempotency_keys(self._conn, keys)
+            known: dict[str, Enqueued] = {}
+            for index, (draft, _) in enumerate(requests):
+                existing = stored.get(draft.idempotency_key)
+                if existing is not None:
+                    with _element(index):
+                        known[draft.idempotency_key] = self._existing(existing, draft)
+            try:
+                with self.transaction() as conn:
+                    fresh = [k for k in keys if k not in known]
+                    if items.by_idempotency_keys(conn, fresh):
+                        raise _KeyTaken  # another writer queued one of them meanwhile
+                    done = []
+                    for index, (draft, build) in enumerate(requests):
+                        with _element(index):
+                            done.append(
+                                known.get(draft.idempotency_key)
+                                or self._enqueue_new(conn, draft, build)
+                            )
+                    return done
+            except _KeyTaken:
+                continue
+        raise StoreUnavailable("the batch's idempotency keys kept being taken by other writers")
 
     def _enqueue_new(self, conn: sqlite3.Connection, draft: Draft, build: Builder) -> Enqueued:
         warnings: list[str] = []
@@ -254,7 +319,7 @@ class Store:
             kind=draft.kind,
             account=draft.account,
             strategy=draft.strategy,
-            seq=items.next_seq(conn, draft.strategy),
+            seq=self._next_seq(conn, draft.strategy),
             idempotency_key=draft.idempotency_key,
             priority=int(draft.priority),
             state=State.QUEUED,
@@ -279,6 +344,11 @@ class Store:
             conn, audit_entries.ITEM_ENQUEUED, item_id, _enqueued_entry(item, built)
         )
         return item
+
+    def _next_seq(self, conn: sqlite3.Connection, strategy: str) -> int:
+        seq = self._seqs.get(strategy) or items.next_seq(conn, strategy)
+        self._seqs[strategy] = seq + 1
+        return seq
 
     def _insert_variant(
         self, conn: sqlite3.Connection, item_id: str, idx: int, variant: VariantDraft
@@ -309,9 +379,32 @@ class Store:
         with self._lock:
             return items.get(self._conn, item_id)
 
-    def list(self, states: list[State] | None = None, limit: int | None = None) -> list[Item]:
+    def list(
+        self,
+        states: list[State] | None = None,
+        limit: int | None = None,
+        *,
+        kinds: list[Kind] | None = None,
+        after: str | None = None,
+        newest_first: bool = False,
+    ) -> list[Item]:
+        """Items in creation order (their ids sort so), or newest first; ``after`` an id
+        pages onwards."""
         with self._lock:
-            return items.select(self._conn, states, limit)
+            return items.select(
+                self._conn, states, limit, kinds=kinds, after=after, newest_first=newest_first
+            )
+
+    def events(
+        self, after: int = 0, limit: int = 1000, item_id: str | None = None
+    ) -> list[events.EventRow]:
+        """Events numbered above ``after``, oldest first: the local API's event stream."""
+        with self._lock:
+            return events.after(self._conn, after, limit, item_id)
+
+    def last_event_id(self) -> int:
+        with self._lock:
+            return events.last_id(self._conn)
 
     def ready(self, limit: int = 100) -> list[Item]:
         """Queued items the dispatcher may send now, most urgent first."""
@@ -930,6 +1023,17 @@ class Store:
             for t in self.history(item.id)
         ]
         return record
+
+
+@contextmanager
+def _element(index: int) -> Iterator[None]:
+    """Name the batch element an error is about (``InvalidInput.index``)."""
+    try:
+        yield
+    except InvalidInput as exc:
+        if exc.index is None:
+            exc.index = index
+        raise
 
 
 def _venue_changed(before: VenueRef, after: VenueRef) -> bool:

@@ -685,6 +685,7 @@ class ConnectionSupervisor:
         self._category = category
         self._sleep = sleep
         self._connected = False
+        self.latency_ms: float | None = None  # the last successful time probe's round trip
 
     @property
     def is_connected(self) -> bool:
@@ -699,7 +700,9 @@ class ConnectionSupervisor:
         stopped = self._client.auth_stopped
         if stopped is not None:  # not even the unsigned time request: the account is stopped
             raise BybitAuthError(SERVER_TIME, f"account stopped: {stopped}")
+        started = time.monotonic()
         await self._client.sync_time(retry=False)  # the supervisor owns the backoff
+        self.latency_ms = (time.monotonic() - started) * 1000
         await self._client.probe_auth(self._category)
 
     async def _probe_ok(self) -> bool:

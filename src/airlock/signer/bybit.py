@@ -107,7 +107,7 @@ class OrderIntent:
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         wanted = " | ".join(choices)
-        raise InvalidInput(f"{name} must be one of {wanted}, got {value!r}")
+        raise InvalidInput(f"{name} must be one of {wanted}, got {value!r}", field=name)
     return value
 
 
@@ -115,7 +115,8 @@ def _symbol(value: Any) -> str:
     if not isinstance(value, str) or not _SYMBOL_RE.fullmatch(value):
         raise InvalidInput(
             f"symbol must be 1-32 upper-case ASCII letters and digits (e.g. 'BTCUSDT'), "
-            f"got {value!r}"
+            f"got {value!r}",
+            field="symbol",
         )
     return value
 
@@ -130,33 +131,37 @@ def canonical_decimal(name: str, value: Any) -> str:
     """
     bad = f"{name} must be a positive decimal, got {value!r}"
     if isinstance(value, bool | float):
-        raise InvalidInput(f"{bad} (pass a string such as '0.01', not a {type(value).__name__})")
+        raise InvalidInput(
+            f"{bad} (pass a string such as '0.01', not a {type(value).__name__})", field=name
+        )
     if isinstance(value, int):
         number = Decimal(value)
     elif isinstance(value, Decimal):
         number = value
     elif isinstance(value, str):
         if not _PLAIN_DECIMAL_RE.fullmatch(value):
-            raise InvalidInput(f"{bad} (plain notation such as '0.01', at most 40+40 digits)")
+            raise InvalidInput(
+                f"{bad} (plain notation such as '0.01', at most 40+40 digits)", field=name
+            )
         try:
             number = Decimal(value)
         except InvalidOperation:  # pragma: no cover - the pattern already excludes this
-            raise InvalidInput(bad) from None
+            raise InvalidInput(bad, field=name) from None
     else:
-        raise InvalidInput(f"{bad} (expected a string)")
+        raise InvalidInput(f"{bad} (expected a string)", field=name)
     if not number.is_finite() or number <= 0:
-        raise InvalidInput(bad)
+        raise InvalidInput(bad, field=name)
     # checked before normalize(): a Decimal beyond the context's exponent range would
     # overflow (decimal.Overflow) or silently underflow to 0 there
     if not -_MAX_DIGITS <= number.adjusted() < _MAX_DIGITS:
-        raise InvalidInput(f"{bad} (at most 40+40 digits)")
+        raise InvalidInput(f"{bad} (at most 40+40 digits)", field=name)
     with localcontext() as ctx:
         ctx.prec = max(_DECIMAL_PRECISION, len(number.as_tuple().digits))  # never rounds
         normal = number.normalize()
     exponent = normal.as_tuple().exponent
     assert isinstance(exponent, int)  # finite, checked above
     if normal.adjusted() >= _MAX_DIGITS or exponent < -_MAX_DIGITS:
-        raise InvalidInput(f"{bad} (at most 40+40 digits)")
+        raise InvalidInput(f"{bad} (at most 40+40 digits)", field=name)
     return format(normal, "f")
 
 
@@ -164,7 +169,8 @@ def _order_link_id(value: Any) -> str:
     if not isinstance(value, str) or not _ORDER_LINK_ID_RE.fullmatch(value):
         raise InvalidInput(
             f"order_link_id must be 1-{ORDER_LINK_ID_MAX} characters of [0-9A-Za-z_-], "
-            f"got {value!r} (derive one with order_link_id_for)"
+            f"got {value!r} (derive one with order_link_id_for)",
+            field="order_link_id",
         )
     return value
 
@@ -181,10 +187,12 @@ def _fields(raw: Mapping[str, Any]) -> None:
 def _price(order_type: str, value: Any) -> str | None:
     if order_type == "Market":
         if value is not None:
-            raise InvalidInput(f"price must be absent for Market orders, got {value!r}")
+            raise InvalidInput(
+                f"price must be absent for Market orders, got {value!r}", field="price"
+            )
         return None
     if value is None:
-        raise InvalidInput("price is required for Limit orders")
+        raise InvalidInput("price is required for Limit orders", field="price")
     return canonical_decimal("price", value)
 
 
@@ -198,7 +206,8 @@ def _time_in_force(order_type: str, value: Any) -> str:
         if value not in (None, "IOC"):
             raise InvalidInput(
                 f"time_in_force must be IOC or absent for Market orders (Bybit runs every "
-                f"market order as IOC), got {value!r}"
+                f"market order as IOC), got {value!r}",
+                field="time_in_force",
             )
         return "IOC"
     return "GTC" if value is None else _choice("time_in_force", value, TIMES_IN_FORCE)
@@ -208,9 +217,11 @@ def _reduce_only(category: str, value: Any) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise InvalidInput(f"reduce_only must be true or false, got {value!r}")
+        raise InvalidInput(f"reduce_only must be true or false, got {value!r}", field="reduce_only")
     if value and category == "spot":
-        raise InvalidInput("reduce_only applies to linear and inverse orders, not spot")
+        raise InvalidInput(
+            "reduce_only applies to linear and inverse orders, not spot", field="reduce_only"
+        )
     return value
 
 
@@ -252,13 +263,21 @@ def order_link_id_for(idempotency_key: str) -> str:
     SHA-256 of the same key.
     """
     if not isinstance(idempotency_key, str) or not idempotency_key:
-        raise InvalidInput(f"idempotency key must be a non-empty string, got {idempotency_key!r}")
+        raise InvalidInput(
+            f"idempotency key must be a non-empty string, got {idempotency_key!r}",
+            field="idempotency_key",
+        )
     if len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
-        raise InvalidInput(f"idempotency key is longer than {IDEMPOTENCY_KEY_MAX} characters")
+        raise InvalidInput(
+            f"idempotency key is longer than {IDEMPOTENCY_KEY_MAX} characters",
+            field="idempotency_key",
+        )
     try:
         encoded = idempotency_key.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidInput("idempotency key holds a lone surrogate; it is not text") from None
+        raise InvalidInput(
+            "idempotency key holds a lone surrogate; it is not text", field="idempotency_key"
+        ) from None
     digest = hashlib.sha256(_ORDER_LINK_ID_DOMAIN + encoded).digest()[:_ORDER_LINK_ID_HASH_BYTES]
     return ORDER_LINK_ID_PREFIX + base64.b32encode(digest).decode("ascii").lower()
 
@@ -303,7 +322,36 @@ def sign_intent(key: DigestSigner, intent: OrderIntent | CancelIntent) -> bytes:
     checkpoints use, so an auditor verifies with stock tools. The s value is left as the
     token produced it; nothing here depends on signatures being unique.
     """
-    raw = key.sign_digest(intent_digest(intent))
+    return _der(key.sign_digest(intent_digest(intent)))
+
+
+def start_intent_signature(
+    key: DigestSigner, intent: OrderIntent | CancelIntent
+) -> Callable[[], bytes]:
+    """Start :func:`sign_intent` now; the returned call waits for it. A key that can queue
+    work (``submit_digest``: the HSM worker) signs while the caller prepares the next
+    order of a batch; any other key signs at once."""
+    submit = getattr(key, "submit_digest", None)
+    if submit is None:
+        signature = sign_intent(key, intent)
+        return lambda: signature
+    future = submit(intent_digest(intent))
+    return lambda: _der(future.result())
+
+
+def start_intent_signatures(
+    key: DigestSigner, intents: list[OrderIntent | CancelIntent]
+) -> list[Callable[[], bytes]]:
+    """:func:`start_intent_signature` for a batch, as one job for a key that takes a list
+    (``submit_digests``): one hand-off to the HSM worker instead of one per order."""
+    submit = getattr(key, "submit_digests", None)
+    if submit is None or not intents:
+        return [start_intent_signature(key, intent) for intent in intents]
+    future = submit([intent_digest(intent) for intent in intents])
+    return [lambda i=i: _der(future.result()[i]) for i in range(len(intents))]
+
+
+def _der(raw: bytes) -> bytes:
     if len(raw) != 64:
         raise InvalidInput(
             f"the key returned a {len(raw)}-byte signature; a P-256 key returns 64 (r || s)"

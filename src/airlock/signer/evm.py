@@ -142,26 +142,30 @@ def make_intent(
     if chain_id is None:
         raise InvalidTransaction(
             "chain_id is required: airlock only signs replay-protected transactions "
-            "(EIP-155); pass the id of the target chain, e.g. 1 for Ethereum mainnet"
+            "(EIP-155); pass the id of the target chain, e.g. 1 for Ethereum mainnet",
+            field="chain_id",
         )
     chain = _parse_uint("chain_id", chain_id, MAX_CHAIN_ID)
     if chain < 1:
         raise InvalidTransaction(
             "chain_id must be at least 1: chain id 0 gives no replay protection; "
-            "pass the id of the target chain, e.g. 1 for Ethereum mainnet"
+            "pass the id of the target chain, e.g. 1 for Ethereum mainnet",
+            field="chain_id",
         )
     recipient = _parse_to(to)
     payload = _parse_data(data)
     if recipient is None and not payload:
         raise InvalidTransaction(
             "no recipient ('to') and no data: that would create an empty contract and burn "
-            "the value; give a 'to' address, or the contract init code as data"
+            "the value; give a 'to' address, or the contract init code as data",
+            field="to",
         )
     gas_limit = _parse_uint("gas", gas, MAX_GAS)
     if gas_limit < MIN_GAS:
         raise InvalidTransaction(
             f"gas must be at least {MIN_GAS} (the intrinsic cost of any transaction), "
-            f"got {gas_limit}; raise the gas limit"
+            f"got {gas_limit}; raise the gas limit",
+            field="gas",
         )
     fees = _parse_fees(gas_price, max_fee_per_gas, max_priority_fee_per_gas)
     accesses = None if access_list is None else _parse_access_list(access_list)
@@ -202,13 +206,15 @@ def _parse_fees(gas_price: Any, max_fee: Any, max_priority_fee: Any) -> _Fees:
     if fees.is_1559 and fees.gas_price is not None:
         raise InvalidTransaction(
             "gas_price cannot be combined with max_fee_per_gas/max_priority_fee_per_gas: "
-            "use gas_price for type 0/1 transactions, or the two max fees for type 2"
+            "use gas_price for type 0/1 transactions, or the two max fees for type 2",
+            field="gas_price",
         )
     if fees.is_1559 and (fees.max_fee is None or fees.max_priority_fee is None):
         missing = "max_fee_per_gas" if fees.max_fee is None else "max_priority_fee_per_gas"
         raise InvalidTransaction(
             f"{missing} is missing: a type 2 (EIP-1559) transaction needs both "
-            "max_fee_per_gas and max_priority_fee_per_gas"
+            "max_fee_per_gas and max_priority_fee_per_gas",
+            field=missing,
         )
     if (
         fees.max_fee is not None
@@ -218,12 +224,14 @@ def _parse_fees(gas_price: Any, max_fee: Any, max_priority_fee: Any) -> _Fees:
         raise InvalidTransaction(
             f"max_priority_fee_per_gas ({fees.max_priority_fee}) is greater than "
             f"max_fee_per_gas ({fees.max_fee}); nodes reject this: lower the priority fee "
-            "or raise the max fee"
+            "or raise the max fee",
+            field="max_priority_fee_per_gas",
         )
     if not fees.is_1559 and fees.gas_price is None:
         raise InvalidTransaction(
             "no fee given: pass max_fee_per_gas and max_priority_fee_per_gas (type 2, "
-            "EIP-1559), or gas_price (type 0/1)"
+            "EIP-1559), or gas_price (type 0/1)",
+            field="max_fee_per_gas",
         )
     return fees
 
@@ -244,22 +252,26 @@ def _resolve_tx_type(
     if kind not in SUPPORTED_TX_TYPES:
         raise InvalidTransaction(
             f"transaction type {kind} is not supported; use 0 (legacy), 1 (EIP-2930) "
-            "or 2 (EIP-1559)"
+            "or 2 (EIP-1559)",
+            field="tx_type",
         )
     if kind == 2 and not fees.is_1559:
         raise InvalidTransaction(
             "gas_price is not used by type 2 (EIP-1559) transactions: pass max_fee_per_gas "
-            "and max_priority_fee_per_gas instead"
+            "and max_priority_fee_per_gas instead",
+            field="gas_price",
         )
     if kind in (0, 1) and fees.is_1559:
         raise InvalidTransaction(
             f"max_fee_per_gas/max_priority_fee_per_gas are not used by type {kind} "
-            "transactions: pass gas_price instead, or ask for type 2"
+            "transactions: pass gas_price instead, or ask for type 2",
+            field="max_fee_per_gas",
         )
     if kind == 0 and access_list:
         raise InvalidTransaction(
             "type 0 (legacy) transactions cannot carry an access list: ask for type 1 "
-            "(or type 2 with max fees), or drop the access list"
+            "(or type 2 with max fees), or drop the access list",
+            field="access_list",
         )
     return kind
 
@@ -276,14 +288,18 @@ def _parse_uint(field: str, raw: Any, maximum: int) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int | str):
         raise InvalidTransaction(
             f"{field} must be a whole number (int, decimal string or 0x hex string), "
-            f"got {type(raw).__name__} {raw!r}"
+            f"got {type(raw).__name__} {raw!r}",
+            field=field,
         )
     value = raw if isinstance(raw, int) else _parse_int_text(field, raw)
     if value < 0:
-        raise InvalidTransaction(f"{field} must not be negative, got {_show_int(value)}")
+        raise InvalidTransaction(
+            f"{field} must not be negative, got {_show_int(value)}", field=field
+        )
     if value > maximum:
         raise InvalidTransaction(
-            f"{field} is too large: {_show_int(value)} exceeds the maximum {maximum}"
+            f"{field} is too large: {_show_int(value)} exceeds the maximum {maximum}",
+            field=field,
         )
     return value
 
@@ -301,16 +317,18 @@ def _parse_int_text(field: str, text: str) -> int:
             return int(text, 10)
         except ValueError:  # past CPython's int <-> str digit limit (4300 digits)
             raise InvalidTransaction(
-                f"{field} is too large: {len(text)} decimal digits, far beyond any valid value"
+                f"{field} is too large: {len(text)} decimal digits, far beyond any valid value",
+                field=field,
             ) from None
     if _HEX_INT.fullmatch(text):
         return int(text, 16)
     if text.strip().startswith("-"):
-        raise InvalidTransaction(f"{field} must not be negative, got {text!r}")
+        raise InvalidTransaction(f"{field} must not be negative, got {text!r}", field=field)
     raise InvalidTransaction(
         f"{field} must be a whole number in decimal digits or 0x hex (no sign, decimal "
         f"point, exponent or separators), got {text!r}; in wei, e.g. 1 ether = "
-        "1000000000000000000"
+        "1000000000000000000",
+        field=field,
     )
 
 
@@ -326,17 +344,19 @@ def _parse_address(field: str, raw: Any) -> str:
     """
     if not isinstance(raw, str):
         raise InvalidTransaction(
-            f"{field} must be an address string 0x + 40 hex digits, got {type(raw).__name__}"
+            f"{field} must be an address string 0x + 40 hex digits, got {type(raw).__name__}",
+            field=field,
         )
     if not _HEX_ADDRESS.fullmatch(raw):
-        raise InvalidTransaction(_address_shape_problem(field, raw))
+        raise InvalidTransaction(_address_shape_problem(field, raw), field=field)
     digits = raw[2:]
     checksummed = to_checksum_address(raw)
     if digits not in (digits.lower(), digits.upper()) and raw != checksummed:
         raise InvalidTransaction(
             f"{field} {raw} has a bad EIP-55 checksum: its upper/lower case letters do not "
             "match, which usually means a mistyped character; copy the address again from "
-            "a trusted source"
+            "a trusted source",
+            field=field,
         )
     return checksummed
 
@@ -366,19 +386,21 @@ def _parse_data(raw: Any) -> bytes:
         return bytes(raw)
     if not isinstance(raw, str):
         raise InvalidTransaction(
-            f"data must be 0x-prefixed hex text or bytes, got {type(raw).__name__}"
+            f"data must be 0x-prefixed hex text or bytes, got {type(raw).__name__}",
+            field="data",
         )
     if raw == "":
         return b""
     if not raw.startswith(("0x", "0X")):
-        raise InvalidTransaction(f"data must start with 0x, got {_preview(raw)}")
+        raise InvalidTransaction(f"data must start with 0x, got {_preview(raw)}", field="data")
     digits = raw[2:]
     if not _HEX_DIGITS.fullmatch(digits):
-        raise InvalidTransaction(f"data contains non-hex characters: {_preview(raw)}")
+        raise InvalidTransaction(f"data contains non-hex characters: {_preview(raw)}", field="data")
     if len(digits) % 2:
         raise InvalidTransaction(
             f"data has an odd number of hex digits ({len(digits)}); each byte is two "
-            "digits: check that the data was copied completely"
+            "digits: check that the data was copied completely",
+            field="data",
         )
     return bytes.fromhex(digits)
 
@@ -401,13 +423,15 @@ def _parse_access_list(raw: Any) -> tuple[tuple[str, tuple[bytes, ...]], ...]:
         except ValueError as exc:
             raise InvalidTransaction(
                 f"access_list is not valid JSON ({_preview(str(exc), 120)}); expected a list "
-                'like [{"address": "0x…", "storageKeys": ["0x…64 hex digits"]}]'
+                'like [{"address": "0x…", "storageKeys": ["0x…64 hex digits"]}]',
+                field="access_list",
             ) from None
     if isinstance(raw, str | bytes | Mapping) or not isinstance(raw, Sequence):
         raise InvalidTransaction(
             "access_list must be a list of "
             '{"address": "0x…", "storageKeys": [...]} entries, '
-            f"got {type(raw).__name__}"
+            f"got {type(raw).__name__}",
+            field="access_list",
         )
     return tuple(_parse_access_entry(i, entry) for i, entry in enumerate(raw))
 
@@ -418,7 +442,8 @@ def _parse_access_entry(index: int, entry: Any) -> tuple[str, tuple[bytes, ...]]
         if set(entry) != {"address", "storageKeys"}:
             raise InvalidTransaction(
                 f"{where} must have exactly the keys 'address' and 'storageKeys', "
-                f"got {sorted(map(str, entry))}"
+                f"got {sorted(map(str, entry))}",
+                field="access_list",
             )
         address, keys = entry["address"], entry["storageKeys"]
     elif isinstance(entry, Sequence) and not isinstance(entry, str | bytes) and len(entry) == 2:
@@ -426,10 +451,13 @@ def _parse_access_entry(index: int, entry: Any) -> tuple[str, tuple[bytes, ...]]
     else:
         raise InvalidTransaction(
             f'{where} must be an object {{"address": ..., "storageKeys": [...]}}, '
-            f"got {type(entry).__name__}"
+            f"got {type(entry).__name__}",
+            field="access_list",
         )
     if isinstance(keys, str | bytes) or not isinstance(keys, Sequence):
-        raise InvalidTransaction(f"{where}.storageKeys must be a list of 32-byte hex keys")
+        raise InvalidTransaction(
+            f"{where}.storageKeys must be a list of 32-byte hex keys", field="access_list"
+        )
     parsed_keys = tuple(
         _parse_storage_key(f"{where}.storageKeys[{j}]", key) for j, key in enumerate(keys)
     )
@@ -445,7 +473,8 @@ def _parse_storage_key(field: str, raw: Any) -> bytes:
         return bytes.fromhex(raw[2:])
     raise InvalidTransaction(
         f"{field} must be a 32-byte storage key: 0x followed by exactly 64 hex digits "
-        f"(left-pad with zeros), got {_preview(str(raw))}"
+        f"(left-pad with zeros), got {_preview(str(raw))}",
+        field=field,
     )
 
 

@@ -35,16 +35,33 @@ class LadderSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.levels, bool) or not isinstance(self.levels, int):
-            raise InvalidInput(f"ladder levels must be a whole number, got {self.levels!r}")
-        if not 1 <= self.levels <= MAX_LADDER:
-            raise InvalidInput(f"ladder must have 1..{MAX_LADDER} levels, got {self.levels}")
-        if not MIN_BUMP_PCT <= self.bump_pct <= 1000:
             raise InvalidInput(
-                f"bump percentage must be between {MIN_BUMP_PCT} (nodes refuse smaller "
-                f"replacements) and 1000, got {self.bump_pct}"
+                f"ladder levels must be a whole number, got {self.levels!r}", field="ladder"
             )
-        if self.max_fee_cap is not None and self.max_fee_cap <= 0:
-            raise InvalidInput("max fee cap must be a positive number of wei per gas")
+        if not 1 <= self.levels <= MAX_LADDER:
+            raise InvalidInput(
+                f"ladder must have 1..{MAX_LADDER} levels, got {self.levels}", field="ladder"
+            )
+        if (
+            isinstance(self.bump_pct, bool)
+            or not isinstance(self.bump_pct, int | float)
+            or not MIN_BUMP_PCT <= self.bump_pct <= 1000
+        ):
+            raise InvalidInput(
+                f"bump percentage must be a number between {MIN_BUMP_PCT} (nodes refuse "
+                f"smaller replacements) and 1000, got {self.bump_pct!r}",
+                field="bump_pct",
+            )
+        if self.max_fee_cap is not None and (
+            isinstance(self.max_fee_cap, bool)
+            or not isinstance(self.max_fee_cap, int)
+            or self.max_fee_cap <= 0
+        ):
+            raise InvalidInput(
+                f"max fee cap must be a positive whole number of wei per gas, got "
+                f"{self.max_fee_cap!r}",
+                field="max_fee_cap",
+            )
 
 
 @dataclass(frozen=True)
@@ -155,7 +172,8 @@ def build_ladder(base: TxIntent, spec: LadderSpec, sender: str) -> Ladder:
     if fee_of(base) > cap:
         raise InvalidInput(
             f"the transaction's fee ({fee_of(base)} wei per gas) is above the cap ({cap} wei "
-            "per gas); lower the fee or raise --max-fee-cap"
+            "per gas); lower the fee or raise --max-fee-cap",
+            field="max_fee_cap",
         )
     steps = [base]
     while len(steps) < spec.levels:

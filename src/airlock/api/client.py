@@ -1,0 +1,746 @@
+"""The library: :class:`Airlock`, the front door of trading bots and of the CLI.
+
+One object holds the HSM session and the queue. It queues EVM transactions (fee ladder
+and cancel pre-signed in the HSM, nonce allocated in the same durable transaction) and
+Bybit orders (the outage policy decides, the HSM signs the intent), looks items up,
+cancels them, and waits for them. Nothing here touches the network except the optional
+venue probe of ``queue_order(venue="auto")``; the broadcaster service sends.
+
+Errors are the :mod:`airlock.errors` tree: :class:`~airlock.errors.InvalidInput` (its
+``field`` names the input), :class:`OrderRefused` (its ``rule`` names the policy rule),
+:class:`IdempotencyConflict` (the key names other content), :class:`ItemNotFound`,
+:class:`WaitTimeout` and :class:`ItemEnded`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airlock.api import orders, txparams
+from airlock.api.records import Cancelled, Event, Fill, Item, Queued
+from airlock.config import AirlockConfig, BybitConfig, load_config
+from airlock.errors import AirlockError, ConfigError, InvalidInput
+from airlock.hsm import errors as hsm_errors
+from airlock.queue.errors import ItemNotFound
+from airlock.queue.items import Kind
+from airlock.queue.states import TERMINAL, State
+from airlock.queue.store import Builder, Draft, Enqueued, Store
+
+if TYPE_CHECKING:
+    from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
+    from airlock.hsm.pin import Prompt
+    from airlock.queue.bybit import IntentKey
+    from airlock.queue.events import EventRow
+    from airlock.queue.nonces import SyncResult
+    from airlock.queue.policy import Decision, OrderRequest
+
+DEFAULT_WAIT_S = 60.0
+WAIT_POLL_S = 0.05
+
+
+class WaitTimeout(AirlockError, TimeoutError):
+    """:meth:`Airlock.wait` ran out of time; ``item`` is the item as it was last seen."""
+
+    def __init__(self, message: str, item: Item) -> None:
+        super().__init__(message)
+        self.item = item
+
+
+class ItemEnded(AirlockError):
+    """:meth:`Airlock.wait`: the item reached a final state it was not waited for (a
+    transaction ``rejected`` while waiting for ``confirmed``); ``item`` says which."""
+
+    def __init__(self, message: str, item: Item) -> None:
+        super().__init__(message)
+        self.item = item
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """One order of a batch once the policy has decided, before anything is signed."""
+
+    asked: OrderRequest
+    request: OrderRequest
+    strategy: str
+    decision: Decision
+    warnings: tuple[str, ...]
+
+
+class Airlock:
+    """Queue, look up, cancel and wait for items; see the module doc.
+
+    Open with :meth:`open` (the configuration from ``airlock.toml`` and the environment,
+    the PIN from ``AIRLOCK_PIN_FILE``, ``AIRLOCK_PIN``, the configured ``pin_source`` or
+    ``prompt``), use as a context manager, and share one per process: the HSM session and
+    the queue are safe to use from several threads. The service builds one over its own
+    session and queue (:meth:`over`) for its local HTTP API.
+    """
+
+    def __init__(
+        self,
+        config: AirlockConfig,
+        keyring: KeyRing,
+        store: Store,
+        *,
+        venue_view: orders.ReachabilityView | None = None,
+        owns: bool = False,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.keyring = keyring
+        self.store = store
+        self._owns = owns
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._venue_view = venue_view
+        self._signing_keys: dict[str, HsmEcdsaKey] = {}
+        self._intent_key: IntentKey | None = None
+
+    # -- opening and closing ------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        config: str | Path | AirlockConfig | None = None,
+        *,
+        pin: str | None = None,
+        prompt: Prompt | None = None,
+    ) -> Airlock:
+        """Open the HSM session and the queue that ``config`` names (default: the
+        ``airlock.toml`` of ``$AIRLOCK_HOME``, or ``~/.airlock``)."""
+        from airlock.hsm.keyring import KeyRing
+        from airlock.queue.kek import HsmKek
+
+        settings = config if isinstance(config, AirlockConfig) else load_config(_path(config))
+        ring = KeyRing.open(settings.hsm, pin=pin, prompt=prompt)
+        try:
+            kek = HsmKek(ring, settings.queue.kek_label)
+            store = Store.open(settings.queue.path, kek, rotate_after=settings.queue.rotate_after)
+        except BaseException:
+            ring.close()
+            raise
+        return cls(settings, ring, store, owns=True)
+
+    @classmethod
+    def over(
+        cls,
+        config: AirlockConfig,
+        keyring: KeyRing,
+        store: Store,
+        venue_view: orders.ReachabilityView | None = None,
+    ) -> Airlock:
+        """One over a session and a queue someone else owns (and closes): the service's."""
+        return cls(config, keyring, store, venue_view=venue_view)
+
+    def close(self, *, checkpoint: bool = True) -> None:
+        """Sign an audit checkpoint if one is due, then close what :meth:`open` opened."""
+        try:
+            if checkpoint:
+                self.checkpoint_if_due()
+        finally:
+            if self._owns:
+                self.store.close()
+                self.keyring.close()
+
+    def __enter__(self) -> Airlock:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.close(checkpoint=kind is None)  # a failing HSM must not hide the first error
+
+    def checkpoint_if_due(self) -> None:
+        """Sign a checkpoint of the audit log when ``[audit]`` says one is due."""
+        from airlock.audit.log import AuditKey, checkpoint_if_due
+
+        audit = self.config.audit
+        checkpoint_if_due(
+            self.store,
+            AuditKey(self.keyring, audit.key_label),
+            max_entries=audit.checkpoint_every,
+            max_age_ms=audit.checkpoint_seconds * 1000,
+        )
+
+    # -- EVM transactions ---------------------------------------------------------------
+
+    def queue_transaction(self, tx: Mapping[str, Any] | None = None, /, **options: Any) -> Queued:
+        """Sign a transaction (and its fee ladder and cancel) in the HSM and queue it.
+
+        ``tx`` is an optional web3.py ``TxParams`` dict; keywords give the rest (see
+        :func:`prepare_transaction`): ``key`` (the HSM label, required), ``chain_id``,
+        ``to``, ``value``, ``gas``, ``data``, ``max_fee`` and ``priority_fee`` (type 2) or
+        ``gas_price`` (type 0/1), ``tx_type``, ``access_list``, ``nonce`` (default:
+        allocated), ``ladder`` (levels, default 1), ``bump_pct``, ``max_fee_cap``,
+        ``with_cancel``, ``ttl`` (seconds), ``idempotency_key``, ``strategy``, ``private``,
+        ``priority`` (``"cancel"``, ``"risk-reducing"``, ``"normal"``).
+
+        Durable when it returns. The same ``idempotency_key`` again answers with the same
+        item (``replayed``); with other content it raises :class:`IdempotencyConflict`.
+        """
+        draft, build = self._transaction(tx, options)
+        return self._queued_transaction(self.store.enqueue(draft, build), draft)
+
+    def queue_transactions(self, transactions: Iterable[Mapping[str, Any]]) -> list[Queued]:
+        """Queue several transactions in one durable transaction: all of them or none.
+
+        Each element holds :meth:`queue_transaction`'s keywords (a web3 dict under
+        ``"tx"``). A bad element raises with ``index`` set on the error; nothing is stored.
+        """
+        prepared = []
+        for index, options in enumerate(transactions):
+            with _at(index):
+                if not isinstance(options, Mapping):
+                    raise InvalidInput(f"item {index} is not an object of keyword arguments")
+                rest = dict(options)
+                prepared.append(self._transaction(rest.pop("tx", None), rest))
+        done = self._enqueue_many(prepared)
+        return [self._queued_transaction(d, p[0]) for d, p in zip(done, prepared, strict=True)]
+
+    def _transaction(
+        self, tx: Mapping[str, Any] | None, options: Mapping[str, Any]
+    ) -> tuple[Draft, Builder]:
+        from airlock.queue.evm import prepare_transaction
+        from airlock.signer.ladder import LadderSpec
+
+        merged = txparams.merge(tx, options)
+        unknown = sorted(set(merged) - TX_OPTIONS)
+        if unknown:
+            raise InvalidInput(
+                f"unknown transaction argument(s): {', '.join(unknown)}", field=unknown[0]
+            )
+        label = merged.get("key")
+        if not isinstance(label, str) or not label:
+            raise InvalidInput("key (the HSM label of the sending key) is required", field="key")
+        signing_key = self._signing_key(label)
+        _check_from(tx, signing_key)
+        evm = self.config.evm
+        cap = txparams.whole_number("max_fee_cap", merged.get("max_fee_cap"))
+        spec = _field_errors(
+            lambda: LadderSpec(
+                levels=merged.get("ladder", 1),
+                bump_pct=merged.get("bump_pct", evm.bump_pct),  # 0 is refused, not a default
+                max_fee_cap=evm.max_fee_cap if cap is None else cap,
+                with_cancel=_flag("with_cancel", merged.get("with_cancel", False)),
+            )
+        )
+        return _field_errors(
+            lambda: prepare_transaction(
+                signing_key,
+                txparams.intent_arguments(merged),
+                nonce=merged.get("nonce"),
+                ladder=spec,
+                ttl_seconds=merged.get("ttl"),
+                idempotency_key=merged.get("idempotency_key"),
+                strategy=merged.get("strategy", "default"),
+                private=_flag("private", merged.get("private", False)),
+                priority=txparams.priority(merged.get("priority", "normal")),
+            )
+        )
+
+    def _queued_transaction(self, done: Enqueued, draft: Draft) -> Queued:
+        warnings = list(done.warnings)
+        if done.existing:
+            warnings.append(f"idempotency key already queued as {done.item.id}; nothing new stored")
+        else:
+            wanted = draft.request["ladder"]["levels"]
+            steps = sum(1 for v in done.variants if v.kind == "step")
+            if steps < wanted:
+                warnings.append(f"the fee cap left room for {steps} of {wanted} ladder levels")
+        item = Item.of(done.item, done.variants)  # what was just stored: no re-read
+        return Queued.of_item(item, replayed=done.existing, warnings=tuple(warnings))
+
+    def sync_nonces(
+        self, rpc_url: str, *, keys: Iterable[str] = (), timeout: float = 10.0
+    ) -> list[SyncResult]:
+        """Raise the local nonce counters to a node's pending nonce (never lower them): every
+        sender the queue knows on the node's chain, and the addresses of ``keys``. Each
+        result says whether the node is behind (not lowered) and which queued items hold
+        nonces the chain has already used."""
+        from airlock.relays import rpc  # urllib: one blocking call per sender
+
+        chain_id = rpc.quantity(rpc.call(rpc_url, "eth_chainId", [], timeout), "eth_chainId")
+        senders = set(self.store.nonce_senders(chain_id)) | {self.address(k) for k in keys}
+        if not senders:
+            raise InvalidInput(f"no senders known on chain {chain_id}; name a key", field="keys")
+        readings = {
+            sender: rpc.quantity(
+                rpc.call(rpc_url, "eth_getTransactionCount", [sender, "pending"], timeout),
+                "eth_getTransactionCount",
+            )
+            for sender in sorted(senders)
+        }
+        return self.store.nonce_sync(chain_id, readings)
+
+    def address(self, key: str) -> str:
+        """The checksum address of the HSM's secp256k1 key ``key``: the sender it signs as."""
+        from airlock.signer.evm import address_from_public_key
+
+        return address_from_public_key(self._signing_key(key).public_key)
+
+    def _signing_key(self, label: str) -> HsmEcdsaKey:
+        key = self._signing_keys.get(label)
+        if key is None:
+            try:
+                key = self.keyring.ecdsa_key(label, curve="secp256k1")
+            except (hsm_errors.KeyNotFound, hsm_errors.WrongKeyType) as exc:
+                raise InvalidInput(f"{exc}: key must name a secp256k1 key", field="key") from exc
+            self._signing_keys[label] = key
+        return key
+
+    # -- Bybit orders -------------------------------------------------------------------
+
+    def queue_order(self, /, **options: Any) -> Queued:
+        """Queue a Bybit order under the outage policy; the broadcaster sends it.
+
+        Keywords: ``symbol``, ``side`` (``Buy``/``Sell``), ``order_type``
+        (``Limit``/``Market``), ``qty``, ``price`` (Limit), ``tif``, ``ttl`` (seconds),
+        ``ref_price`` and ``slippage_bps`` (a Market order that may have to wait),
+        ``idempotency_key`` (default: a new one), ``category`` (default: ``[bybit]``'s),
+        ``reduce_only``, ``strategy``, ``venue`` (``auto`` asks whether the venue is
+        reachable; ``up``/``down`` force the answer). Raises :class:`OrderRefused` naming
+        the rule when the policy refuses; the refusal is audited and nothing is queued.
+        """
+        settings = self.bybit_config
+        reach = orders.reachability(options.pop("venue", "auto"), self._view(settings))
+        return self._queue_orders(settings, reach, [options], batched=False)[0]
+
+    def queue_orders(
+        self, batch: Iterable[Mapping[str, Any]], *, venue: str = "auto"
+    ) -> list[Queued]:
+        """Queue several orders in one durable transaction: all of them or none. One
+        reachability answer serves the whole batch; a refusal of any refuses all (with
+        ``index`` set on the error)."""
+        settings = self.bybit_config
+        reach = orders.reachability(venue, self._view(settings))
+        elements = []
+        for index, options in enumerate(batch):
+            with _at(index):
+                if not isinstance(options, Mapping):
+                    raise InvalidInput(f"item {index} is not an object of keyword arguments")
+                if "venue" in options:
+                    raise InvalidInput("venue is given once for the whole batch", field="venue")
+                elements.append(dict(options))
+        return self._queue_orders(settings, reach, elements, batched=True)
+
+    def _queue_orders(
+        self,
+        settings: BybitConfig,
+        reach: orders.Reachability,
+        batch: list[dict[str, Any]],
+        *,
+        batched: bool,
+    ) -> list[Queued]:
+        """Decide every order, sign every queued intent in one HSM job, store them all in
+        one durable transaction (one order: its own)."""
+        from airlock.queue.bybit import prepare_order
+        from airlock.signer.bybit import start_intent_signatures
+
+        key, created = self._order_key(settings)
+        notes = [reach.note] + ([created] if created else [])
+        decided = [
+            self._decide_order(settings, reach, options, index if batched else None)
+            for index, options in enumerate(batch)
+        ]
+        queued = [d for d in decided if d.decision.intent is not None]
+        signatures = iter(start_intent_signatures(key.key, [d.decision.intent for d in queued]))
+        prepared = []
+        for index, d in enumerate(decided):
+            with _at(index if batched else None), _order_fields():
+                prepared.append(
+                    prepare_order(
+                        self.store,
+                        d.request,
+                        d.decision,
+                        key,
+                        account=settings.account,
+                        strategy=d.strategy,
+                        asked=d.asked,
+                        signature=next(signatures) if d.decision.intent is not None else None,
+                    )
+                )
+        done = self._enqueue_many(prepared)
+        return [
+            self._queued_order(e, p[0], d.decision, reach, tuple(notes), d.warnings)
+            for e, p, d in zip(done, prepared, decided, strict=True)
+        ]
+
+    def _decide_order(
+        self,
+        settings: BybitConfig,
+        reach: orders.Reachability,
+        options: dict[str, Any],
+        index: int | None,
+    ) -> _Decided:
+        """One order's request, the slow-link rule and the policy's decision (nothing
+        stored, nothing signed yet)."""
+        from airlock.queue.evm import check_strategy
+        from airlock.queue.policy import decide_order
+
+        with _at(index), _order_fields():
+            asked = request = self._order_request(settings, options)
+            strategy = check_strategy(options.get("strategy", "default"))
+            warning = None
+            # A retry answers with the stored order whatever the link is now: the rule
+            # rewrites (and audits) new orders only.
+            if (
+                reach.reachable
+                and reach.latency_ms is not None
+                and self.store.by_idempotency_key(request.idempotency_key) is None
+            ):
+                slow = orders.slow_link_rule(
+                    self.store, request, reach.latency_ms, self.config.failover
+                )
+                request, warning = slow.request, slow.warning
+            decision = decide_order(
+                request, venue_reachable=reach.reachable, config=settings.policy
+            )
+        return _Decided(asked, request, strategy, decision, (warning,) if warning else ())
+
+    def _order_request(self, settings: BybitConfig, options: Mapping[str, Any]) -> OrderRequest:
+        from airlock.queue.policy import OrderRequest
+
+        unknown = sorted(set(options) - ORDER_OPTIONS)
+        if unknown:
+            raise InvalidInput(f"unknown order argument(s): {', '.join(unknown)}", field=unknown[0])
+        for required in ("symbol", "side", "order_type", "qty"):
+            if options.get(required) is None:
+                raise InvalidInput(f"{required} is required", field=required)
+        key = options.get("idempotency_key")
+        if key is None:
+            key = f"auto-{uuid.uuid4().hex}"
+        elif not isinstance(key, str):
+            raise InvalidInput(
+                f"idempotency_key must be a string, got {type(key).__name__}",
+                field="idempotency_key",
+            )
+        return OrderRequest(
+            category=options.get("category") or settings.category,
+            symbol=options["symbol"],
+            side=options["side"],
+            order_type=options["order_type"],
+            qty=options["qty"],
+            idempotency_key=key,
+            price=options.get("price"),
+            tif=options.get("tif"),
+            ttl_s=options.get("ttl"),
+            ref_price=options.get("ref_price"),
+            slippage_bps=options.get("slippage_bps"),
+            reduce_only=_flag("reduce_only", options.get("reduce_only", False)),
+        )
+
+    def _queued_order(
+        self,
+        done: Enqueued,
+        draft: Draft,
+        decision: Decision,
+        reach: orders.Reachability,
+        notes: tuple[str, ...],
+        warnings: tuple[str, ...],
+    ) -> Queued:
+        """The answer for one order. A new one is described from what was just stored (no
+        decryption, no re-read); a replay from the stored payload: the decision it was
+        queued under, not the one the policy would take now."""
+        from airlock.queue.venue import VenueRef
+        from airlock.signer.bybit import intent_dict
+
+        if done.existing:
+            stored = self.store.payload(done.item.id)
+            policy = stored.get("policy", {})
+            warnings += (
+                f"idempotency key already queued as {done.item.id} (now {done.item.state}); "
+                "nothing new stored",
+            )
+            item, rule, message = self.item(done.item.id), policy.get("rule"), policy.get("message")
+            intent = stored.get("intent")
+        else:
+            assert draft.venue is not None and decision.intent is not None
+            v = draft.venue
+            ref = VenueRef(done.item.id, v.action, v.category, v.symbol, v.link_id)
+            item, rule, message = Item.of(done.item, venue=ref), decision.rule, decision.message
+            intent = intent_dict(decision.intent)
+        return Queued.of_item(
+            item,
+            replayed=done.existing,
+            rule=rule,
+            message=message,
+            warnings=warnings,
+            notes=notes,
+            venue_reachable=reach.reachable,
+            intent=intent,
+        )
+
+    def _order_key(self, settings: BybitConfig) -> tuple[IntentKey, str | None]:
+        if self._intent_key is not None:
+            return self._intent_key, None
+        key, created = orders.intent_key(self.keyring, settings.intent_key_label)
+        self._intent_key = key
+        return key, created
+
+    @property
+    def bybit_config(self) -> BybitConfig:
+        """The ``[bybit]`` section; :class:`ConfigError` naming the file when it is absent."""
+        settings = self.config.bybit
+        if settings is None:
+            where = self.config.source or self.config.home / "airlock.toml"
+            raise ConfigError(
+                f"no [bybit] section in {where}: add one with base_url, api_key and "
+                "secret_label (or rsa_key_label) to queue Bybit orders (see "
+                "docs/configuration.md)"
+            )
+        return settings
+
+    def _view(self, settings: BybitConfig) -> orders.ReachabilityView:
+        if self._venue_view is None:
+            self._venue_view = orders.VenueProbe(settings)
+        return self._venue_view
+
+    # -- both ---------------------------------------------------------------------------
+
+    def _enqueue_many(self, prepared: list[tuple[Draft, Builder]]) -> list[Enqueued]:
+        if len(prepared) == 1:
+            return [self.store.enqueue(*prepared[0])]
+        return self.store.enqueue_many(prepared)
+
+    def cancel(self, item_id: str) -> Cancelled:
+        """Cancel an item, locally when it never left.
+
+        A Bybit order already at the venue gets a signed cancel, queued ahead of every
+        new order; an EVM transaction whose nonce later ones need is replaced by its
+        pre-signed cancel. Anything already sent otherwise cannot be cancelled here.
+        """
+        from airlock.queue.bybit import cancel_order
+
+        item = self.store.get(item_id)
+        if item.kind is Kind.BYBIT_ORDER:
+            key, _ = self._order_key(self.bybit_config)
+            outcome = cancel_order(self.store, item, key)
+            cancel_item = None if outcome.cancel is None else self.item(outcome.cancel.item.id)
+            return Cancelled(
+                action="local" if outcome.action == "local" else "queued",
+                message=outcome.message,
+                item=self.item(outcome.order.id),
+                rule=outcome.rule,
+                cancel_item=cancel_item,
+                replayed=outcome.cancel is not None and outcome.cancel.existing,
+            )
+        if item.kind is Kind.BYBIT_CANCEL:
+            raise InvalidInput(f"item {item_id} is itself a cancel; it cannot be cancelled")
+        result = self.store.cancel(item_id)
+        action = "presigned" if result.action == "cancel_requested" else "local"
+        return Cancelled(action=action, message=result.message, item=self.item(item_id))
+
+    # -- reading ------------------------------------------------------------------------
+
+    def item(self, item_id: str) -> Item:
+        """The item as the queue knows it now (raises :class:`ItemNotFound`)."""
+        stored = self.store.get(item_id)
+        variants = self.store.variants(item_id) if stored.kind is Kind.EVM_TX else None
+        venue = fills = None
+        if stored.kind is not Kind.EVM_TX:
+            pair = self.store.venue_item(item_id)
+            venue = None if pair is None else pair[1]
+            fills = self.store.fills(item_id)
+        return Item.of(stored, variants, venue, fills)
+
+    def items(
+        self,
+        state: str | Collection[str] | None = None,
+        kind: str | Collection[str] | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Item]:
+        """Items in creation order (or newest first), filtered by state(s) and kind(s);
+        ``after`` an item id continues a listing (ids sort by creation)."""
+        states = [State(s) for s in _names("state", state, STATE_NAMES)] or None
+        kinds = [Kind(k) for k in _names("kind", kind, KIND_NAMES)] or None
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise InvalidInput(f"limit must be a whole number >= 1, got {limit!r}", field="limit")
+        found = self.store.list(states, limit, kinds=kinds, after=after, newest_first=newest_first)
+        return [self.item(i.id) for i in found]
+
+    def inspect(self, item_id: str) -> dict[str, Any]:
+        """Everything the queue holds of one item, decrypted through the HSM: metadata,
+        payload (the request, the signed intent), signed variants with their raw bytes and
+        the history, as ``airlock queue export`` writes it. ``"error"`` is set instead of the
+        payload when it fails authentication (the item is then quarantined)."""
+        return self.store.export_one(self.store.get(item_id))
+
+    def order(self, order_link_id: str) -> Item:
+        """The Bybit order queued under this orderLinkId (raises :class:`ItemNotFound`)."""
+        pair = self.store.venue_order_by_link(order_link_id)
+        if pair is None:
+            raise ItemNotFound(f"no Bybit order with orderLinkId {order_link_id!r} in the queue")
+        return self.item(pair[0].id)
+
+    def events(self, after: int = 0, limit: int = 1000, item_id: str | None = None) -> list[Event]:
+        """Events numbered above ``after`` (oldest first): creations, state changes, fills."""
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise InvalidInput(f"after must be an event id >= 0, got {after!r}", field="after")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidInput(f"limit must be 1..10000, got {limit!r}", field="limit")
+        return [event_of(row) for row in self.store.events(after, limit, item_id)]
+
+    def wait(
+        self,
+        item_id: str,
+        until: str | Collection[str] = ("confirmed",),
+        timeout: float = DEFAULT_WAIT_S,
+    ) -> Item:
+        """Block until the item is in one of the ``until`` states; return it.
+
+        Raises :class:`ItemEnded` as soon as it reaches a final state not in ``until``
+        (no point waiting any longer) and :class:`WaitTimeout` after ``timeout`` seconds.
+        """
+        wanted = _wanted(until)
+        deadline = self._monotonic() + timeout
+        while True:
+            item = self.item(item_id)
+            verdict = _judge(item, wanted)
+            if verdict is not None:
+                return verdict
+            if self._monotonic() >= deadline:
+                raise WaitTimeout(
+                    f"item {item_id} still {item.state} after {timeout:g} s "
+                    f"(waiting for {', '.join(sorted(wanted))})",
+                    item,
+                )
+            self._sleep(WAIT_POLL_S)
+
+
+TX_OPTIONS = frozenset(
+    {"key", "nonce", "ladder", "bump_pct", "max_fee_cap", "with_cancel", "ttl"}
+    | {"idempotency_key", "strategy", "private", "priority"}
+    | set(txparams.INTENT_ARGS)
+)
+ORDER_OPTIONS = frozenset(
+    {"symbol", "side", "order_type", "qty", "price", "tif", "ttl", "ref_price"}
+    | {"slippage_bps", "idempotency_key", "category", "reduce_only", "strategy"}
+)
+STATE_NAMES = frozenset(s.value for s in State)
+KIND_NAMES = frozenset(k.value for k in Kind)
+
+
+# The way forward an item takes when all goes well: waiting for a state is also answered
+# by a later one on this path (a wait for "sent" by an item already "confirmed").
+PROGRESS = {State.QUEUED: 0, State.SENDING: 1, State.SENT: 2, State.CONFIRMED: 3}
+# Where waiting for anything else is over: the final states, an item replaced (its nonce
+# went to another transaction: it will not be mined as it is) and one confirmed.
+SETTLED = TERMINAL | {State.REPLACED, State.CONFIRMED}
+
+
+def _judge(item: Item, wanted: frozenset[str]) -> Item | None:
+    """The item when it is where it was waited for (or past it on the way forward); raise
+    :class:`ItemEnded` when it never will be."""
+    if item.state in wanted:
+        return item
+    reached = PROGRESS.get(item.state)
+    if reached is not None and any(reached >= PROGRESS.get(State(w), 99) for w in wanted):
+        return item
+    if item.state in SETTLED:
+        raise ItemEnded(
+            f"item {item.id} ended {item.state} ({item.state_reason or 'no reason given'}), "
+            f"not {' or '.join(sorted(wanted))}",
+            item,
+        )
+    return None
+
+
+def _wanted(until: str | Collection[str]) -> frozenset[str]:
+    wanted = frozenset(_names("until", until, STATE_NAMES))
+    if not wanted:
+        raise InvalidInput("until names no state", field="until")
+    return wanted
+
+
+def _names(what: str, value: str | Collection[str] | None, known: frozenset[str]) -> list[str]:
+    if value is None:
+        return []
+    names = [value] if isinstance(value, str) else list(value)
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise InvalidInput(
+            f"{what} must be among {', '.join(sorted(known))}, got {bad[0]!r}", field=what
+        )
+    return names
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be true or false, got {value!r}", field=name)
+    return value
+
+
+def _check_from(tx: Mapping[str, Any] | None, key: HsmEcdsaKey) -> None:
+    """A web3 dict's ``from`` must be the HSM key's address: never sign for another."""
+    if tx is None or tx.get("from") is None:
+        return
+    from airlock.signer.evm import address_from_public_key
+
+    sender = address_from_public_key(key.public_key)
+    if str(tx["from"]).lower() != sender.lower():
+        raise InvalidInput(
+            f"tx['from'] is {tx['from']} but key {key.label!r} is {sender}", field="from"
+        )
+
+
+def _field_errors(call: Callable[[], Any]) -> Any:
+    """Name an error's field the way the caller spelt it (``max_fee``, not
+    ``max_fee_per_gas``)."""
+    try:
+        return call()
+    except InvalidInput as exc:
+        exc.field = txparams.field_name(exc.field)
+        raise
+
+
+# The order intent's names for what a bot calls tif and ttl.
+ORDER_FIELD_NAMES = {"time_in_force": "tif", "ttl_s": "ttl"}
+
+
+@contextmanager
+def _order_fields() -> Iterator[None]:
+    """Name an order error's field the way the caller spelt it."""
+    try:
+        yield
+    except InvalidInput as exc:
+        exc.field = ORDER_FIELD_NAMES.get(exc.field or "", exc.field)
+        raise
+
+
+@contextmanager
+def _at(index: int | None) -> Iterator[None]:
+    """Tag an error raised for one element of a batch with the element's index."""
+    try:
+        yield
+    except InvalidInput as exc:
+        if index is not None and exc.index is None:
+            exc.index = index
+        raise
+
+
+def event_of(row: EventRow) -> Event:
+    fill = None if row.fill is None else Fill.of(row.fill)
+    return Event(
+        id=row.id,
+        type=row.type,
+        item_id=row.item_id,
+        at_ms=row.at_ms,
+        state=row.to_state,
+        from_state=row.from_state,
+        reason=row.reason,
+        fill=fill,
+    )
+
+
+def _path(config: str | Path | None) -> Path | None:
+    return None if config is None else Path(config)

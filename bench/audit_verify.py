@@ -54,11 +54,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from eth_account import Account
 from eth_utils import keccak
 
-from airlock.audit import canonical, entries, merkle
+from airlock.audit import entries, merkle
 from airlock.audit.checkpoint import make_note
 from airlock.audit.evm_check import decode as decode_fields
 from airlock.audit.export import FORMAT
 from airlock.audit.verify import Report, _check_content, verify_export
+from airlock.encoding import canonical
 from airlock.queue import ulid
 
 TARGET = 0.25

@@ -1,4 +1,5 @@
-"""Shared fixtures: one real SoftHSM token per test process, in a temporary data dir.
+"""Shared fixtures: one real SoftHSM token per test process, in a temporary data dir, and
+a local anvil chain. The helpers tests import live in tests/kits/ (see its docstring).
 
 ``pkcs11.lib()`` caches the loaded module per path for the whole process and SoftHSM
 reads ``SOFTHSM2_CONF`` only at ``C_Initialize``, so every test in one pytest process
@@ -12,12 +13,13 @@ run starts its longest tests early instead of ending on them.
 from __future__ import annotations
 
 import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from tests.kits import anvil as anvil_kit
+from tests.kits.labels import unique_label
 
 from airlock.config import HsmConfig, embedded_paths, load_config
 from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
@@ -25,6 +27,7 @@ from airlock.hsm.pin import read_pin_file
 from airlock.hsm.softhsm import init_embedded
 from airlock.queue.kek import HsmKek
 from airlock.queue.store import Store
+from airlock.sim.anvil import Anvil
 
 settings.register_profile("airlock", deadline=None)  # no test fails on how long it took
 settings.load_profile("airlock")
@@ -32,10 +35,6 @@ settings.load_profile("airlock")
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
-
-
-def unique_label(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +88,23 @@ def dead_url() -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def module_anvil(request: pytest.FixtureRequest) -> Iterator[Anvil]:
+    """One anvil node for all the tests of a module that sets ``ANVIL_PER_MODULE = True``
+    (what ``anvil`` returns there); for that module's module-scoped fixtures."""
+    with anvil_kit.node_for(request.module) as node:
+        yield node
+
+
+@pytest.fixture
+def anvil(request: pytest.FixtureRequest) -> Iterator[Anvil]:
+    """A local chain (id 31337), fresh per test because tests pause mining, set fees and
+    reorg. A module may set ``ANVIL_PER_MODULE = True`` (one node for all its tests) and
+    ``ANVIL_AUTOMINE = False`` (mined only on ``evm_mine``): see tests/kits/anvil.py."""
+    if anvil_kit.per_module(request.module):
+        yield request.getfixturevalue("module_anvil")
+        return
+    with anvil_kit.node_for(request.module) as node:
+        yield node

@@ -20,7 +20,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -35,13 +34,14 @@ import yaml
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
-from tests.test_api_library import DOWN, make_config, order_args, snapshot, tx_args
+from tests.kits.api import DOWN, make_config, order_args, snapshot, tx_args
+from tests.kits.cli import broadcaster
 
 from airlock.api.client import Airlock
 from airlock.api.http import make_app
 from airlock.api.orders import Reachability
 from airlock.api.serve import ApiUnavailable, serve_api
-from airlock.config import AirlockConfig, ApiConfig, embedded_paths
+from airlock.config import AirlockConfig, ApiConfig
 from airlock.errors import ConfigError
 from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
 from airlock.queue.kek import HsmKek
@@ -979,16 +979,7 @@ async def test_broadcaster_run_serves_the_socket_and_removes_it_on_sigterm(
         f'[[relays]]\nname = "dead"\nkind = "evm-rpc"\nurl = "{dead_url}"\nchain_id = 1\n\n'
         f'[service]\nmetrics_port = 0\n\n[api]\nsocket = "{path}"\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRLOCK_", "SOFTHSM2"))}
-    env |= {"AIRLOCK_HOME": str(token_home)}
-    env["AIRLOCK_PIN_FILE"] = str(embedded_paths(token_home)["user_pin"])
-    command = [sys.executable, "-m", "airlock.cli", "--config", str(config)]
-    process = subprocess.Popen(
-        [*command, "broadcaster", "run", "-q"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = broadcaster(token_home, config)
     try:
         await asyncio.to_thread(
             wait_for, lambda: process.poll() is not None or path.exists(), 60, "the socket"

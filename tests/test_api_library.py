@@ -16,7 +16,7 @@ from eth_account import Account
 from eth_account.typed_transactions import TypedTransaction
 from eth_utils import keccak
 from hexbytes import HexBytes
-from tests.conftest import unique_label
+from tests.kits.api import DOWN, GWEI, TO, make_config, order_args, snapshot, tx_args
 
 import airlock
 from airlock import (
@@ -31,10 +31,10 @@ from airlock import (
     Queued,
     WaitTimeout,
 )
-from airlock.api.client import WAIT_POLL_S
 from airlock.api.orders import Reachability
-from airlock.config import AirlockConfig, load_config
-from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
+from airlock.api.waiting import WAIT_POLL_S
+from airlock.config import AirlockConfig
+from airlock.hsm.keyring import KeyRing
 from airlock.queue import schema
 from airlock.queue.errors import NonceConflict
 from airlock.queue.items import Kind, Priority
@@ -43,63 +43,10 @@ from airlock.queue.states import State
 from airlock.queue.store import Built, Draft, Store
 from airlock.queue.venue import Fill
 
-TO = "0x" + "ab" * 20
-GWEI = 10**9
-DOWN = Reachability(False, None, "venue down (test)")
-
-
-def make_config(home: Path, dead_url: str, *, bybit: bool = True, extra: str = "") -> AirlockConfig:
-    """An airlock.toml in ``home`` with a [bybit] section on a dead port (nothing listens)."""
-    text = extra
-    if bybit:
-        text += (
-            f'\n[bybit]\nbase_url = "{dead_url}"\napi_key = "test-key-1"\n'
-            f'secret_label = "bybit-hmac"\nintent_key_label = "{unique_label("intents")}"\n'
-        )
-    path = home / "airlock.toml"
-    path.write_text(text)
-    return load_config(path, env={"AIRLOCK_HOME": str(home)})
-
-
-def tx_args(signing_key: HsmEcdsaKey, **changes: Any) -> dict[str, Any]:
-    args = {
-        "key": signing_key.label,
-        "chain_id": 1,
-        "to": TO,
-        "value": 1000,
-        "gas": 21000,
-        "max_fee": 30 * GWEI,
-        "priority_fee": GWEI,
-    }
-    args.update(changes)
-    return {k: v for k, v in args.items() if v is not None}
-
-
-def order_args(key: str, **changes: Any) -> dict[str, Any]:
-    args = {
-        "symbol": "BTCUSDT",
-        "side": "Buy",
-        "order_type": "Limit",
-        "qty": "0.01",
-        "price": "60000",
-        "tif": "GTC",
-        "ttl": 600,
-        "idempotency_key": key,
-    }
-    args.update(changes)
-    return {k: v for k, v in args.items() if v is not None}
-
 
 def audit_after(store: Store, start: int) -> list[tuple[str, dict[str, Any]]]:
     """(type, data) of every audit entry written since ``start``."""
     return [(e["type"], e["data"]) for e in map(json.loads, store.audit_entries(start))]
-
-
-def snapshot(al: Airlock) -> tuple[Any, ...]:
-    """Everything an all-or-nothing failure must leave as it was."""
-    store = al.store
-    nonces = [(n.chain_id, n.sender, n.next_nonce) for n in store.nonce_status()]
-    return [i.id for i in al.items()], store.last_event_id(), nonces
 
 
 def recovered(raw: bytes | str) -> str:

@@ -14,7 +14,6 @@ history in order.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -28,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests import bybit_kit as kit
-from tests.broadcast_kit import RECIPIENT, fee_fields, make_senders, wait_until
+from tests.kits import bybit as kit
+from tests.kits.broadcast import RECIPIENT, fee_fields, make_senders
+from tests.kits.cli import user_env
+from tests.kits.waiting import wait_until
 
 from airlock.config import embedded_paths
 from airlock.queue.items import Kind
@@ -75,6 +76,7 @@ def write_config(
     api: Path,
 ) -> None:
     text = f'[queue]\npath = "{store.path}"\nkek_label = "{kek_label}"\n'
+    text += "\n[service]\nmetrics_port = 0\n"  # tests run side by side: no fixed port
     for n, url in enumerate(relays):
         text += (
             f'\n[[relays]]\nname = "rpc-{n}"\nkind = "evm-rpc"\nurl = "{url}"\n'
@@ -109,9 +111,7 @@ socket = "{api}"
 
 def start_service(home: Path, config: Path, log: Path) -> subprocess.Popen[bytes]:
     """``airlock broadcaster run``; its log to a file (a pipe nobody reads would fill)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRLOCK_", "SOFTHSM2"))}
-    env["AIRLOCK_HOME"] = str(home)
-    env["AIRLOCK_PIN_FILE"] = str(embedded_paths(home)["user_pin"])
+    env = user_env(home, AIRLOCK_PIN_FILE=str(embedded_paths(home)["user_pin"]))
     argv = ["-m", "airlock.cli", "--config", str(config), "broadcaster", "run", "-q"]
     with log.open("ab") as sink:
         return subprocess.Popen(

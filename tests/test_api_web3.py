@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from hexbytes import HexBytes
-from tests.broadcast_kit import FAST, GWEI, RECIPIENT, relay
+from tests.kits.broadcast import FAST, GWEI, RECIPIENT, relay
 from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3, WebSocketProvider
 from web3.exceptions import Web3Exception
 
@@ -31,17 +31,12 @@ from airlock.queue.errors import IdempotencyConflict
 from airlock.queue.kek import HsmKek
 from airlock.queue.store import Store
 from airlock.signer.evm import address_from_public_key
-from airlock.sim.anvil import Anvil, start_anvil
+from airlock.sim.anvil import Anvil
 
 pytestmark = pytest.mark.anvil
+ANVIL_PER_MODULE = True  # one node: every test funds its own key
 
 RECIPIENT_CS = Web3.to_checksum_address(RECIPIENT)
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[Anvil]:
-    with start_anvil(chain_id=31337) as node:
-        yield node
 
 
 @pytest.fixture

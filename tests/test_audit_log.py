@@ -8,8 +8,9 @@ import json
 import sqlite3
 
 import pytest
-from tests.conftest import unique_label
-from tests.test_queue_store import FakeClock, queue_tx
+from tests.kits.clocks import FakeClock
+from tests.kits.labels import unique_label
+from tests.kits.queue import queue_tx
 
 from airlock.audit import entries, merkle
 from airlock.audit.checkpoint import verify_note

@@ -19,11 +19,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from eth_account import Account
 from eth_utils import keccak
-from tests.conftest import unique_label
-from tests.test_queue_store import FIELDS, queue_tx
+from tests.kits.clocks import FakeClock
+from tests.kits.labels import unique_label
+from tests.kits.queue import FIELDS, queue_tx
 
 from airlock.audit import entries, merkle
-from airlock.audit.canonical import canonical
 from airlock.audit.checkpoint import DASH, body, key_hint, make_note, parse_note
 from airlock.audit.evm_check import SECP256K1_N, EvmCheckError, check_enqueued_evm
 from airlock.audit.export import export
@@ -34,6 +34,7 @@ from airlock.audit.order_check import key_fingerprint
 from airlock.audit.proof import InclusionError, prove, verify_inclusion_proof
 from airlock.audit.verify import verify_export
 from airlock.broadcaster.setup import resigner
+from airlock.encoding.canonical import canonical
 from airlock.errors import InvalidInput
 from airlock.hsm.keyring import HsmEcdsaKey
 from airlock.queue.bybit import IntentKey, cancel_order, enqueue_order
@@ -59,17 +60,6 @@ SIZES = [3, 8, 13, 16]  # the checkpoints the log fixture signs, in order
 TOTAL = 16
 
 
-class TickingClock:
-    """Deterministic milliseconds: every reading is a little later than the last."""
-
-    def __init__(self, start: int = 1_800_000_000_000) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        self.now += 7
-        return self.now
-
-
 @dataclass
 class Log:
     store: Store
@@ -85,7 +75,7 @@ class Log:
 @pytest.fixture(scope="module")
 def log(tmp_path_factory, keyring, kek) -> Iterator[Log]:
     base = tmp_path_factory.mktemp("audit-tamper")
-    clock = TickingClock()
+    clock = FakeClock(tick_ms=7)
     keys = []
     for _ in range(2):
         label = unique_label("tamper-eth")
@@ -1806,7 +1796,7 @@ def venue_log(tmp_path_factory, keyring, kek) -> Iterator[VenueLog]:
         ttl_s=600,
         idempotency_key="tamper-order",
     )
-    with Store.open(base / "queue.db", kek, clock_ms=TickingClock()) as store:
+    with Store.open(base / "queue.db", kek, clock_ms=FakeClock(tick_ms=7)) as store:
         big = enqueue_transaction(
             store,
             eth,

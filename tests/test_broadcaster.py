@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from tests.broadcast_kit import (
+from tests.kits.broadcast import (
     FAST,
     all_in,
     assert_mined_exactly_once,
@@ -17,8 +17,8 @@ from tests.broadcast_kit import (
     queue_transfers,
     relay,
     verify_audit,
-    wait_until_async,
 )
+from tests.kits.waiting import wait_until_async
 
 from airlock.broadcaster.service import Broadcaster
 from airlock.config import BroadcasterConfig, RelayConfig
@@ -26,16 +26,10 @@ from airlock.queue.states import State
 from airlock.queue.store import Store
 from airlock.relays.jsonrpc import EvmRelay, started
 from airlock.signer.ladder import LadderSpec
-from airlock.sim.anvil import Anvil, start_anvil
+from airlock.sim.anvil import Anvil
 from airlock.sim.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.anvil
-
-
-@pytest.fixture
-def anvil() -> Iterator[Anvil]:
-    with start_anvil() as node:
-        yield node
 
 
 @pytest.fixture

@@ -3,26 +3,17 @@ time: every transaction is still mined exactly once, under its one nonce."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from tests.broadcast_kit import (
-    assert_mined_exactly_once,
-    make_senders,
-    queue_transfers,
-    wait_until,
-)
+from tests.kits.broadcast import assert_mined_exactly_once, make_senders, queue_transfers
+from tests.kits.cli import broadcaster, wait_running
 
-from airlock.config import embedded_paths
-from airlock.queue.store import Store
 from airlock.sim.anvil import start_anvil
 from airlock.sim.faultproxy import FaultProxy
 
@@ -37,6 +28,9 @@ def write_config(path: Path, queue: Path, kek_label: str, proxy_url: str) -> Non
 [queue]
 path = "{queue}"
 kek_label = "{kek_label}"
+
+[service]
+metrics_port = 0  # tests run side by side: no fixed port
 
 [[relays]]
 name = "rpc-a"
@@ -54,40 +48,6 @@ probe_seconds = 0.2
 probe_down_seconds = 0.05
 """
     )
-
-
-def broadcaster(home: Path, config: Path, *extra: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRLOCK_", "SOFTHSM2"))}
-    env["AIRLOCK_HOME"] = str(home)
-    env["AIRLOCK_PIN_FILE"] = str(embedded_paths(home)["user_pin"])
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airlock.cli",
-            "--config",
-            str(config),
-            "broadcaster",
-            "run",
-            "-q",
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_running(store: Store, process: subprocess.Popen[bytes]) -> None:
-    """Until the service in ``process`` wrote its pid: its start-up is over, the drain is
-    on. Kill moments count from here, not from the spawn: a start-up as slow as the machine
-    (~0.5 s here) would swallow them, and no kill would land inside the drain."""
-    wait_until(
-        lambda: process.poll() is not None or store.note("broadcaster.pid") == str(process.pid),
-        60,
-        "the broadcaster to start",
-    )
-    assert process.poll() is None, process.communicate()[1].decode()
 
 
 def test_kill_9_during_the_drain_loses_nothing_and_sends_nothing_twice(

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.broadcast_kit import (
+from tests.kits.broadcast import (
     FAST,
     fee_fields,
     make_senders,
@@ -17,6 +17,7 @@ from tests.broadcast_kit import (
     relay,
     verify_audit,
 )
+from tests.kits.clocks import FakeClock
 
 from airlock.broadcaster.service import Broadcaster, Resigner
 from airlock.broadcaster.setup import resigner
@@ -26,36 +27,18 @@ from airlock.queue.states import State
 from airlock.queue.store import Store, VariantDraft
 from airlock.relays.jsonrpc import EvmRelay
 from airlock.signer.ladder import LadderSpec
-from airlock.sim.anvil import Anvil, start_anvil
+from airlock.sim.anvil import Anvil
 
 pytestmark = pytest.mark.anvil
 
 
-class Clock:
-    """Wall time plus an offset the test moves forward (TTLs without waiting)."""
-
-    def __init__(self) -> None:
-        self.offset_ms = 0
-
-    def __call__(self) -> int:
-        import time
-
-        return time.time_ns() // 1_000_000 + self.offset_ms
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(wall=True)  # wall time plus an offset the test moves (TTLs)
 
 
 @pytest.fixture
-def anvil() -> Iterator[Anvil]:
-    with start_anvil() as node:
-        yield node
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def timed_store(tmp_path: Path, kek, clock: Clock) -> Iterator[Store]:
+def timed_store(tmp_path: Path, kek, clock: FakeClock) -> Iterator[Store]:
     with Store.open(tmp_path / "queue.db", kek, clock_ms=clock) as opened:
         yield opened
 

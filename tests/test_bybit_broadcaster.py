@@ -10,12 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tests import bybit_kit as kit
-from tests.broadcast_kit import wait_until_async
+from tests.kits import bybit as kit
+from tests.kits.waiting import wait_until_async
 
 from airlock.audit import entries as audit_entries
-from airlock.audit.canonical import parse_canonical as parse
 from airlock.broadcaster.venue import VenueBroadcaster
+from airlock.encoding.canonical import parse_canonical as parse
 from airlock.queue.bybit import cancel_order
 from airlock.queue.items import Kind
 from airlock.queue.states import State

@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tests import bybit_kit as kit
-from tests.test_broadcaster_kill import broadcaster, wait_running
+from tests.kits import bybit as kit
+from tests.kits.cli import broadcaster, wait_running
 
 from airlock.sim.bybit import CREATE
 
@@ -29,27 +29,6 @@ def keys(keyring) -> kit.BybitKeys:
     return kit.make_keys(keyring)
 
 
-def write_config(path: Path, queue: Path, kek_label: str, keys: kit.BybitKeys, url: str) -> None:
-    path.write_text(
-        f"""
-[queue]
-path = "{queue}"
-kek_label = "{kek_label}"
-
-[bybit]
-base_url = "{url}"
-api_key = "{kit.API_KEY}"
-secret_label = "{keys.secret_label}"
-intent_key_label = "{keys.intent.label}"
-recv_window_ms = 2000
-probe_seconds = 0.1
-reconcile_seconds = 0.3
-retry_base_seconds = 0.02
-retry_cap_seconds = 0.2
-"""
-    )
-
-
 def test_kill_9_during_a_bybit_drain_places_each_order_once(
     store, kek, keyring, keys, token_home, tmp_path: Path
 ):
@@ -61,7 +40,7 @@ def test_kill_9_during_a_bybit_drain_places_each_order_once(
     with kit.sim_for(keys, rate_limits={CREATE: 10}) as sim:
         sim.inject("lose_response_after_accept", count=6, path=CREATE)
         config = tmp_path / "airlock.toml"
-        write_config(config, store.path, kek.label, keys, sim.url)
+        kit.write_config(config, store.path, kek.label, keys, sim.url)
         placed_at_kill = []
         for _ in range(KILLS):
             process = broadcaster(token_home, config)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airlock.audit.canonical import MAX_SAFE_INTEGER, CanonicalError, canonical, parse_canonical
+from airlock.encoding.canonical import MAX_SAFE_INTEGER, CanonicalError, canonical, parse_canonical
 
 # ----------------------------------------------------------------------- exact bytes
 

@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from eth_account import Account
+from tests.kits.cli import command_line, run
 
 pytestmark = pytest.mark.slow
-
-AIRLOCK = [sys.executable, "-m", "airlock.cli"]
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cli-home")
-
-
-def run(home: Path, *args: str, stdin: str | None = None, env: dict | None = None):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRLOCK_", "SOFTHSM2"))}
-    full_env["AIRLOCK_HOME"] = str(home)
-    full_env.update(env or {})
-    return subprocess.run(
-        [*AIRLOCK, *args], input=stdin, capture_output=True, text=True, env=full_env, timeout=60
-    )
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +99,6 @@ def test_import_secret_from_stdin_and_pubkey(ready):
     run(ready, "hsm", "keygen", "--type", "rsa2048", "--label", "cli-rsa")
     pem = run(ready, "hsm", "pubkey", "--key", "cli-rsa").stdout
     assert pem.startswith("-----BEGIN PUBLIC KEY-----")
-
-
-def command_line(command: list[str], options: dict[str, str], overrides: dict[str, str]):
-    """``command`` with ``--name value`` for each option; overrides replace (``_`` -> ``-``)."""
-    merged = dict(options, **{name.replace("_", "-"): v for name, v in overrides.items()})
-    return [*command, *(part for name, value in merged.items() for part in (f"--{name}", value))]
 
 
 def sign_args(**overrides: str) -> list[str]:

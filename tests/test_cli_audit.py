@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.test_cli import command_line, run
+from tests.kits.cli import command_line, run
 
 pytestmark = pytest.mark.slow
 

@@ -9,21 +9,21 @@ only ever reaches the commands through AIRLOCK_PIN_FILE, never through argv.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.test_cli import command_line, run
+from tests.kits.cli import airlock, command_line, run
 
 from airlock.config import embedded_paths
 from airlock.hsm.pin import read_pin_file
-from airlock.sim.anvil import Anvil, start_anvil
+from airlock.sim.anvil import Anvil
 from airlock.sim.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.slow
+ANVIL_PER_MODULE = True  # one node: every test has its own key and queue
 
 CHAIN_ID = 31337
 API_KEY = "0123456789abcdef0123456789abcdef"
@@ -38,29 +38,12 @@ def home(tmp_path_factory) -> Path:
     return home
 
 
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[Anvil]:
-    with start_anvil(chain_id=CHAIN_ID) as node:
-        yield node
-
-
 @pytest.fixture
 def down_proxy(anvil: Anvil) -> Iterator[FaultProxy]:
     """A relay whose link is cut: the port refuses connections."""
     with FaultProxy(anvil.url).start() as proxy:
         proxy.set_mode("down")
         yield proxy
-
-
-def airlock(home: Path, *args: str) -> Any:
-    """Run the CLI (bounded by run()'s timeout) with the PIN from the token's PIN file,
-    never in argv; ``elapsed`` is the wall time it took."""
-    pin_file = embedded_paths(home)["user_pin"]
-    assert all(read_pin_file(pin_file) not in arg for arg in args)
-    started = time.monotonic()
-    done = run(home, *args, env={"AIRLOCK_PIN_FILE": str(pin_file)})
-    done.elapsed = time.monotonic() - started
-    return done
 
 
 def relay_table(name: str, url: str, chain_id: int = CHAIN_ID, **extra: Any) -> str:

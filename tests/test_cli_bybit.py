@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.test_cli import run
-from tests.test_cli_broadcast import airlock
+from tests.kits.cli import airlock, run
 
 from airlock.config import embedded_paths
 from airlock.hsm.pin import read_pin_file

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from eth_account import Account
-from tests.test_cli import command_line, run
-
-from airlock.sim.anvil import Anvil, start_anvil
+from tests.kits.cli import command_line, run
 
 pytestmark = pytest.mark.slow
+ANVIL_PER_MODULE = True
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +140,6 @@ def test_tampered_item_is_reported_and_quarantined(home):
         i for i in json.loads(run(home, "queue", "list", "--json").stdout) if i["id"] == data["id"]
     ]
     assert item["state"] == "quarantined"
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[Anvil]:
-    with start_anvil(chain_id=31337) as node:
-        yield node
 
 
 @pytest.mark.anvil

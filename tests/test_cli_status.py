@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.test_cli import run
-from tests.test_cli_broadcast import airlock
+from tests.kits.cli import airlock, run
 
 from airlock.cli.status_cmds import STALE_HEARTBEAT_S
 from airlock.hsm.keyring import HsmEcdsaKey

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from eth_account import Account
@@ -11,24 +10,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airlock.signer import evm
-from airlock.sim.anvil import Anvil, start_anvil
+from airlock.sim.anvil import Anvil
 
 pytestmark = pytest.mark.anvil
+ANVIL_PER_MODULE = True  # one node and one funded key for the module
 
 
 @pytest.fixture(scope="module")
-def anvil() -> Iterator[Anvil]:
-    with start_anvil(chain_id=31337) as node:
-        yield node
-
-
-@pytest.fixture(scope="module")
-def funded_key(keyring, anvil):
+def funded_key(keyring, module_anvil):
     label = f"anvil-{uuid.uuid4().hex[:8]}"
     keyring.generate("secp256k1", label)
     key = keyring.ecdsa_key(label, curve="secp256k1")
     address = evm.address_from_public_key(key.public_key)
-    anvil.rpc("anvil_setBalance", [address, hex(10**21)])
+    module_anvil.rpc("anvil_setBalance", [address, hex(10**21)])
     return key, address
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.broadcast_kit import wait_until
+from tests.kits.waiting import wait_until
 
 from airlock.sim.anvil import Anvil, start_anvil
 from airlock.sim.bybit import BybitSim
@@ -88,6 +88,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         anvil.rpc("anvil_setBalance", [rig.address, hex(10**21)])
         (home / "airlock.toml").write_text(
             f"""
+[service]
+metrics_port = 0  # tests run side by side: no fixed port
+
 [[relays]]
 name = "anvil"
 kind = "evm-rpc"

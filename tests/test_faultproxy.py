@@ -27,7 +27,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from eth_account import Account
-from tests.broadcast_kit import wait_until
+from tests.kits.jsonrpc import call, post
+from tests.kits.waiting import wait_until
 
 from airlock.sim.anvil import start_anvil
 from airlock.sim.faultproxy import FaultProxy, Mode
@@ -92,22 +93,6 @@ def echo() -> Iterator[EchoServer]:
 def proxy(echo: EchoServer) -> Iterator[FaultProxy]:
     with FaultProxy(echo.url) as running:
         yield running
-
-
-def call(method: str, params: list[Any] | None = None, request_id: int = 1) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or []}
-
-
-def post(url: str, payload: Any, timeout: float = 10.0, **headers: str) -> tuple[int, bytes]:
-    """POST JSON (or raw bytes) and return status and body, HTTP errors included. The
-    default timeout only bounds a failing test; a test of timing-out passes its own."""
-    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data, {"Content-Type": "application/json", **headers})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def signed_transfer(nonce: int = 0) -> Any:

@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.conftest import unique_label
-from tests.fuzz_kit import fuzz, no_hang
-from tests.test_audit_tamper import TickingClock
-from tests.test_queue_store import queue_tx
+from tests.kits.clocks import FakeClock
+from tests.kits.fuzz import fuzz, no_hang
+from tests.kits.labels import unique_label
+from tests.kits.queue import queue_tx
 
-from airlock.audit.canonical import CanonicalError, canonical, parse_canonical
 from airlock.audit.checkpoint import (
     CheckpointError,
     load_public_key,
@@ -33,6 +32,7 @@ from airlock.audit.checkpoint import (
 from airlock.audit.export import export
 from airlock.audit.log import AuditKey, checkpoint
 from airlock.audit.verify import Report, verify_export
+from airlock.encoding.canonical import CanonicalError, canonical, parse_canonical
 from airlock.queue.states import State
 from airlock.queue.store import Store
 
@@ -52,7 +52,7 @@ def pristine(tmp_path_factory, keyring, kek) -> Iterator[Export]:
     keyring.generate("secp256k1", label)
     eth = keyring.ecdsa_key(label, curve="secp256k1")
     audit_key = AuditKey(keyring, unique_label("fuzz-audit"))
-    with Store.open(base / "queue.db", kek, clock_ms=TickingClock()) as store:
+    with Store.open(base / "queue.db", kek, clock_ms=FakeClock(tick_ms=7)) as store:
         item = queue_tx(store, eth).item
         checkpoint(store, audit_key)
         store.transition(item.id, State.SENDING, "dispatch")

@@ -14,8 +14,7 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.fuzz_kit import fuzz, no_hang
-from tests.test_fuzz_relays import NASTY_BODIES, json_scalars, json_values
+from tests.kits.fuzz import NASTY_BODIES, fuzz, json_scalars, json_values, no_hang
 
 from airlock.broadcaster.venue_decide import (
     Step,

@@ -16,22 +16,31 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.fuzz_kit import fuzz, no_hang
+from tests.kits.fuzz import fuzz, no_hang
 
 from airlock.config import (
-    _BROADCASTER_KEYS,
-    _BYBIT_KEYS,
-    _HEALTH_KEYS,
-    _HSM_KEYS,
-    _LINK_KEYS,
-    _POLICY_KEYS,
-    _RELAY_KEYS,
-    _SERVICE_KEYS,
     AirlockConfig,
+    BroadcasterConfig,
+    BybitConfig,
     FailoverConfig,
+    HealthConfig,
+    LinkConfig,
+    PolicyConfig,
+    RelayConfig,
+    ServiceConfig,
     load_config,
 )
+from airlock.config.hsm import HSM_KEYS as _HSM_KEYS
+from airlock.config.settings import setting_names
 from airlock.errors import ConfigError
+
+_BROADCASTER_KEYS = setting_names(BroadcasterConfig)
+_BYBIT_KEYS = setting_names(BybitConfig)
+_HEALTH_KEYS = setting_names(HealthConfig)
+_LINK_KEYS = setting_names(LinkConfig)
+_POLICY_KEYS = setting_names(PolicyConfig)
+_RELAY_KEYS = setting_names(RelayConfig)
+_SERVICE_KEYS = setting_names(ServiceConfig)
 
 SECTIONS: dict[str, set[str]] = {
     "hsm": _HSM_KEYS,

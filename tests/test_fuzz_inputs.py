@@ -14,7 +14,7 @@ import pytest
 from eth_utils import to_checksum_address
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.fuzz_kit import INT_DIGITS_LIMIT, fuzz, huge_ints, no_hang, numberish
+from tests.kits.fuzz import INT_DIGITS_LIMIT, fuzz, huge_ints, no_hang, numberish
 
 from airlock.cli.tx_options import intent_fields
 from airlock.errors import InvalidInput

@@ -17,12 +17,12 @@ import pytest
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.fuzz_kit import fuzz, no_hang
+from tests.kits.fuzz import fuzz, no_hang
 
 from airlock.config import RelayConfig
+from airlock.encoding.jsonlimit import loads_limited
 from airlock.relays import rpc
 from airlock.relays.classify import classify_error, classify_send_result, transport
-from airlock.relays.jsonbody import loads_limited
 from airlock.relays.jsonrpc import (
     EvmRelay,
     RelayRpcError,

@@ -27,8 +27,8 @@ from airlock.hsm.keyring import HsmEcdsaKey, KeyRing, translate
 from airlock.hsm.keys import KeyKind
 from airlock.hsm.pin import resolve_pin
 from airlock.hsm.softhsm import init_embedded
-from airlock.hsm.uri import Pkcs11Uri, parse_pkcs11_uri
 from airlock.hsm.worker import HsmWorker, load_module
+from airlock.pkcs11_uri import Pkcs11Uri, parse_pkcs11_uri
 
 SOFTHSM = Path("/usr/lib/softhsm/libsofthsm2.so")
 CURVES = {"secp256k1": ec.SECP256K1(), "p256": ec.SECP256R1()}

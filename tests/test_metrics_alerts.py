@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-from tests.conftest import unique_label
+from tests.kits.labels import unique_label
 
 from airlock.broadcaster.alerts import (
     SIGNATURE_HEADER,

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 from eth_utils import keccak
-from tests.broadcast_kit import assert_mined_exactly_once, fee_fields, make_senders
-from tests.conftest import unique_label
+from tests.kits.broadcast import assert_mined_exactly_once, fee_fields, make_senders
+from tests.kits.labels import unique_label
 
 from airlock.broadcaster.service import Broadcaster
 from airlock.broadcaster.setup import build_relays
@@ -38,7 +38,7 @@ from airlock.relays.jsonrpc import started
 from airlock.signer import evm
 from airlock.signer.eip191 import flashbots_message, sign_personal
 from airlock.signer.ladder import LadderSpec
-from airlock.sim.anvil import Anvil, start_anvil
+from airlock.sim.anvil import Anvil
 from airlock.sim.privaterelay import (
     BAD_SIGNATURE_MESSAGE,
     BATCH_MESSAGE,
@@ -53,12 +53,6 @@ pytestmark = pytest.mark.anvil
 
 RELAY_NAME = "flashbots"
 CLI_TIMEOUT = 60.0  # a subprocess starting (~1 s) or stopping: it only matters when failing
-
-
-@pytest.fixture
-def anvil() -> Iterator[Anvil]:
-    with start_anvil() as node:
-        yield node
 
 
 @pytest.fixture

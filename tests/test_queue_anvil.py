@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from tests.conftest import unique_label
+from tests.kits.labels import unique_label
 
 from airlock.queue.evm import enqueue_transaction
 from airlock.queue.store import Store
 from airlock.signer import evm
 from airlock.signer.ladder import LadderSpec
-from airlock.sim.anvil import Anvil, start_anvil
+from airlock.sim.anvil import Anvil
 
 pytestmark = pytest.mark.anvil
+ANVIL_PER_MODULE = True
+ANVIL_AUTOMINE = False  # keep transactions pending so they can be replaced
 RECIPIENT = "0x" + "22" * 20
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[Anvil]:
-    with start_anvil(chain_id=31337) as node:
-        node.rpc("evm_setAutomine", [False])  # keep transactions pending so they can be replaced
-        yield node
 
 
 @pytest.fixture

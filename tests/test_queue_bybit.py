@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.conftest import unique_label
+from tests.kits.labels import unique_label
 
 from airlock.audit.export import export
 from airlock.audit.log import AuditKey

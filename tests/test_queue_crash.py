@@ -37,7 +37,7 @@ import pytest
 import rlp
 from eth_account import Account
 from eth_utils import keccak
-from tests.conftest import unique_label
+from tests.kits.labels import unique_label
 
 from airlock.hsm.keyring import KeyRing
 from airlock.queue.kek import HsmKek

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 from eth_utils import keccak
-from tests.conftest import unique_label
+from tests.kits.clocks import FakeClock
+from tests.kits.labels import unique_label
+from tests.kits.queue import queue_tx
 
 from airlock.hsm.errors import KeyNotFound
 from airlock.queue import schema
@@ -23,36 +25,11 @@ from airlock.queue.errors import (
     StaleItems,
     StoreUnavailable,
 )
-from airlock.queue.evm import enqueue_transaction
 from airlock.queue.items import Kind, Priority
 from airlock.queue.kek import HsmKek
 from airlock.queue.states import IllegalTransition, State
 from airlock.queue.store import Built, Draft, Store
 from airlock.signer.ladder import LadderSpec
-
-FIELDS = {
-    "chain_id": 31337,
-    "to": "0x" + "11" * 20,
-    "value": 1000,
-    "gas": 21000,
-    "max_fee_per_gas": 2 * 10**9,
-    "max_priority_fee_per_gas": 10**9,
-}
-
-
-class FakeClock:
-    """Milliseconds that only move when the test says so."""
-
-    def __init__(self, start: int = 1_800_000_000_000) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        return self.now
-
-
-def queue_tx(store: Store, key, **kwargs):
-    fields = dict(FIELDS, **kwargs.pop("fields", {}))
-    return enqueue_transaction(store, key, fields, **kwargs)
 
 
 def raw_db(store: Store) -> sqlite3.Connection:

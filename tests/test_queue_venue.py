@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests import bybit_kit as kit
-from tests.conftest import unique_label
+from tests.kits import bybit as kit
+from tests.kits.clocks import FakeClock
+from tests.kits.labels import unique_label
 
 from airlock.audit.export import export
 from airlock.audit.log import AuditKey
@@ -35,26 +36,18 @@ from airlock.signer.bybit import (
 T0 = 1_700_000_000_000
 
 
-class Clock:
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-
 @pytest.fixture(scope="module")
 def keys(keyring) -> kit.BybitKeys:
     return kit.make_keys(keyring)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture
-def clocked(tmp_path: Path, kek: HsmKek, clock: Clock) -> Iterator[Store]:
+def clocked(tmp_path: Path, kek: HsmKek, clock: FakeClock) -> Iterator[Store]:
     """A fresh queue whose time is ``clock``."""
     with Store.open(tmp_path / "clocked.db", kek, clock_ms=clock) as opened:
         yield opened
@@ -106,7 +99,7 @@ def test_an_enqueued_order_has_its_venue_reference(store: Store, keys: kit.Bybit
 
 
 def test_venue_due_puts_cancels_first_and_skips_expired_and_waiting_items(
-    clocked: Store, clock: Clock, keys: kit.BybitKeys
+    clocked: Store, clock: FakeClock, keys: kit.BybitKeys
 ) -> None:
     a = one(clocked, keys, "a")
     clock.now += 1000
@@ -159,7 +152,7 @@ def test_venue_due_for_an_empty_queue(clocked: Store) -> None:
 
 
 def test_begin_venue_marks_sending_with_its_time(
-    clocked: Store, clock: Clock, keys: kit.BybitKeys
+    clocked: Store, clock: FakeClock, keys: kit.BybitKeys
 ) -> None:
     item = one(clocked, keys, "o")
     clocked.record_venue(item, [], "backing off", retry_ms=T0 + 1)
@@ -177,7 +170,7 @@ def test_begin_venue_marks_sending_with_its_time(
 
 @pytest.mark.parametrize("meanwhile", ["sent-by-another", "cancelled"])
 def test_begin_venue_refuses_an_item_moved_meanwhile(
-    clocked: Store, clock: Clock, keys: kit.BybitKeys, meanwhile: str
+    clocked: Store, clock: FakeClock, keys: kit.BybitKeys, meanwhile: str
 ) -> None:
     item = one(clocked, keys, "o")
     clock.now += 5
@@ -207,7 +200,7 @@ def test_begin_venue_refuses_an_item_read_in_another_state(
 
 
 def test_record_venue_with_a_path_audits_each_move_with_the_venue_data(
-    clocked: Store, clock: Clock, keys: kit.BybitKeys
+    clocked: Store, clock: FakeClock, keys: kit.BybitKeys
 ) -> None:
     sending = clocked.begin_venue(one(clocked, keys, "o"), "go")
     clock.now += 100
@@ -257,7 +250,7 @@ def test_record_venue_returns_the_item_as_stored(clocked: Store, keys: kit.Bybit
 
 
 def test_record_venue_observed_only_when_the_venue_state_changes(
-    clocked: Store, clock: Clock, keys: kit.BybitKeys
+    clocked: Store, clock: FakeClock, keys: kit.BybitKeys
 ) -> None:
     item = sent(clocked, one(clocked, keys, "o"))
     clock.now += 10

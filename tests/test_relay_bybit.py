@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.kits.clocks import FakeClock
 
 from airlock.relays.bybit import (
     BackoffPolicy,
@@ -28,21 +29,6 @@ SECRET = b"0123456789abcdef0123456789abcdef0123"  # 36 bytes
 T0 = 1_700_000_000_000
 V = VenueOutcome
 INSTANT = BackoffPolicy(base_s=0.5, factor=2.0, cap_s=4.0, jitter=0.0, max_retries=3)
-
-
-class Clock:
-    """One clock for venue and client; the recorded sleep moves it."""
-
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-        self.slept: list[float] = []
-
-    def __call__(self) -> int:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += round(seconds * 1000)
 
 
 def hmac_sign(secret: bytes = SECRET) -> Any:
@@ -63,7 +49,7 @@ def intent(n: int, *, price: str = "100") -> OrderIntent:
     )
 
 
-def client(sim: BybitSim, clock: Clock, **kw: Any) -> BybitClient:
+def client(sim: BybitSim, clock: FakeClock, **kw: Any) -> BybitClient:
     kw.setdefault("backoff", INSTANT)
     kw.setdefault("clock_ms", clock)
     kw.setdefault("sleep", clock.sleep)
@@ -81,12 +67,12 @@ def creates(sim: BybitSim) -> list[Any]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture
-def sim(clock: Clock) -> Iterator[BybitSim]:
+def sim(clock: FakeClock) -> Iterator[BybitSim]:
     with BybitSim(KEY, secret=SECRET, clock_ms=clock) as venue:
         yield venue
 
@@ -181,7 +167,7 @@ def test_backoff_refuses_nonsense(kwargs: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- against the sim
 
 
-async def test_create_is_placed(sim: BybitSim, clock: Clock) -> None:
+async def test_create_is_placed(sim: BybitSim, clock: FakeClock) -> None:
     async with client(sim, clock) as bybit:
         placed = await bybit.create_order(intent(1))
     [order] = sim.orders()
@@ -190,7 +176,7 @@ async def test_create_is_placed(sim: BybitSim, clock: Clock) -> None:
     assert placed.order_link_id == order["orderLinkId"] == intent(1).order_link_id
 
 
-async def test_duplicate_is_already_placed_and_found(sim: BybitSim, clock: Clock) -> None:
+async def test_duplicate_is_already_placed_and_found(sim: BybitSim, clock: FakeClock) -> None:
     async with client(sim, clock) as bybit:
         first = await bybit.create_order(intent(1))
         again = await bybit.create_order(intent(1))
@@ -201,7 +187,7 @@ async def test_duplicate_is_already_placed_and_found(sim: BybitSim, clock: Clock
 
 
 async def test_lost_answer_is_unknown_then_found_without_resend(
-    sim: BybitSim, clock: Clock
+    sim: BybitSim, clock: FakeClock
 ) -> None:
     sim.inject("lose_response_after_accept", path=CREATE)
     async with client(sim, clock) as bybit:
@@ -212,13 +198,13 @@ async def test_lost_answer_is_unknown_then_found_without_resend(
     assert len(creates(sim)) == 1
 
 
-async def test_lookup_of_an_unknown_link_id_is_none(sim: BybitSim, clock: Clock) -> None:
+async def test_lookup_of_an_unknown_link_id_is_none(sim: BybitSim, clock: FakeClock) -> None:
     async with client(sim, clock) as bybit:
         assert await bybit.order_by_link_id("linear", "nope") is None
     assert [r.path for r in sim.requests()] == ["/v5/order/realtime", "/v5/order/history"]
 
 
-async def test_server_timeout_code_is_unknown(sim: BybitSim, clock: Clock) -> None:
+async def test_server_timeout_code_is_unknown(sim: BybitSim, clock: FakeClock) -> None:
     sim.inject("ret_code", code=10016, path=CREATE)
     async with client(sim, clock) as bybit:
         placed = await bybit.create_order(intent(1))
@@ -226,14 +212,14 @@ async def test_server_timeout_code_is_unknown(sim: BybitSim, clock: Clock) -> No
     assert len(creates(sim)) == 1
 
 
-async def test_http_5xx_on_create_is_unknown(sim: BybitSim, clock: Clock) -> None:
+async def test_http_5xx_on_create_is_unknown(sim: BybitSim, clock: FakeClock) -> None:
     sim.inject("http_5xx", status=502, path=CREATE)
     async with client(sim, clock) as bybit:
         placed = await bybit.create_order(intent(1))
     assert placed.outcome == V.UNKNOWN and "502" in placed.ret_msg
 
 
-async def test_clock_skew_resyncs_and_resigns_once(sim: BybitSim, clock: Clock) -> None:
+async def test_clock_skew_resyncs_and_resigns_once(sim: BybitSim, clock: FakeClock) -> None:
     async with client(sim, clock, clock_ms=lambda: clock.now + 3000) as bybit:
         placed = await bybit.create_order(intent(1))
         assert bybit.offset_ms == -3000
@@ -247,7 +233,7 @@ async def test_clock_skew_resyncs_and_resigns_once(sim: BybitSim, clock: Clock) 
     assert first.headers["X-BAPI-SIGN"] != second.headers["X-BAPI-SIGN"]
 
 
-async def test_persistent_skew_gives_up_after_one_resync(sim: BybitSim, clock: Clock) -> None:
+async def test_persistent_skew_gives_up_after_one_resync(sim: BybitSim, clock: FakeClock) -> None:
     sim.inject("ret_code", code=10002, count=2, path=CREATE)
     async with client(sim, clock) as bybit:
         placed = await bybit.create_order(intent(1))
@@ -255,7 +241,7 @@ async def test_persistent_skew_gives_up_after_one_resync(sim: BybitSim, clock: C
     assert len(creates(sim)) == 2
 
 
-async def test_revoked_key_stops_once_and_alerts_once(sim: BybitSim, clock: Clock) -> None:
+async def test_revoked_key_stops_once_and_alerts_once(sim: BybitSim, clock: FakeClock) -> None:
     alerts: list[str] = []
     async with client(sim, clock, on_alert=alerts.append) as bybit:
         assert (await bybit.create_order(intent(1))).outcome == V.PLACED
@@ -274,7 +260,7 @@ async def test_revoked_key_stops_once_and_alerts_once(sim: BybitSim, clock: Cloc
     assert len(alerts) == 2 and "API key is invalid." in alerts[0]  # one per stop
 
 
-async def test_rate_limit_waits_for_reset_and_never_hits_10006(clock: Clock) -> None:
+async def test_rate_limit_waits_for_reset_and_never_hits_10006(clock: FakeClock) -> None:
     with BybitSim(KEY, secret=SECRET, clock_ms=clock, rate_limits={CREATE: 5}) as venue:
         async with client(venue, clock) as bybit:
             placed = [await bybit.create_order(intent(n)) for n in range(12)]
@@ -283,7 +269,7 @@ async def test_rate_limit_waits_for_reset_and_never_hits_10006(clock: Clock) -> 
     assert clock.slept == [1.01, 1.01]  # the reset, plus RATE_MARGIN_MS
 
 
-async def test_unexpected_10006_waits_for_reset_and_resends_once(clock: Clock) -> None:
+async def test_unexpected_10006_waits_for_reset_and_resends_once(clock: FakeClock) -> None:
     with BybitSim(KEY, secret=SECRET, clock_ms=clock, rate_limits={CREATE: 1}) as venue:
         async with client(venue, clock) as bybit:
             await bybit.create_order(intent(0))
@@ -295,7 +281,7 @@ async def test_unexpected_10006_waits_for_reset_and_resends_once(clock: Clock) -
     assert clock.slept == [0.81]
 
 
-async def test_executions_read_every_page(clock: Clock) -> None:
+async def test_executions_read_every_page(clock: FakeClock) -> None:
     with BybitSim(KEY, secret=SECRET, clock_ms=clock, rate_limits={CREATE: 1000}) as venue:
         async with client(venue, clock) as bybit:
             for n in range(160):
@@ -312,7 +298,7 @@ async def test_executions_read_every_page(clock: Clock) -> None:
     assert len(history) == 160 and open_now == []
 
 
-async def test_open_orders_paginates(sim: BybitSim, clock: Clock) -> None:
+async def test_open_orders_paginates(sim: BybitSim, clock: FakeClock) -> None:
     async with client(sim, clock) as bybit:
         for n in range(7):
             await bybit.create_order(intent(n))
@@ -325,7 +311,7 @@ async def test_open_orders_paginates(sim: BybitSim, clock: Clock) -> None:
     assert (twice.outcome, twice.ret_code, twice.rule) == (V.REJECTED, 110010, "order-finished")
 
 
-async def test_transport_retries_with_backoff_then_gives_up(clock: Clock) -> None:
+async def test_transport_retries_with_backoff_then_gives_up(clock: FakeClock) -> None:
     bybit = BybitClient(
         f"http://127.0.0.1:{closed_port()}",
         KEY,
@@ -341,7 +327,7 @@ async def test_transport_retries_with_backoff_then_gives_up(clock: Clock) -> Non
     assert clock.slept == [0.5, 1.0, 2.0]
 
 
-async def test_transport_retry_succeeds_when_the_venue_comes_up(clock: Clock) -> None:
+async def test_transport_retry_succeeds_when_the_venue_comes_up(clock: FakeClock) -> None:
     port = closed_port()
     venue = BybitSim(KEY, secret=SECRET, clock_ms=clock, port=port)
 
@@ -386,7 +372,7 @@ class Steps:
         return await self.parked()
 
 
-async def test_supervisor_bad_key_at_connect_fails_loud(sim: BybitSim, clock: Clock) -> None:
+async def test_supervisor_bad_key_at_connect_fails_loud(sim: BybitSim, clock: FakeClock) -> None:
     alerts: list[str] = []
     async with client(sim, clock, sign=hmac_sign(b"wrong" * 8), on_alert=alerts.append) as bybit:
         supervisor = ConnectionSupervisor(bybit, INSTANT, on_reconnect=_nothing)
@@ -446,7 +432,7 @@ async def test_supervisor_reconnects_after_the_venue_restarts() -> None:
     assert steps.delays == [5.0, 5.0, 1.0, 2.0, 5.0, 5.0]
 
 
-async def test_a_signing_failure_is_not_a_send(clock: Clock) -> None:
+async def test_a_signing_failure_is_not_a_send(clock: FakeClock) -> None:
     """The HSM away at send time: nothing left the machine, so the order is TRANSPORT
     (safe to retry), never UNKNOWN, and the venue saw nothing."""
 

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airlock.config import LinkConfig, RelayConfig
+from airlock.encoding.jsonlimit import loads_limited, nesting_depth
 from airlock.errors import ConfigError
-from airlock.relays.jsonbody import loads_limited, nesting_depth
 from airlock.relays.jsonrpc import (
     FLASHBOTS_HEADER,
     POOL_SIZE,
@@ -39,10 +39,11 @@ from airlock.relays.jsonrpc import (
 )
 from airlock.relays.outcomes import Outcome
 from airlock.signer.eip191 import make_flashbots_signer
-from airlock.sim.anvil import Anvil, free_port, start_anvil
+from airlock.sim.anvil import Anvil, free_port
 
 DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 DEAD = "0x000000000000000000000000000000000000dEaD"
+ANVIL_PER_MODULE = True  # one node for the module (the conftest fixture)
 WAIT_SECONDS = 30.0  # bound of every poll in this file (it only matters when one fails)
 
 # --------------------------------------------------------------------------- the fake relay
@@ -790,7 +791,7 @@ async def test_receipts_leave_out_hashes_whose_call_failed(fake):
 
 def test_relays_import_neither_the_hsm_nor_the_queue():
     code = (
-        "import sys, airlock.relays.jsonrpc, airlock.relays.jsonbody\n"
+        "import sys, airlock.relays.jsonrpc, airlock.encoding.jsonlimit\n"
         "bad = [m for m in sys.modules if m.split('.')[0] == 'pkcs11'"
         " or m.startswith(('airlock.hsm', 'airlock.queue'))]\n"
         "print(bad)\n"
@@ -802,12 +803,6 @@ def test_relays_import_neither_the_hsm_nor_the_queue():
 
 
 # --------------------------------------------------------------------------- real anvil
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[Anvil]:
-    with start_anvil(chain_id=31337) as node:
-        yield node
 
 
 def signed_transfers(anvil: Anvil, count: int, **overrides: Any) -> list[RawTx]:

@@ -11,10 +11,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tests import bybit_kit as kit
-from tests.broadcast_kit import wait_until
-from tests.test_broadcaster_kill import broadcaster
-from tests.test_bybit_kill import write_config
+from tests.kits import bybit as kit
+from tests.kits.cli import broadcaster
+from tests.kits.waiting import wait_until
 
 from airlock.queue.states import State
 from airlock.sim.bybit import CREATE
@@ -43,7 +42,7 @@ def test_sigterm_mid_drain_then_restart_finishes_everything_once(
     expected = [store.venue_item(i)[1].link_id for i in ids]
     with kit.sim_for(keys, rate_limits={CREATE: 10}) as sim:  # 4 s of draining
         config = tmp_path / "airlock.toml"
-        write_config(config, store.path, kek.label, keys, sim.url)
+        kit.write_config(config, store.path, kek.label, keys, sim.url)
         first = broadcaster(token_home, config)
         wait_until(lambda: len(sim.orders()) >= 5, 30, "the drain to start")
         code, err = stopped(first)
@@ -69,7 +68,7 @@ def test_a_second_broadcaster_on_the_same_database_is_refused(
 ):
     with kit.sim_for(keys) as sim:
         config = tmp_path / "airlock.toml"
-        write_config(config, store.path, kek.label, keys, sim.url)
+        kit.write_config(config, store.path, kek.label, keys, sim.url)
         first = broadcaster(token_home, config)
         wait_until(lambda: store.note("broadcaster.pid") is not None, 30, "the first to start")
         second = broadcaster(token_home, config, "--once", "--json")

@@ -8,39 +8,33 @@ import asyncio
 import hmac
 import json
 import os
-from collections.abc import Iterator
 from hashlib import sha256
 
 import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-from tests import bybit_kit as kit
-from tests.broadcast_kit import FAST, make_senders, relay, wait_until_async
-from tests.conftest import unique_label
+from tests.kits import bybit as kit
+from tests.kits.broadcast import FAST, make_senders, relay
+from tests.kits.labels import unique_label
+from tests.kits.waiting import wait_until_async
 
 from airlock.audit import entries as audit_entries
-from airlock.audit.canonical import parse_canonical
 from airlock.broadcaster.alerts import AlertSink
 from airlock.broadcaster.metrics import Metrics
 from airlock.broadcaster.runner import Service
 from airlock.broadcaster.service import Broadcaster
 from airlock.config import FailoverConfig, ServiceConfig
+from airlock.encoding.canonical import parse_canonical
 from airlock.queue.evm import enqueue_transaction
 from airlock.queue.items import Priority
 from airlock.queue.states import State
 from airlock.queue.store import Store
 from airlock.relays.jsonrpc import EvmRelay, started
-from airlock.sim.anvil import Anvil, free_port, start_anvil
+from airlock.sim.anvil import free_port
 from airlock.sim.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.anvil
-
-
-@pytest.fixture
-def anvil() -> Iterator[Anvil]:
-    with start_anvil() as node:
-        yield node
 
 
 def decisions(store: Store) -> list[dict]:

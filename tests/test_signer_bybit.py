@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.conftest import unique_label
+from tests.kits.labels import unique_label
 
 from airlock.errors import InvalidInput
 from airlock.hsm.keyring import HsmEcdsaKey, KeyRing

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from tests.test_queue_store import FakeClock as Clock  # the venue's clock, moved by the test
+from tests.kits.clocks import FakeClock  # the venue's clock, moved by the test
 
 from airlock.sim import bybit_engine as eng
 from airlock.sim.bybit import CREATE, CREATE_BATCH, BybitSim
@@ -58,7 +58,7 @@ class Client:
     def __init__(
         self,
         sim: BybitSim,
-        clock: Clock,
+        clock: FakeClock,
         *,
         key: str = KEY,
         secret: bytes | None = SECRET,
@@ -122,18 +122,18 @@ def limit_buy(link: str, price: str = "100", qty: str = "1", **more: str) -> dic
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture
-def sim(clock: Clock) -> Iterator[BybitSim]:
+def sim(clock: FakeClock) -> Iterator[BybitSim]:
     with BybitSim(KEY, secret=SECRET, clock_ms=clock) as venue:
         yield venue
 
 
 @pytest.fixture
-def client(sim: BybitSim, clock: Clock) -> Client:
+def client(sim: BybitSim, clock: FakeClock) -> Client:
     return Client(sim, clock)
 
 
@@ -152,7 +152,7 @@ def test_vector_signature_accepted_over_http(client: Client) -> None:
     assert reply.body["time"] == T0  # type: ignore[index]
 
 
-def test_server_time_from_clock(sim: BybitSim, clock: Clock) -> None:
+def test_server_time_from_clock(sim: BybitSim, clock: FakeClock) -> None:
     clock.now = T0 + 1234
     reply = send(urllib.request.Request(f"{sim.url}/v5/market/time"))
     assert reply.code == 0
@@ -161,7 +161,7 @@ def test_server_time_from_clock(sim: BybitSim, clock: Clock) -> None:
     assert set(reply.body) == {"retCode", "retMsg", "result", "retExtInfo", "time"}
 
 
-def test_rsa_signature_accepted_and_wrong_one_refused(clock: Clock) -> None:
+def test_rsa_signature_accepted_and_wrong_one_refused(clock: FakeClock) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -180,7 +180,7 @@ def test_rsa_signature_accepted_and_wrong_one_refused(clock: Clock) -> None:
         assert [o["orderLinkId"] for o in venue.orders()] == ["rsa-1"]
 
 
-def test_signature_covers_exact_bytes(client: Client, sim: BybitSim, clock: Clock) -> None:
+def test_signature_covers_exact_bytes(client: Client, sim: BybitSim, clock: FakeClock) -> None:
     body = json.dumps({"category": "linear", "symbol": "BTCUSDT", **limit_buy("x1")}).encode()
     headers = client.headers(body, None, "5000", None)
     tampered = body.replace(b'"qty": "1"', b'"qty": "9"')
@@ -205,7 +205,7 @@ def test_timestamp_window(client: Client, offset: int, accepted: bool) -> None:
         assert f"server_timestamp[{T0}]" in message and "recv_window[5000]" in message
 
 
-def test_wrong_key_and_revoked_key(client: Client, sim: BybitSim, clock: Clock) -> None:
+def test_wrong_key_and_revoked_key(client: Client, sim: BybitSim, clock: FakeClock) -> None:
     stranger = Client(sim, clock, key="someone_else")
     assert stranger.create(**limit_buy("k1")).code == eng.INVALID_KEY
     assert client.create(**limit_buy("k2")).code == 0
@@ -218,7 +218,7 @@ def test_wrong_key_and_revoked_key(client: Client, sim: BybitSim, clock: Clock) 
 # ------------------------------------------------------------------------------ orders
 
 
-def test_create_rest_fill_history(client: Client, sim: BybitSim, clock: Clock) -> None:
+def test_create_rest_fill_history(client: Client, sim: BybitSim, clock: FakeClock) -> None:
     sim.set_mark_price("BTCUSDT", "110")
     created = client.create(**limit_buy("life-1", price="100", qty="2"))
     assert created.code == 0 and created.result["orderLinkId"] == "life-1"
@@ -305,7 +305,7 @@ def test_batch_partial_success(client: Client, sim: BybitSim) -> None:
     assert client.post(CREATE_BATCH, too_many).code == eng.PARAM_ERROR
 
 
-def test_execution_pagination(clock: Clock) -> None:
+def test_execution_pagination(clock: FakeClock) -> None:
     limits = {CREATE_BATCH: 1000}
     with BybitSim(KEY, secret=SECRET, clock_ms=clock, rate_limits=limits) as venue:
         client = Client(venue, clock)
@@ -335,7 +335,7 @@ def test_execution_pagination(clock: Clock) -> None:
         assert client.get("/v5/execution/list", "category=linear&cursor=garbage").code == 10001
 
 
-def test_realtime_pagination(client: Client, clock: Clock) -> None:
+def test_realtime_pagination(client: Client, clock: FakeClock) -> None:
     for i in range(25):
         clock.now += 100  # 10 creates per second
         assert client.create(**limit_buy(f"r{i}")).code == 0
@@ -349,7 +349,7 @@ def test_realtime_pagination(client: Client, clock: Clock) -> None:
     assert links == {f"r{i}" for i in range(25)}
 
 
-def test_history_retention(client: Client, sim: BybitSim, clock: Clock) -> None:
+def test_history_retention(client: Client, sim: BybitSim, clock: FakeClock) -> None:
     sim.set_mark_price("BTCUSDT", "100")
     client.create(**limit_buy("keep", price="100"))  # fills
     client.create(**limit_buy("gone", price="50"))
@@ -371,7 +371,7 @@ def test_history_retention(client: Client, sim: BybitSim, clock: Clock) -> None:
 # ------------------------------------------------------------------------- rate limits
 
 
-def test_rate_limit_headers_and_10006(client: Client, clock: Clock) -> None:
+def test_rate_limit_headers_and_10006(client: Client, clock: FakeClock) -> None:
     remaining = []
     for i in range(10):
         reply = client.create(**limit_buy(f"rl{i}"))
@@ -387,7 +387,7 @@ def test_rate_limit_headers_and_10006(client: Client, clock: Clock) -> None:
     assert client.create(**limit_buy("rl-later")).code == 0
 
 
-def test_ip_ban(clock: Clock) -> None:
+def test_ip_ban(clock: FakeClock) -> None:
     with BybitSim(KEY, secret=SECRET, clock_ms=clock, rate_limits={"ip": 5}) as venue:
         client = Client(venue, clock)
         for _ in range(5):

@@ -40,8 +40,8 @@ _EXPORTS = {
     "Item": "airlock.api.records",
     "Queued": "airlock.api.records",
     "Variant": "airlock.api.records",
-    "WaitTimeout": "airlock.api.client",
-    "ItemEnded": "airlock.api.client",
+    "WaitTimeout": "airlock.api.waiting",
+    "ItemEnded": "airlock.api.waiting",
     "AirlockError": "airlock.errors",
     "InvalidInput": "airlock.errors",
     "ConfigError": "airlock.errors",
@@ -71,8 +71,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from airlock.api.aio import AsyncAirlock
-    from airlock.api.client import Airlock, ItemEnded, WaitTimeout
+    from airlock.api.client import Airlock
     from airlock.api.records import Cancelled, Event, Fill, Item, Queued, Variant
+    from airlock.api.waiting import ItemEnded, WaitTimeout
     from airlock.errors import AirlockError, ConfigError, InvalidInput
     from airlock.queue.bybit import OrderRefused
     from airlock.queue.errors import IdempotencyConflict, ItemNotFound

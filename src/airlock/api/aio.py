@@ -13,8 +13,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airlock.api.client import DEFAULT_WAIT_S, WAIT_POLL_S, Airlock, WaitTimeout, _judge, _wanted
+from airlock.api.client import Airlock
 from airlock.api.records import Cancelled, Event, Item, Queued
+from airlock.api.waiting import DEFAULT_WAIT_S, WAIT_POLL_S, WaitTimeout, judge, wanted_states
 
 if TYPE_CHECKING:
     from airlock.config import AirlockConfig
@@ -101,12 +102,12 @@ class AsyncAirlock:
         timeout: float = DEFAULT_WAIT_S,
     ) -> Item:
         """As :meth:`Airlock.wait`, sleeping on the event loop between looks."""
-        wanted = _wanted(until)
+        wanted = wanted_states(until)
         clock = self.sync._monotonic  # the clock the Airlock was given (tests inject one)
         deadline = clock() + timeout
         while True:
             item = await self.item(item_id)
-            verdict = _judge(item, wanted)
+            verdict = judge(item, wanted)
             if verdict is not None:
                 return verdict
             if clock() >= deadline:

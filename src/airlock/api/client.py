@@ -16,49 +16,28 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airlock.api import orders, txparams
-from airlock.api.records import Cancelled, Event, Fill, Item, Queued
+from airlock.api import checks, orders, txparams, waiting
+from airlock.api.records import Cancelled, Event, Item, Queued
+from airlock.api.waiting import WaitTimeout
 from airlock.config import AirlockConfig, BybitConfig, load_config
-from airlock.errors import AirlockError, ConfigError, InvalidInput
+from airlock.errors import ConfigError, InvalidInput
 from airlock.hsm import errors as hsm_errors
 from airlock.queue.errors import ItemNotFound
 from airlock.queue.items import Kind
-from airlock.queue.states import TERMINAL, State
+from airlock.queue.states import State
 from airlock.queue.store import Builder, Draft, Enqueued, Store
 
 if TYPE_CHECKING:
     from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
     from airlock.hsm.pin import Prompt
     from airlock.queue.bybit import IntentKey
-    from airlock.queue.events import EventRow
     from airlock.queue.nonces import SyncResult
     from airlock.queue.policy import Decision, OrderRequest
-
-DEFAULT_WAIT_S = 60.0
-WAIT_POLL_S = 0.05
-
-
-class WaitTimeout(AirlockError, TimeoutError):
-    """:meth:`Airlock.wait` ran out of time; ``item`` is the item as it was last seen."""
-
-    def __init__(self, message: str, item: Item) -> None:
-        super().__init__(message)
-        self.item = item
-
-
-class ItemEnded(AirlockError):
-    """:meth:`Airlock.wait`: the item reached a final state it was not waited for (a
-    transaction ``rejected`` while waiting for ``confirmed``); ``item`` says which."""
-
-    def __init__(self, message: str, item: Item) -> None:
-        super().__init__(message)
-        self.item = item
 
 
 @dataclass(frozen=True)
@@ -194,7 +173,7 @@ class Airlock:
         """
         prepared = []
         for index, options in enumerate(transactions):
-            with _at(index):
+            with checks.at_index(index):
                 if not isinstance(options, Mapping):
                     raise InvalidInput(f"item {index} is not an object of keyword arguments")
                 rest = dict(options)
@@ -209,7 +188,7 @@ class Airlock:
         from airlock.signer.ladder import LadderSpec
 
         merged = txparams.merge(tx, options)
-        unknown = sorted(set(merged) - TX_OPTIONS)
+        unknown = sorted(set(merged) - checks.TX_OPTIONS)
         if unknown:
             raise InvalidInput(
                 f"unknown transaction argument(s): {', '.join(unknown)}", field=unknown[0]
@@ -218,18 +197,18 @@ class Airlock:
         if not isinstance(label, str) or not label:
             raise InvalidInput("key (the HSM label of the sending key) is required", field="key")
         signing_key = self._signing_key(label)
-        _check_from(tx, signing_key)
+        checks.check_from(tx, signing_key)
         evm = self.config.evm
         cap = txparams.whole_number("max_fee_cap", merged.get("max_fee_cap"))
-        spec = _field_errors(
+        spec = checks.field_errors(
             lambda: LadderSpec(
                 levels=merged.get("ladder", 1),
                 bump_pct=merged.get("bump_pct", evm.bump_pct),  # 0 is refused, not a default
                 max_fee_cap=evm.max_fee_cap if cap is None else cap,
-                with_cancel=_flag("with_cancel", merged.get("with_cancel", False)),
+                with_cancel=checks.flag("with_cancel", merged.get("with_cancel", False)),
             )
         )
-        return _field_errors(
+        return checks.field_errors(
             lambda: prepare_transaction(
                 signing_key,
                 txparams.intent_arguments(merged),
@@ -238,7 +217,7 @@ class Airlock:
                 ttl_seconds=merged.get("ttl"),
                 idempotency_key=merged.get("idempotency_key"),
                 strategy=merged.get("strategy", "default"),
-                private=_flag("private", merged.get("private", False)),
+                private=checks.flag("private", merged.get("private", False)),
                 priority=txparams.priority(merged.get("priority", "normal")),
             )
         )
@@ -320,7 +299,7 @@ class Airlock:
         reach = orders.reachability(venue, self._view(settings))
         elements = []
         for index, options in enumerate(batch):
-            with _at(index):
+            with checks.at_index(index):
                 if not isinstance(options, Mapping):
                     raise InvalidInput(f"item {index} is not an object of keyword arguments")
                 if "venue" in options:
@@ -351,7 +330,7 @@ class Airlock:
         signatures = iter(start_intent_signatures(key.key, [d.decision.intent for d in queued]))
         prepared = []
         for index, d in enumerate(decided):
-            with _at(index if batched else None), _order_fields():
+            with checks.at_index(index if batched else None), checks.order_fields():
                 prepared.append(
                     prepare_order(
                         self.store,
@@ -382,7 +361,7 @@ class Airlock:
         from airlock.queue.evm import check_strategy
         from airlock.queue.policy import decide_order
 
-        with _at(index), _order_fields():
+        with checks.at_index(index), checks.order_fields():
             asked = request = self._order_request(settings, options)
             strategy = check_strategy(options.get("strategy", "default"))
             warning = None
@@ -405,7 +384,7 @@ class Airlock:
     def _order_request(self, settings: BybitConfig, options: Mapping[str, Any]) -> OrderRequest:
         from airlock.queue.policy import OrderRequest
 
-        unknown = sorted(set(options) - ORDER_OPTIONS)
+        unknown = sorted(set(options) - checks.ORDER_OPTIONS)
         if unknown:
             raise InvalidInput(f"unknown order argument(s): {', '.join(unknown)}", field=unknown[0])
         for required in ("symbol", "side", "order_type", "qty"):
@@ -431,7 +410,7 @@ class Airlock:
             ttl_s=options.get("ttl"),
             ref_price=options.get("ref_price"),
             slippage_bps=options.get("slippage_bps"),
-            reduce_only=_flag("reduce_only", options.get("reduce_only", False)),
+            reduce_only=checks.flag("reduce_only", options.get("reduce_only", False)),
         )
 
     def _queued_order(
@@ -559,8 +538,8 @@ class Airlock:
     ) -> list[Item]:
         """Items in creation order (or newest first), filtered by state(s) and kind(s);
         ``after`` an item id continues a listing (ids sort by creation)."""
-        states = [State(s) for s in _names("state", state, STATE_NAMES)] or None
-        kinds = [Kind(k) for k in _names("kind", kind, KIND_NAMES)] or None
+        states = [State(s) for s in checks.names("state", state, checks.STATE_NAMES)] or None
+        kinds = [Kind(k) for k in checks.names("kind", kind, checks.KIND_NAMES)] or None
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
         ):
@@ -588,24 +567,24 @@ class Airlock:
             raise InvalidInput(f"after must be an event id >= 0, got {after!r}", field="after")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise InvalidInput(f"limit must be 1..10000, got {limit!r}", field="limit")
-        return [event_of(row) for row in self.store.events(after, limit, item_id)]
+        return [Event.of(row) for row in self.store.events(after, limit, item_id)]
 
     def wait(
         self,
         item_id: str,
         until: str | Collection[str] = ("confirmed",),
-        timeout: float = DEFAULT_WAIT_S,
+        timeout: float = waiting.DEFAULT_WAIT_S,
     ) -> Item:
         """Block until the item is in one of the ``until`` states; return it.
 
         Raises :class:`ItemEnded` as soon as it reaches a final state not in ``until``
         (no point waiting any longer) and :class:`WaitTimeout` after ``timeout`` seconds.
         """
-        wanted = _wanted(until)
+        wanted = waiting.wanted_states(until)
         deadline = self._monotonic() + timeout
         while True:
             item = self.item(item_id)
-            verdict = _judge(item, wanted)
+            verdict = waiting.judge(item, wanted)
             if verdict is not None:
                 return verdict
             if self._monotonic() >= deadline:
@@ -614,132 +593,7 @@ class Airlock:
                     f"(waiting for {', '.join(sorted(wanted))})",
                     item,
                 )
-            self._sleep(WAIT_POLL_S)
-
-
-TX_OPTIONS = frozenset(
-    {"key", "nonce", "ladder", "bump_pct", "max_fee_cap", "with_cancel", "ttl"}
-    | {"idempotency_key", "strategy", "private", "priority"}
-    | set(txparams.INTENT_ARGS)
-)
-ORDER_OPTIONS = frozenset(
-    {"symbol", "side", "order_type", "qty", "price", "tif", "ttl", "ref_price"}
-    | {"slippage_bps", "idempotency_key", "category", "reduce_only", "strategy"}
-)
-STATE_NAMES = frozenset(s.value for s in State)
-KIND_NAMES = frozenset(k.value for k in Kind)
-
-
-# The way forward an item takes when all goes well: waiting for a state is also answered
-# by a later one on this path (a wait for "sent" by an item already "confirmed").
-PROGRESS = {State.QUEUED: 0, State.SENDING: 1, State.SENT: 2, State.CONFIRMED: 3}
-# Where waiting for anything else is over: the final states, an item replaced (its nonce
-# went to another transaction: it will not be mined as it is) and one confirmed.
-SETTLED = TERMINAL | {State.REPLACED, State.CONFIRMED}
-
-
-def _judge(item: Item, wanted: frozenset[str]) -> Item | None:
-    """The item when it is where it was waited for (or past it on the way forward); raise
-    :class:`ItemEnded` when it never will be."""
-    if item.state in wanted:
-        return item
-    reached = PROGRESS.get(item.state)
-    if reached is not None and any(reached >= PROGRESS.get(State(w), 99) for w in wanted):
-        return item
-    if item.state in SETTLED:
-        raise ItemEnded(
-            f"item {item.id} ended {item.state} ({item.state_reason or 'no reason given'}), "
-            f"not {' or '.join(sorted(wanted))}",
-            item,
-        )
-    return None
-
-
-def _wanted(until: str | Collection[str]) -> frozenset[str]:
-    wanted = frozenset(_names("until", until, STATE_NAMES))
-    if not wanted:
-        raise InvalidInput("until names no state", field="until")
-    return wanted
-
-
-def _names(what: str, value: str | Collection[str] | None, known: frozenset[str]) -> list[str]:
-    if value is None:
-        return []
-    names = [value] if isinstance(value, str) else list(value)
-    bad = [n for n in names if n not in known]
-    if bad:
-        raise InvalidInput(
-            f"{what} must be among {', '.join(sorted(known))}, got {bad[0]!r}", field=what
-        )
-    return names
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInput(f"{name} must be true or false, got {value!r}", field=name)
-    return value
-
-
-def _check_from(tx: Mapping[str, Any] | None, key: HsmEcdsaKey) -> None:
-    """A web3 dict's ``from`` must be the HSM key's address: never sign for another."""
-    if tx is None or tx.get("from") is None:
-        return
-    from airlock.signer.evm import address_from_public_key
-
-    sender = address_from_public_key(key.public_key)
-    if str(tx["from"]).lower() != sender.lower():
-        raise InvalidInput(
-            f"tx['from'] is {tx['from']} but key {key.label!r} is {sender}", field="from"
-        )
-
-
-def _field_errors(call: Callable[[], Any]) -> Any:
-    """Name an error's field the way the caller spelt it (``max_fee``, not
-    ``max_fee_per_gas``)."""
-    try:
-        return call()
-    except InvalidInput as exc:
-        exc.field = txparams.field_name(exc.field)
-        raise
-
-
-# The order intent's names for what a bot calls tif and ttl.
-ORDER_FIELD_NAMES = {"time_in_force": "tif", "ttl_s": "ttl"}
-
-
-@contextmanager
-def _order_fields() -> Iterator[None]:
-    """Name an order error's field the way the caller spelt it."""
-    try:
-        yield
-    except InvalidInput as exc:
-        exc.field = ORDER_FIELD_NAMES.get(exc.field or "", exc.field)
-        raise
-
-
-@contextmanager
-def _at(index: int | None) -> Iterator[None]:
-    """Tag an error raised for one element of a batch with the element's index."""
-    try:
-        yield
-    except InvalidInput as exc:
-        if index is not None and exc.index is None:
-            exc.index = index
-        raise
-
-
-def event_of(row: EventRow) -> Event:
-    fill = None if row.fill is None else Fill.of(row.fill)
-    return Event(
-        id=row.id,
-        type=row.type,
-        item_id=row.item_id,
-        at_ms=row.at_ms,
-        state=row.to_state,
-        from_state=row.from_state,
-        reason=row.reason,
-        fill=fill,
-    )
+            self._sleep(waiting.WAIT_POLL_S)
 
 
 def _path(config: str | Path | None) -> Path | None:

@@ -37,8 +37,8 @@ from aiohttp import web
 from airlock.api import problems
 from airlock.api.client import Airlock
 from airlock.api.records import Queued
+from airlock.encoding.jsonlimit import loads_limited
 from airlock.errors import AirlockError, InvalidInput
-from airlock.relays.jsonbody import loads_limited
 
 log = logging.getLogger("airlock.api")
 

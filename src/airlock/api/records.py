@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from airlock.queue.events import EventRow
 from airlock.queue.items import Item as QueueItem
 from airlock.queue.items import Kind
 from airlock.queue.states import State
@@ -319,6 +320,20 @@ class Event:
     from_state: str | None = None
     reason: str | None = None
     fill: Fill | None = None
+
+    @classmethod
+    def of(cls, row: EventRow) -> Event:
+        fill = None if row.fill is None else Fill.of(row.fill)
+        return cls(
+            id=row.id,
+            type=row.type,
+            item_id=row.item_id,
+            at_ms=row.at_ms,
+            state=row.to_state,
+            from_state=row.from_state,
+            reason=row.reason,
+            fill=fill,
+        )
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {

@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 from web3.middleware.base import Web3Middleware
 
 from airlock.api.aio import AsyncAirlock
-from airlock.api.client import TX_OPTIONS, Airlock
+from airlock.api.checks import TX_OPTIONS
+from airlock.api.client import Airlock
 from airlock.api.records import Queued
 from airlock.errors import ConfigError, InvalidInput
 

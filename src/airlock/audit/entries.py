@@ -1,6 +1,6 @@
 """Audit entries: their canonical bytes, their hashes, and the kinds airlock writes.
 
-An entry is the canonical JSON (see :mod:`airlock.audit.canonical`) of::
+An entry is the canonical JSON (see :mod:`airlock.encoding.canonical`) of::
 
     {"v": 1, "seq": N, "prev": "<hex SHA-256 of entry N-1, or 64 zeros>",
      "time_ms": T, "type": "<type>", "item": "<item id>" | null, "data": {...}}
@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from airlock.audit.canonical import MAX_SAFE_INTEGER, CanonicalError, canonical
+from airlock.encoding.canonical import MAX_SAFE_INTEGER, CanonicalError, canonical
 
 # The format's version: ``v`` of every entry and of the manifest, and the tail of the
 # manifest's ``format``. A change that a version-1 verifier would misread bumps all three.

@@ -22,8 +22,8 @@ import coincurve
 import rlp
 from eth_utils import keccak, to_checksum_address
 
-from airlock.audit.canonical import MAX_SAFE_INTEGER
 from airlock.audit.errors import AuditError
+from airlock.encoding.canonical import MAX_SAFE_INTEGER
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 STEP, CANCEL = "step", "cancel"

@@ -17,7 +17,7 @@ from typing import Any
 
 from airlock.audit import entries
 from airlock.audit.errors import AuditError
-from airlock.relays.jsonbody import loads_limited
+from airlock.encoding.jsonlimit import loads_limited
 
 ORIGIN = re.compile(r"airlock\.local/[0-9a-f]{16}")
 HEX32 = re.compile(r"[0-9a-f]{64}")

@@ -17,8 +17,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from airlock.audit.canonical import CanonicalError, canonical
 from airlock.audit.errors import AuditError
+from airlock.encoding.canonical import CanonicalError, canonical
 
 INTENT_VERSION = 1
 # item kind -> (the intent type it carries, that intent's members)

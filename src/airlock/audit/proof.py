@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from airlock.audit import merkle
-from airlock.audit.canonical import CanonicalError, parse_canonical
 from airlock.audit.checkpoint import CheckpointError, load_public_key, verify_note
 from airlock.audit.errors import AuditError
+from airlock.encoding.canonical import CanonicalError, parse_canonical
 from airlock.errors import InvalidInput
 from airlock.queue.store import Store
 

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from airlock.audit import entries, merkle
-from airlock.audit.canonical import CanonicalError, parse_canonical
 from airlock.audit.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -28,6 +27,7 @@ from airlock.audit.checkpoint import (
 from airlock.audit.content import Content, ContentError, check_form
 from airlock.audit.errors import AuditError
 from airlock.audit.manifest import Manifest, ManifestError, parse_manifest
+from airlock.encoding.canonical import CanonicalError, parse_canonical
 
 
 class VerifyFailure(AuditError):

@@ -28,12 +28,12 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
+from airlock.clock import wall_clock_ms
 from airlock.config import LOG_FORMATS, ServiceConfig
 from airlock.errors import ConfigError
 from airlock.queue.alerts import AlertRecord
@@ -66,10 +66,6 @@ class AlertStore(Protocol):
     def resolve_alert(self, key: str) -> bool: ...
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class AlertSink:
     """Raise, de-duplicate and deliver alerts.
 
@@ -86,7 +82,7 @@ class AlertSink:
         sign: Callable[[bytes], bytes] | None = None,
         metrics: Metrics | None = None,
         *,
-        clock_ms: Callable[[], int] = _wall_ms,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         if config.webhook_url is not None and sign is None:
             raise ConfigError(

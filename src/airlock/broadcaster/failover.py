@@ -44,7 +44,7 @@ from airlock.config import RELAY_ROLES, FailoverConfig
 from airlock.errors import InvalidInput
 from airlock.queue.items import Priority
 from airlock.queue.policy import capped_limit_price, parse_bps
-from airlock.signer.bybit import Side
+from airlock.vocab import Side
 
 Role = Literal["primary", "backup"]
 RouteLinks = Literal["primary", "backup", "none"]

@@ -135,7 +135,13 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._clock = clock
         self._last_beat = clock()  # a fresh service gets a grace period of one gap
-        r = self.registry
+        self._timings(self.registry)
+        self._counts(self.registry)
+        if store is not None:
+            self.registry.register(_QueueCollector(store))
+
+    def _timings(self, r: CollectorRegistry) -> None:
+        """Durations and link readings: histograms and gauges."""
         self.persist = Histogram(
             "airlock_outage_to_persist_seconds",
             "Time from outage detection to the item being durably persisted in the queue.",
@@ -160,6 +166,16 @@ class Metrics:
             ["link"],
             registry=r,
         )
+        self.hsm_sign = Histogram(
+            "airlock_hsm_sign_seconds",
+            "HSM signing latency by operation (ecdsa, hmac, rsa).",
+            ["op"],
+            buckets=SIGN_BUCKETS,
+            registry=r,
+        )
+
+    def _counts(self, r: CollectorRegistry) -> None:
+        """What happened, counted: sends, bumps, reconciles, alerts."""
         self.sends = Counter(
             "airlock_sends",
             "Sends by relay (or venue) and normalised outcome.",
@@ -177,13 +193,6 @@ class Metrics:
             ["side", "result"],
             registry=r,
         )
-        self.hsm_sign = Histogram(
-            "airlock_hsm_sign_seconds",
-            "HSM signing latency by operation (ecdsa, hmac, rsa).",
-            ["op"],
-            buckets=SIGN_BUCKETS,
-            registry=r,
-        )
         self.alerts = Counter(
             "airlock_alerts",
             "Alerts raised, by key; delivered=false when suppressed by de-duplication.",
@@ -196,8 +205,6 @@ class Metrics:
             ["channel"],
             registry=r,
         )
-        if store is not None:
-            r.register(_QueueCollector(store))
 
     # -- what the service calls ---------------------------------------------------------
 

@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from airlock.audit import entries as audit_entries
 from airlock.broadcaster import decide
 from airlock.broadcaster.decide import ChainVerdict, SendVerdict
+from airlock.clock import wall_clock_ms
 from airlock.config import BroadcasterConfig
 from airlock.queue.errors import PayloadTampered, StaleItems
 from airlock.queue.items import Item
 from airlock.queue.sends import Attempt, Lane, Mined, StoredVariant
 from airlock.queue.states import State
-from airlock.queue.store import ChainRecord, SendRecord, Store, VariantDraft, wall_clock_ms
+from airlock.queue.store import ChainRecord, SendRecord, Store, VariantDraft
 from airlock.relays.health import Change, LinkState, Monitor
 from airlock.relays.jsonrpc import (
     POOL_SIZE,

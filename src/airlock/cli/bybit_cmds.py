@@ -17,7 +17,7 @@ import click
 
 from airlock.cli import common
 from airlock.errors import InvalidInput
-from airlock.signer.bybit import CATEGORIES
+from airlock.vocab import CATEGORIES
 
 if TYPE_CHECKING:
     from airlock.api.records import Item

@@ -14,7 +14,6 @@ loads neither aiohttp nor the relays.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from airlock.cli import common
+from airlock.clock import wall_clock_ms
 from airlock.queue.states import LIVE, State
 from airlock.redact import redact_url
 
@@ -52,10 +52,6 @@ STATE_ORDER = [
 ]
 
 
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 @click.command("status")
 @common.config_option
 @click.option("--json", "as_json", is_flag=True, help="One object with the same sections.")
@@ -80,7 +76,7 @@ def collect(ctx: click.Context, settings: AirlockConfig, *, probe: bool) -> dict
     queue only when its file exists."""
     path = settings.queue.path
     with _local(ctx, path) as (store, ring):
-        now = wall_ms()
+        now = wall_clock_ms()
         local = _read_store(store, now) if store is not None else _no_store(path)
         links = _links(settings, ring, probe=probe)
     return {"generated_ms": now, "queue_path": str(path), "links": links, **local}

@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airlock.config import EMBEDDED_TOKEN_LABEL, HsmConfig, embedded_paths, find_softhsm_module
+from airlock.config import EMBEDDED_TOKEN_LABEL, HsmConfig, embedded_paths
 from airlock.hsm import errors
+from airlock.hsm.discovery import find_softhsm_module
 from airlock.hsm.worker import load_module, open_session
 
 INIT_TIMEOUT = 30.0

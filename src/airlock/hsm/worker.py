@@ -29,6 +29,7 @@ import pkcs11
 
 from airlock.config import HsmConfig
 from airlock.hsm import errors
+from airlock.hsm.discovery import module_path
 
 T = TypeVar("T")
 
@@ -101,23 +102,22 @@ def check_softhsm_conf(path: Path | None) -> None:
 
 def load_module(config: HsmConfig) -> Any:
     """Load and initialise the PKCS#11 module named by the config."""
-    check_module(config.module_path)
+    path = module_path(config)
+    check_module(path)
     if config.softhsm_conf is not None:
         check_softhsm_conf(config.softhsm_conf)
         os.environ["SOFTHSM2_CONF"] = str(config.softhsm_conf)
     elif "SOFTHSM2_CONF" in os.environ:
         check_softhsm_conf(Path(os.environ["SOFTHSM2_CONF"]))
     try:
-        return pkcs11.lib(str(config.module_path))
+        return pkcs11.lib(str(path))
     except pkcs11.GeneralError as exc:
         raise errors.ModuleLoadError(
-            f"PKCS#11 module {config.module_path} failed to initialise ({exc!r}); for SoftHSM "
+            f"PKCS#11 module {path} failed to initialise ({exc!r}); for SoftHSM "
             f"check SOFTHSM2_CONF and its token directory"
         ) from exc
     except pkcs11.PKCS11Error as exc:
-        raise errors.ModuleLoadError(
-            f"{config.module_path} is not a usable PKCS#11 module: {exc}"
-        ) from exc
+        raise errors.ModuleLoadError(f"{path} is not a usable PKCS#11 module: {exc}") from exc
 
 
 def open_session(lib: Any, config: HsmConfig, pin: str) -> tuple[Any, Any]:
@@ -126,7 +126,7 @@ def open_session(lib: Any, config: HsmConfig, pin: str) -> tuple[Any, Any]:
         token = lib.get_token(token_label=config.token_label)
     except pkcs11.NoSuchToken:
         raise errors.TokenNotFound(
-            f"no token labelled {config.token_label!r} in module {config.module_path}"
+            f"no token labelled {config.token_label!r} in module {module_path(config)}"
             + (
                 "; run 'airlock init' to create the embedded development token"
                 if config.embedded

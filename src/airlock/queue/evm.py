@@ -51,10 +51,36 @@ def prepare_transaction(
     base = evm.make_intent(**fields, nonce=explicit or 0)  # validation, before any lock
     sender = evm.address_from_public_key(key.public_key)
     build_ladder(base, ladder, sender)  # a fee above the cap fails here, before any lock
-    ttl_ms = _ttl_ms(ttl_seconds)
-    request = {
+    draft = Draft(
+        kind=Kind.EVM_TX,
+        account=sender,
+        strategy=check_strategy(strategy),
+        idempotency_key=_idempotency_key(idempotency_key),
+        request=_request(base, explicit, key.label, ladder, ttl_seconds, private, priority),
+        priority=priority,
+        ttl_ms=_ttl_ms(ttl_seconds),
+        chain_id=base.chain_id,
+        wants_nonce=True,
+        explicit_nonce=explicit,
+        private=private,
+        signer=key.label,
+    )
+    return draft, _ladder_builder(base, ladder, sender, key)
+
+
+def _request(
+    base: evm.TxIntent,
+    explicit: int | None,
+    label: str,
+    ladder: LadderSpec,
+    ttl_seconds: int | None,
+    private: bool,
+    priority: int,
+) -> dict[str, Any]:
+    """The caller's request as stored (to tell a retry from a different request)."""
+    return {
         "intent": evm.intent_as_json(base) | {"nonce": explicit},
-        "key": key.label,
+        "key": label,
         "ladder": {
             "levels": ladder.levels,
             "bump_pct": ladder.bump_pct,
@@ -65,24 +91,16 @@ def prepare_transaction(
         "private": private,
         "priority": int(priority),
     }
-    draft = Draft(
-        kind=Kind.EVM_TX,
-        account=sender,
-        strategy=check_strategy(strategy),
-        idempotency_key=_idempotency_key(idempotency_key),
-        request=request,
-        priority=priority,
-        ttl_ms=ttl_ms,
-        chain_id=base.chain_id,
-        wants_nonce=True,
-        explicit_nonce=explicit,
-        private=private,
-        signer=key.label,
-    )
+
+
+def _ladder_builder(
+    base: evm.TxIntent, ladder: LadderSpec, sender: str, key: EcdsaSigningKey
+) -> Builder:
+    """The store's callback: sign every level (and the cancel) at the allocated nonce."""
 
     def build(allocated: int | None) -> Built:
         assert allocated is not None
-        intent = evm.intent_from_json(evm.intent_as_json(base), nonce=allocated)
+        intent = evm.with_nonce(base, allocated)
         plan = build_ladder(intent, ladder, sender)
         to_sign = [*plan.steps, *([plan.cancel] if plan.cancel else [])]
         signed = evm.sign_transactions(to_sign, key)
@@ -103,7 +121,7 @@ def prepare_transaction(
         }
         return Built(payload=payload, variants=variants)
 
-    return draft, build
+    return build
 
 
 def _ttl_ms(ttl_seconds: int | None) -> int | None:

@@ -6,7 +6,8 @@ question the outage raises (may this order wait? at what price? for how long? ah
 is answered here, once, and the answer is stored with the item.
 
 Pure and deterministic: no I/O, no clock (the caller passes ``now_ms`` to :func:`expires_ms`),
-no HSM. The same request, venue state and :class:`PolicyConfig` always give the same
+no HSM. The same request, venue state and :class:`PolicyConfig` (declared with the other
+settings, in :mod:`airlock.config.bybit`) always give the same
 :class:`Decision`, and every decision names the rule that fired (:data:`RULES`), because that
 name goes into the audit log and an auditor must be able to tell *why* an order waited, was
 rewritten, or was turned away.
@@ -36,22 +37,19 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from typing import Any, Literal
 
-from airlock.errors import ConfigError, InvalidInput
+from airlock.config import BPS_PER_UNIT, PolicyConfig
+from airlock.errors import InvalidInput
 from airlock.queue.items import Priority
 from airlock.signer.bybit import (
-    CATEGORIES,
     OrderIntent,
-    Side,
     canonical_decimal,
     intent_dict,
     make_order_intent,
     order_link_id_for,
 )
+from airlock.vocab import CATEGORIES, Side
 
 Action = Literal["queue", "refuse", "local"]
-
-BPS_PER_UNIT = 10_000
-"""Basis points in 1 (100 %). A Sell cap at 10 000 bps would be a limit price of zero."""
 
 RULES: Mapping[str, str] = {
     "venue-up": "the venue is reachable: queued unchanged, the broadcaster sends it at once",
@@ -87,69 +85,6 @@ _BPS_RE = re.compile(r"-?[0-9]{1,6}(\.[0-9]{1,4})?")
 _SYMBOL_RE = re.compile(r"[A-Z0-9]{1,32}")  # as airlock.signer.bybit accepts for orders
 _MAX_PLACES = 40  # decimal places of a ref price, as canonical_decimal allows
 _PRECISION = 200  # far above 40+40 digits times a 10-digit factor: products are exact
-
-
-# ----------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """The outage playbook's knobs. Defaults follow ../shared/design/ARCHITECTURE.md.
-
-    ``default_ttl_s``: how long a GTC or PostOnly order given no ``--ttl`` waits for the link
-    (1 hour): long enough to ride out an ordinary outage, short enough that nobody forgets it.
-
-    ``max_ttl_s``: the longest any order may wait (1 day). Beyond it the trader's view of the
-    market is too old for the order to still be what they meant.
-
-    ``market_ttl_s``: how long a Market order rewritten as a Limit order waits when given no
-    ``--ttl`` (60 s). Shorter than ``default_ttl_s`` because its price comes from a reference
-    snapshot, which ages fast; the converted order should rest only briefly.
-
-    ``immediate_ttl_s``: how long an IOC, FOK or Market order accepted while the venue is up
-    may sit in the queue (5 s) if the link drops before it is sent; after that it expires
-    rather than fire late.
-
-    ``max_slippage_bps``: the widest slippage cap a Market-to-Limit rewrite accepts (500 bps =
-    5 %). Must stay below 10 000: a Sell capped at 100 % would be a limit price of zero.
-
-    ``allow_market_with_ref``: whether Market orders may be rewritten at all in an outage
-    (True). False refuses every Market order while the venue is unreachable.
-
-    ``market_limit_tif``: the time in force of the rewritten order. GTC (default) lets it rest
-    until filled or its TTL ends; IOC would make it a true "market order with a price limit"
-    (fill what is available within the cap, cancel the rest).
-    """
-
-    default_ttl_s: int = 3600
-    max_ttl_s: int = 86_400
-    market_ttl_s: int = 60
-    immediate_ttl_s: int = 5
-    max_slippage_bps: int = 500
-    allow_market_with_ref: bool = True
-    market_limit_tif: Literal["GTC", "IOC"] = "GTC"
-
-    def __post_init__(self) -> None:
-        for name in ("default_ttl_s", "max_ttl_s", "market_ttl_s", "immediate_ttl_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"policy {name} must be a positive integer, got {value!r}")
-        for name in ("default_ttl_s", "market_ttl_s", "immediate_ttl_s"):
-            if getattr(self, name) > self.max_ttl_s:
-                raise ConfigError(
-                    f"policy {name} ({getattr(self, name)}) exceeds max_ttl_s ({self.max_ttl_s})"
-                )
-        bps = self.max_slippage_bps
-        if isinstance(bps, bool) or not isinstance(bps, int) or not 0 <= bps < BPS_PER_UNIT:
-            raise ConfigError(
-                f"policy max_slippage_bps must be an integer in 0..{BPS_PER_UNIT - 1}, got {bps!r}"
-            )
-        if not isinstance(self.allow_market_with_ref, bool):
-            raise ConfigError("policy allow_market_with_ref must be true or false")
-        if self.market_limit_tif not in ("GTC", "IOC"):
-            raise ConfigError(
-                f"policy market_limit_tif must be GTC or IOC, got {self.market_limit_tif!r}"
-            )
 
 
 # ----------------------------------------------------------------------------- requests

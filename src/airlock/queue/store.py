@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from airlock.audit import entries as audit_entries
+from airlock.clock import ClockMs, wall_clock_ms
 from airlock.errors import InvalidInput
 from airlock.queue import alerts, events, items, nonces, schema, sends, venue
 from airlock.queue.alerts import AlertRecord
@@ -38,15 +38,9 @@ from airlock.queue.states import LIVE, TERMINAL, IllegalTransition, State
 from airlock.queue.ulid import UlidGenerator
 from airlock.queue.venue import Fill, VenueRef, VenueSeen
 
-ClockMs = Callable[[], int]
-
 
 class _KeyTaken(Exception):
     """Inside a batch's transaction: a key found free before it was taken meanwhile."""
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)

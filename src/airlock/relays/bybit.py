@@ -16,10 +16,14 @@ Why it is shaped this way (``design/facts-bybit-v5.md``, "Known failures of the 
   request leaves until :meth:`BybitClient.reset_auth`.
 - List reads follow ``nextPageCursor`` to the end; executions are de-duplicated by execId.
 
-Like :mod:`airlock.relays.jsonrpc`: one aiohttp session per endpoint, explicit timeouts,
-size-limited reads parsed with :func:`loads_limited`, errors that name the endpoint with
-:func:`redact_url`, and the send path (create, cancel) never raises for venue or link
-failures: it returns a :class:`Placement`. This module never imports ``airlock.queue``,
+Like :mod:`airlock.relays.jsonrpc`, it sends through the one HTTP layer
+(:mod:`airlock.relays.http`: one session per endpoint, explicit timeouts, size-limited
+reads; ``transport=`` replaces the network in a test); answers are parsed with
+:func:`loads_limited`, errors name the endpoint with :func:`redact_url`, and the send path
+(create, cancel) never raises for venue or link failures: it returns a
+:class:`Placement`. The errors live in :mod:`airlock.relays.errors`, the backoff in
+:mod:`airlock.relays.backoff`, the supervisor in :mod:`airlock.relays.bybit_supervisor`;
+all are importable from here. This module never imports ``airlock.queue``,
 ``airlock.hsm`` or ``pkcs11``; the request signer is injected.
 """
 
@@ -28,27 +32,42 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-import yarl
-
-from airlock.errors import AirlockError
+from airlock.clock import wall_clock_ms
+from airlock.encoding.jsonlimit import loads_limited
 from airlock.redact import redact_url
+from airlock.relays.aiohttp_transport import AiohttpTransport
+from airlock.relays.backoff import BackoffPolicy
 from airlock.relays.bybit_codes import (
     CANCEL,
     CREATE,
+    EXECUTIONS,
+    HISTORY,
+    REALTIME,
+    SERVER_TIME,
     VenueOutcome,
     Verdict,
     classify,
     classify_http,
 )
-from airlock.relays.jsonbody import loads_limited
+from airlock.relays.bybit_supervisor import ConnectionSupervisor
+from airlock.relays.errors import (
+    BodyTooLarge,
+    BybitApiError,
+    BybitAuthError,
+    BybitError,
+    BybitTransportError,
+    ConnectError,
+    ConnectTimeout,
+    HttpError,
+    ReadTimeout,
+    clip,
+)
+from airlock.relays.http import AsyncTransport, HttpClient, Request, Timeouts
 from airlock.signer.bybit import (
     OrderIntent,
     SignType,
@@ -69,11 +88,9 @@ __all__ = [
     "VenueOutcome",
 ]
 
-SERVER_TIME = "/v5/market/time"
-REALTIME = "/v5/order/realtime"
-HISTORY = "/v5/order/history"
-EXECUTIONS = "/v5/execution/list"
 DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
+"""4 MiB: one answer is one page of at most 100 rows (or the time, or one order), far
+below a JSON-RPC batch (8 MiB); a venue sending more is not sending Bybit V5."""
 MAX_RATE_WAIT_S = 60.0
 """A reset timestamp further away than this is not believed (a 1 s window resets within
 about a second); waiting that long instead lets a 10006 tell us again."""
@@ -82,84 +99,11 @@ RATE_MARGIN_MS = 10
 clock offset measured to within half a loopback round trip never lands a request a
 millisecond early (a 10006). Costs about 1 % of a 10/s limit."""
 MAX_PAGES = 10_000
-_READ_CHUNK = 1 << 16
-_SHOW_CHARS = 160
 _CURSOR_SAFE = "%-._~"  # the cursor is already URL-encoded: keep its escapes, encode the rest
 
 Signer = Callable[[bytes], Awaitable[str] | str]
 Sleep = Callable[[float], Awaitable[None]]
 Alert = Callable[[str], Awaitable[None] | None]
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-# ----------------------------------------------------------------------------- errors
-
-
-class BybitError(AirlockError):
-    """A Bybit read failed; ``endpoint`` is the path, the message names the redacted URL."""
-
-    def __init__(self, endpoint: str, reason: str) -> None:
-        super().__init__(f"bybit {endpoint}: {reason}")
-        self.endpoint = endpoint
-        self.reason = reason
-
-
-class BybitTransportError(BybitError):
-    """No usable answer: refused, timed out, lost, not JSON, too big, HTTP non-2xx."""
-
-
-class BybitApiError(BybitError):
-    """The venue answered a read with a non-zero retCode."""
-
-    def __init__(self, endpoint: str, verdict: Verdict) -> None:
-        super().__init__(endpoint, f"{verdict.message} (retCode {verdict.ret_code})")
-        self.verdict = verdict
-
-
-class BybitAuthError(BybitError):
-    """The key is refused (or the account was stopped after it was): fix the key, then
-    :meth:`BybitClient.reset_auth`. Carries the venue's own message."""
-
-
-# ----------------------------------------------------------------------------- backoff
-
-
-@dataclass(frozen=True)
-class BackoffPolicy:
-    """Exponential backoff with bounded jitter, for connection-level failures only.
-
-    ``delay(n)`` = min(cap, base * factor**n) scaled down by up to ``jitter`` (0..1), so a
-    delay never exceeds the cap and many clients coming back from one outage spread out.
-    With ``seed`` set the jitter for attempt n is a pure function of (seed, n): tests get
-    exact tables. ``max_retries`` bounds the retries of one request.
-    """
-
-    base_s: float = 0.5
-    factor: float = 2.0
-    cap_s: float = 30.0
-    jitter: float = 0.2
-    max_retries: int = 5
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.base_s <= 0 or self.cap_s < self.base_s or self.factor < 1:
-            raise ValueError("need 0 < base_s <= cap_s and factor >= 1")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError("jitter must be within 0..1")
-        if self.max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
-        if attempt < 0:
-            raise ValueError("attempt must be >= 0")
-        # factor**attempt overflows a float past ~1000 attempts; the cap applies long before
-        raw = self.cap_s if attempt > 1000 else min(self.cap_s, self.base_s * self.factor**attempt)
-        rng = random.Random(f"{self.seed}:{attempt}") if self.seed is not None else random
-        return raw * (1 - self.jitter * rng.random())
 
 
 # ----------------------------------------------------------------------------- results
@@ -213,13 +157,15 @@ class _Limit:
 # ----------------------------------------------------------------------------- client
 
 
-class BybitClient:
+class BybitClient(HttpClient):
     """One Bybit account at one base URL (see the module doc for the rules it keeps).
 
     ``sign(payload)`` returns the X-BAPI-SIGN text for the signing payload (HMAC hex or
     RSA base64, e.g. :func:`airlock.signer.bybit.hmac_signature` over an HSM operation);
     it may be sync or async. ``clock_ms`` and ``sleep`` are injected so tests move time
     instead of waiting. ``on_alert`` is called once each time the account is stopped.
+    ``transport`` replaces the network (tests); by default it is an
+    :class:`AiohttpTransport` with ``timeout_s`` / ``connect_timeout_s``.
     """
 
     def __init__(
@@ -237,6 +183,7 @@ class BybitClient:
         sleep: Sleep = asyncio.sleep,
         on_alert: Alert | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        transport: AsyncTransport | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(
@@ -244,43 +191,25 @@ class BybitClient:
             )
         if timeout_s <= 0 or max_response_bytes < 1:
             raise ValueError("timeout_s and max_response_bytes must be positive")
+        timeouts = Timeouts(timeout_s, connect_timeout_s or timeout_s)
+        super().__init__(
+            transport or AiohttpTransport(timeouts),
+            label="BybitClient",
+            max_response_bytes=max_response_bytes,
+        )
         self._base = base_url.rstrip("/")
         self._shown = redact_url(self._base)
         self._api_key = api_key
         self._sign = sign
         self._sign_type = sign_type
         self._recv_window = recv_window_ms
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeout_s, sock_connect=connect_timeout_s or timeout_s
-        )
         self._backoff = backoff or BackoffPolicy()
         self._clock = clock_ms
         self._sleep = sleep
         self._on_alert = on_alert
-        self._max_bytes = max_response_bytes
         self._offset_ms = 0
         self._limits: dict[str, _Limit] = {}
         self._stopped: str | None = None
-        self._session: aiohttp.ClientSession | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    async def start(self) -> None:
-        if self._session is None:
-            # trust_env=False: a proxy from the environment must not reroute the link
-            self._session = aiohttp.ClientSession(timeout=self._timeout, trust_env=False)
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         return f"BybitClient(url={self._shown!r}, sign_type={self._sign_type!r})"
@@ -323,7 +252,7 @@ class BybitClient:
                 server = int(result["timeSecond"]) * 1000
         except (KeyError, TypeError, ValueError, OverflowError):  # 1e999 arrives as inf
             raise BybitTransportError(
-                SERVER_TIME, f"{self._shown} answered no usable time: {_clip(repr(result))}"
+                SERVER_TIME, f"{self._shown} answered no usable time: {clip(repr(result))}"
             ) from None
         self._offset_ms = server - (before + after) // 2
         return self._offset_ms
@@ -576,8 +505,7 @@ class BybitClient:
     async def _send_once(
         self, method: str, path: str, body: bytes | None, query: str | None, signed: bool
     ) -> _Reply:
-        if self._session is None:
-            raise RuntimeError("BybitClient is not started; use 'async with'")
+        self._require_started()
         await self._gate(path)
         headers = {"Accept": "application/json"}
         if body is not None:
@@ -587,29 +515,36 @@ class BybitClient:
                 headers.update(await self._auth(body, query))
             except Exception as exc:  # the HSM is away: nothing was sent, safe to retry
                 raise _NotSent(f"{method} {path}: signing failed: {exc}") from None
-        url = yarl.URL(self._base + path + (f"?{query}" if query else ""), encoded=True)
+        url = self._base + path + (f"?{query}" if query else "")
         what = f"{method} {path} to {self._shown}"
+        # exact_url: the query string is signed as sent, so nothing may re-quote it
+        request = Request(
+            method, url, self._max_response_bytes, body=body, headers=headers, exact_url=True
+        )
         try:
-            async with self._session.request(
-                method, url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                raw = await self._read_limited(response, what)
-                answer_headers = dict(response.headers)
-                status = response.status
-        except aiohttp.ClientConnectorError as exc:
-            raise _NotSent(f"{what}: cannot connect: {exc.os_error or exc}") from None
-        except aiohttp.ConnectionTimeoutError:
-            raise _NotSent(f"{what}: could not connect in time") from None
-        except TimeoutError:
-            raise _Lost(self._lost(path, f"{what}: no complete answer in time")) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise _Lost(self._lost(path, f"{what}: connection lost: {reason}")) from None
-        self._note_limits(path, answer_headers)
-        if not 200 <= status < 300:
-            text = _clip(raw.decode("utf-8", errors="replace"))
-            raise _Lost(classify_http(status, f"{what}: {text}", endpoint=path))
-        return self._envelope(path, what, raw, answer_headers)
+            response = await self._send(request)
+        except HttpError as exc:
+            raise self._failure(path, what, exc) from None
+        self._note_limits(path, response.headers)
+        if not response.ok:
+            text = clip(response.body.decode("utf-8", errors="replace"))
+            raise _Lost(classify_http(response.status, f"{what}: {text}", endpoint=path))
+        return self._envelope(path, what, response.body, response.headers)
+
+    def _failure(self, path: str, what: str, exc: HttpError) -> _NotSent | _Lost:
+        """The HTTP layer's failure as this layer's: not sent (retry), or lost (look up)."""
+        if isinstance(exc, ConnectTimeout):
+            return _NotSent(f"{what}: could not connect in time")
+        if isinstance(exc, ConnectError):
+            return _NotSent(f"{what}: cannot connect: {exc.cause}")
+        if isinstance(exc, ReadTimeout):
+            return _Lost(self._lost(path, f"{what}: no complete answer in time"))
+        reason = exc.detail
+        if isinstance(exc, BodyTooLarge) and exc.announced is not None:
+            reason = f"{what}: answer of {exc.announced} bytes is too big"
+        elif isinstance(exc, BodyTooLarge):
+            reason = f"{what}: answer over {exc.limit} bytes"
+        return _Lost(self._lost(path, f"{what}: connection lost: {reason}"))
 
     def _lost(self, path: str, message: str) -> Verdict:
         outcome = VenueOutcome.UNKNOWN if path == CREATE else VenueOutcome.LATER
@@ -626,7 +561,7 @@ class BybitClient:
             else (None, None)
         )
         if type(code) is not int or not isinstance(msg, str):
-            shown = _clip(raw.decode("utf-8", errors="replace"))
+            shown = clip(raw.decode("utf-8", errors="replace"))
             raise _Lost(self._lost(path, f"{what}: not a V5 envelope: {shown}"))
         assert isinstance(answer, dict)
         return _Reply(code, msg, answer.get("result"), headers)
@@ -641,96 +576,6 @@ class BybitClient:
             signature = await signature
         assert isinstance(signature, str)
         return auth_headers(self._api_key, timestamp, self._recv_window, signature, self._sign_type)
-
-    async def _read_limited(self, response: aiohttp.ClientResponse, what: str) -> bytes:
-        announced = response.content_length
-        if announced is not None and announced > self._max_bytes:
-            raise aiohttp.ClientPayloadError(f"{what}: answer of {announced} bytes is too big")
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(_READ_CHUNK):
-            body += chunk
-            if len(body) > self._max_bytes:
-                raise aiohttp.ClientPayloadError(f"{what}: answer over {self._max_bytes} bytes")
-        return bytes(body)
-
-
-# ----------------------------------------------------------------------------- supervisor
-
-
-class ConnectionSupervisor:
-    """Knows whether the venue is reachable, and brings the client back after outages.
-
-    A probe is the venue time (also re-syncing the clock) plus the cheapest authenticated
-    read. :meth:`connect` fails loud on a bad key (no retry: retrying cannot fix a key);
-    :meth:`run` probes every ``interval_s`` and, after a disconnection, reconnects with the
-    backoff policy and calls ``on_reconnect`` once per reconnection (the caller's cue to
-    reconcile and flush the queue). An auth failure while running ends :meth:`run` with
-    :class:`BybitAuthError`.
-    """
-
-    def __init__(
-        self,
-        client: BybitClient,
-        policy: BackoffPolicy,
-        *,
-        on_reconnect: Callable[[], Awaitable[None]],
-        interval_s: float = 5.0,
-        category: str = "linear",
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self._client = client
-        self._policy = policy
-        self._on_reconnect = on_reconnect
-        self._interval = interval_s
-        self._category = category
-        self._sleep = sleep
-        self._connected = False
-        self.latency_ms: float | None = None  # the last successful time probe's round trip
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
-
-    async def connect(self) -> None:
-        """First connection: raises BybitAuthError (bad key) or BybitError (unreachable)."""
-        await self._probe()
-        self._connected = True
-
-    async def _probe(self) -> None:
-        stopped = self._client.auth_stopped
-        if stopped is not None:  # not even the unsigned time request: the account is stopped
-            raise BybitAuthError(SERVER_TIME, f"account stopped: {stopped}")
-        started = time.monotonic()
-        await self._client.sync_time(retry=False)  # the supervisor owns the backoff
-        self.latency_ms = (time.monotonic() - started) * 1000
-        await self._client.probe_auth(self._category)
-
-    async def _probe_ok(self) -> bool:
-        try:
-            await self._probe()
-        except BybitAuthError:
-            self._connected = False
-            raise
-        except BybitError:
-            return False
-        return True
-
-    async def run(self) -> None:
-        """Probe forever (until cancelled or the key is refused)."""
-        while True:
-            await self._sleep(self._interval)
-            if await self._probe_ok():
-                self._connected = True
-                continue
-            self._connected = False
-            attempt = 0
-            while True:
-                await self._sleep(self._policy.delay(attempt))
-                attempt += 1
-                if await self._probe_ok():
-                    break
-            self._connected = True
-            await self._on_reconnect()
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -767,7 +612,3 @@ def _rows(path: str, result: dict[str, Any]) -> list[Any]:
     if not isinstance(rows, list):
         raise BybitTransportError(path, "answer has no result.list")
     return rows
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _SHOW_CHARS else text[: _SHOW_CHARS - 1] + "…"

@@ -15,6 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+# The V5 paths airlock speaks (the rules below are per endpoint; the client and its
+# supervisor name them in their errors).
+SERVER_TIME = "/v5/market/time"
+REALTIME = "/v5/order/realtime"
+HISTORY = "/v5/order/history"
+EXECUTIONS = "/v5/execution/list"
 CREATE = "/v5/order/create"
 CREATE_BATCH = "/v5/order/create-batch"
 CANCEL = "/v5/order/cancel"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from airlock.relays.errors import clip
 from airlock.relays.outcomes import Classified, Outcome
 
 # Node families and relays whose wording the table covers; a typo in a rule fails at import.
@@ -225,4 +226,4 @@ def transport(reason: str) -> Classified:
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+    return clip(text, MAX_MESSAGE_CHARS)

@@ -3,10 +3,12 @@
 A relay is an endpoint reached over a link (design/ARCHITECTURE.md, "Links"): the client
 binds its connections to the link's source address or sends them through its proxy, and
 never to anything else (no proxy from the environment, no redirects followed: a redirect
-could carry a private transaction to a public endpoint).
+could carry a private transaction to a public endpoint). The HTTP layer
+(:mod:`airlock.relays.http`, :mod:`airlock.relays.aiohttp_transport`) does the binding,
+the timeouts and the size-limited reads; ``transport=`` replaces it in a test.
 
 Nothing a relay answers is believed blindly. Bodies are read with a size limit and parsed
-with a depth limit (:mod:`airlock.relays.jsonbody`); every JSON-RPC reply must carry one of
+with a depth limit (:mod:`airlock.encoding.jsonlimit`); every JSON-RPC reply must carry one of
 our ids exactly once and exactly one of ``result`` / ``error``; results are checked for
 shape. Any violation is a :class:`RelayTransportError` for the whole request: a link or
 server that garbles one reply cannot be trusted with the others. A well-formed JSON-RPC
@@ -30,15 +32,26 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
 from eth_utils import keccak
 
-from airlock.errors import AirlockError, ConfigError
+from airlock.encoding.jsonlimit import loads_limited
+from airlock.errors import ConfigError
 from airlock.redact import redact_url
+from airlock.relays.aiohttp_transport import AiohttpTransport
 from airlock.relays.classify import classify_error, classify_send_result, transport
-from airlock.relays.jsonbody import loads_limited
+from airlock.relays.errors import (
+    SHOW_CHARS,
+    BodyTooLarge,
+    ConnectTimeout,
+    HttpError,
+    ReadTimeout,
+    RelayRpcError,
+    RelayTransportError,
+    clip,
+)
+from airlock.relays.http import AsyncTransport, HttpClient, Request, Response, Timeouts
 from airlock.relays.outcomes import Classified, Receipt
 from airlock.signer.eip191 import flashbots_message, personal_message_digest
 
@@ -51,8 +64,8 @@ FLASHBOTS_HEADER = "X-Flashbots-Signature"
 POOL_SIZE = 8
 """Connections kept alive per relay, and HTTP requests in flight at once."""
 DEFAULT_MAX_RESPONSE_BYTES = 8 << 20
-_READ_CHUNK = 1 << 16
-_SHOW_CHARS = 160
+"""8 MiB: the largest answer is a batch of ``batch_size`` receipts or transactions (up to
+1000 calls of a few KiB each), twice the Bybit client's 4 MiB of one page of rows."""
 _BLOCK_TAGS = frozenset({"latest", "pending", "safe", "finalized", "earliest"})
 
 _HASH = re.compile(r"0x[0-9a-fA-F]{64}")
@@ -62,29 +75,17 @@ _QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 T = TypeVar("T")
 Call = tuple[str, list[Any]]
 
-
-class RelayTransportError(AirlockError):
-    """The link or the relay is broken: timeout, refused, HTTP non-2xx, a body that is not
-    JSON or is too big, a reply with a wrong id or shape, a result that makes no sense.
-
-    The request may or may not have had an effect; the relay should be marked unhealthy.
-    """
-
-    def __init__(self, relay: str, reason: str) -> None:
-        super().__init__(f"relay {relay!r}: {reason}")
-        self.relay = relay
-        self.reason = reason
-
-
-class RelayRpcError(AirlockError):
-    """The relay answered one call with a well-formed JSON-RPC error object."""
-
-    def __init__(self, relay: str, method: str, code: int, message: str) -> None:
-        super().__init__(f"relay {relay!r}: {method} failed: {_clip(message)} (code {code})")
-        self.relay = relay
-        self.method = method
-        self.code = code
-        self.message = message
+__all__ = [  # the errors live in airlock.relays.errors; callers catch them from here too
+    "EvmRelay",
+    "FlashbotsAuth",
+    "Probe",
+    "RawTx",
+    "Receipt",
+    "RelayRpcError",
+    "RelayTransportError",
+    "Reply",
+    "started",
+]
 
 
 @dataclass(frozen=True)
@@ -147,14 +148,15 @@ class _Garbage(ValueError):
     """A reply or result does not have the shape JSON-RPC and the method promise."""
 
 
-class EvmRelay:
+class EvmRelay(HttpClient):
     """One relay: a keep-alive connection pool over its link, and typed calls.
 
     Use ``async with EvmRelay(...)`` (or :meth:`start` / :meth:`close`). Every request has
     the relay's timeouts: ``timeout_seconds`` for the whole request, connect included,
     and ``connect_timeout_seconds`` for the TCP connect. At most :data:`POOL_SIZE`
     requests are in flight; the others wait *before* their timeout starts, so a large
-    batch split in many chunks does not time out in the queue.
+    batch split in many chunks does not time out in the queue. ``transport`` replaces the
+    network (tests); by default it is an :class:`AiohttpTransport` bound to the link.
     """
 
     def __init__(
@@ -164,17 +166,19 @@ class EvmRelay:
         *,
         auth: FlashbotsAuth | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        transport: AsyncTransport | None = None,
     ) -> None:
         _check_config(config, link)
-        if max_response_bytes < 1:
-            raise ValueError("max_response_bytes must be positive")
+        super().__init__(
+            transport or _link_transport(config, link),
+            label=f"relay {config.name!r}",
+            max_response_bytes=max_response_bytes,
+        )
         self._config = config
         self._link = link
         self._auth = auth
-        self._max_response_bytes = max_response_bytes
         self._ids = itertools.count(1)
-        self._session: aiohttp.ClientSession | None = None
-        self._slots: asyncio.Semaphore | None = None
+        self._slots = asyncio.Semaphore(POOL_SIZE)
 
     # -- identity -------------------------------------------------------------------
 
@@ -203,33 +207,9 @@ class EvmRelay:
 
     async def start(self) -> None:
         """Open the connection pool (bound to the link's source address, if any)."""
-        if self._session is not None:
-            return
-        source = self._link.source_address if self._link else None
-        connector = aiohttp.TCPConnector(
-            limit=POOL_SIZE,
-            local_addr=(source, 0) if source else None,
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=self._config.timeout_seconds,
-            sock_connect=self._config.connect_timeout_seconds,
-        )
-        # trust_env=False: HTTP(S)_PROXY from the environment must not reroute a link.
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
-        self._slots = asyncio.Semaphore(POOL_SIZE)
-
-    async def close(self) -> None:
-        """Close the pool; the relay can be started again afterwards."""
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        if not self._started:  # fresh slots: a restarted relay may run in another loop
+            self._slots = asyncio.Semaphore(POOL_SIZE)
+        await super().start()
 
     # -- generic calls --------------------------------------------------------------
 
@@ -403,12 +383,12 @@ class EvmRelay:
 
     async def _post(self, body: bytes, what: str) -> Any:
         """POST ``body`` (signed if the relay wants it); the parsed JSON answer."""
-        session, slots = self._open()
-        async with slots:
+        self._require_started()
+        async with self._slots:
             headers = {"Content-Type": "application/json", "Accept": "application/json"}
             if self._auth is not None:
                 headers[FLASHBOTS_HEADER] = await self._flashbots_signature(body, what)
-            raw = await self._fetch(session, body, headers, what)
+            raw = await self._fetch(body, headers, what)
         try:
             return loads_limited(raw)
         except ValueError as exc:
@@ -416,54 +396,35 @@ class EvmRelay:
                 self.name, f"{what}: unusable answer ({exc}); it starts {_show(raw[:60])}"
             ) from None
 
-    async def _fetch(
-        self, session: aiohttp.ClientSession, body: bytes, headers: dict[str, str], what: str
-    ) -> bytes:
-        url = self._config.url
-        shown = redact_url(url)  # messages reach logs, the CLI and the audit log
+    async def _fetch(self, body: bytes, headers: dict[str, str], what: str) -> bytes:
+        request = Request(
+            "POST",
+            self._config.url,
+            max_bytes=self._max_response_bytes,
+            body=body,
+            headers=headers,
+            error_preview_bytes=SHOW_CHARS,
+        )
         try:
-            async with session.post(
-                url,
-                data=body,
-                headers=headers,
-                proxy=self._link.proxy if self._link else None,
-                allow_redirects=False,
-            ) as response:
-                if not 200 <= response.status < 300:
-                    raise RelayTransportError(self.name, await _http_failure(response, what))
-                return await self._read_limited(response, what)
-        except aiohttp.ConnectionTimeoutError:
-            limit = self._config.connect_timeout_seconds
-            raise RelayTransportError(
-                self.name, f"{what}: could not connect to {shown} within {limit} s"
-            ) from None
-        except TimeoutError:
-            limit = self._config.timeout_seconds
-            raise RelayTransportError(
-                self.name, f"{what}: no complete answer from {shown} within {limit} s"
-            ) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise RelayTransportError(
-                self.name, f"{what}: request to {shown} failed: {reason}"
-            ) from None
+            response = await self._send(request)
+        except HttpError as exc:
+            raise RelayTransportError(self.name, f"{what}: {self._why(exc)}") from None
+        if not response.ok:
+            raise RelayTransportError(self.name, _http_failure(response, what))
+        return response.body
 
-    async def _read_limited(self, response: aiohttp.ClientResponse, what: str) -> bytes:
-        """The body, streamed, refused as soon as it passes the size limit."""
-        limit = self._max_response_bytes
-        announced = response.content_length
-        if announced is not None and announced > limit:
-            raise RelayTransportError(
-                self.name, f"{what}: answer of {announced} bytes is over the {limit}-byte limit"
-            )
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(_READ_CHUNK):
-            body += chunk
-            if len(body) > limit:
-                raise RelayTransportError(
-                    self.name, f"{what}: answer is over the {limit}-byte limit; stopped reading"
-                )
-        return bytes(body)
+    def _why(self, exc: HttpError) -> str:
+        """The HTTP layer's failure in this relay's words (the URL redacted: messages
+        reach logs, the CLI and the audit log)."""
+        shown = redact_url(self._config.url)
+        if isinstance(exc, ConnectTimeout):
+            limit = self._config.connect_timeout_seconds
+            return f"could not connect to {shown} within {limit} s"
+        if isinstance(exc, ReadTimeout):
+            return f"no complete answer from {shown} within {self._config.timeout_seconds} s"
+        if isinstance(exc, BodyTooLarge):
+            return exc.detail
+        return f"request to {shown} failed: {exc.detail}"
 
     async def _flashbots_signature(self, body: bytes, what: str) -> str:
         """``address:0x<sig>``: EIP-191 signature of ``0x`` + hex keccak256(body).
@@ -487,11 +448,6 @@ class EvmRelay:
         return f"{self._auth.address}:0x{bytes(signature).hex()}"
 
     # -- helpers ----------------------------------------------------------------------
-
-    def _open(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
-        if self._session is None or self._slots is None:
-            raise RuntimeError(f"relay {self.name!r} is not started; use 'async with' or start()")
-        return self._session, self._slots
 
     def _result(self, method: str, reply: Reply) -> Any:
         if not reply.ok:
@@ -524,6 +480,17 @@ async def started(relays: Sequence[EvmRelay]) -> AsyncIterator[list[EvmRelay]]:
         for relay in relays:
             await stack.enter_async_context(relay)
         yield list(relays)
+
+
+def _link_transport(config: RelayConfig, link: LinkConfig | None) -> AiohttpTransport:
+    """The network as the link reaches it: its source address or its proxy, the relay's
+    timeouts, and one connection per request slot."""
+    return AiohttpTransport(
+        Timeouts(config.timeout_seconds, config.connect_timeout_seconds),
+        source_address=link.source_address if link else None,
+        proxy=link.proxy if link else None,
+        pool_size=POOL_SIZE,
+    )
 
 
 def _check_config(config: RelayConfig, link: LinkConfig | None) -> None:
@@ -667,14 +634,10 @@ def _block_hash_of(block: Any, number: int) -> str:
     return _hash(block.get("hash"), f"the hash of block {number}")
 
 
-async def _http_failure(response: aiohttp.ClientResponse, what: str) -> str:
+def _http_failure(response: Response, what: str) -> str:
     """``HTTP 503 Service Unavailable`` and the start of the body, for the operator."""
-    try:
-        start = await response.content.read(_SHOW_CHARS)
-    except (aiohttp.ClientError, OSError, TimeoutError):
-        start = b""
-    shown = f": {_show(start)}" if start else ""
-    return f"{what}: HTTP {response.status} {response.reason or ''}".rstrip() + shown
+    shown = f": {_show(response.body)}" if response.body else ""
+    return f"{what}: HTTP {response.status} {response.reason}".rstrip() + shown
 
 
 def _kind(value: Any) -> str:
@@ -687,9 +650,5 @@ def _kind(value: Any) -> str:
 def _show(value: Any) -> str:
     """A short printable rendering of something a relay sent, for an error message."""
     if isinstance(value, bytes):
-        return _clip(repr(value.decode("utf-8", errors="replace")))
-    return _clip(json.dumps(value))
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _SHOW_CHARS else text[: _SHOW_CHARS - 1] + "…"
+        return clip(repr(value.decode("utf-8", errors="replace")))
+    return clip(json.dumps(value))

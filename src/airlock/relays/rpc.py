@@ -3,46 +3,89 @@
 The broadcaster's relays are asynchronous; this is for the CLI, where one request at a
 time is what the operator asked for. Every call has a timeout, responses are size
 limited and checked for shape, and every failure is a :class:`RpcError` naming the URL.
+
+It stays blocking on the standard library (:class:`~airlock.relays.http.UrllibTransport`)
+rather than wrapping the asynchronous client: a CLI command then loads no aiohttp and
+starts no event loop for one call, and it works from code that already runs a loop. What
+it shares with the asynchronous clients is the HTTP layer's vocabulary: the
+:class:`~airlock.relays.http.Timeouts`, the size-limited read, the
+:class:`~airlock.relays.http.Request` / :class:`~airlock.relays.http.Response` seam
+(``transport=`` in a test) and the error tree (:class:`RpcError` is a
+:class:`~airlock.relays.errors.RelayError`).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
-from airlock.errors import AirlockError
-from airlock.relays.jsonbody import loads_limited
+from airlock.encoding.jsonlimit import loads_limited
+from airlock.relays.errors import BodyTooLarge, HttpError, RpcError
+from airlock.relays.http import (
+    BlockingTransport,
+    Request,
+    Response,
+    Timeouts,
+    UrllibTransport,
+    within_limit,
+)
+
+__all__ = ["MAX_RESPONSE_BYTES", "RpcError", "call", "quantity"]
 
 MAX_RESPONSE_BYTES = 1 << 20
+"""1 MiB: the helper asks for one chain id or one nonce at a time (answers of a few dozen
+bytes), so anything near this size is not an answer to the question."""
 _ids = itertools.count(1)
 
 
-class RpcError(AirlockError):
-    """The endpoint could not be reached, or answered with an error or garbage."""
+def call(
+    url: str,
+    method: str,
+    params: list[Any],
+    timeout: float | Timeouts = 10.0,
+    *,
+    transport: BlockingTransport | None = None,
+) -> Any:
+    """``method(params)`` at ``url``; returns ``result`` or raises :class:`RpcError`.
 
-
-def call(url: str, method: str, params: list[Any], timeout: float = 10.0) -> Any:
-    """``method(params)`` at ``url``; returns ``result`` or raises :class:`RpcError`."""
+    ``timeout`` is seconds (or a :class:`Timeouts`) for the default transport; a
+    ``transport`` given instead brings its own.
+    """
     if not url.startswith(("http://", "https://")):
         raise RpcError(f"RPC URL must start with http:// or https://, got {url!r}")
     request_id = next(_ids)
     body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-    request = urllib.request.Request(
-        url, data=body.encode(), headers={"Content-Type": "application/json"}
+    request = Request(
+        "POST",
+        url,
+        MAX_RESPONSE_BYTES,
+        body=body.encode(),
+        headers={"Content-Type": "application/json"},
+        error_preview_bytes=0,  # the status says it all
     )
+    if transport is None:
+        timeouts = timeout if isinstance(timeout, Timeouts) else Timeouts(timeout)
+        transport = UrllibTransport(timeouts)
+    response = _send(transport, request, method)
+    if not response.ok:
+        raise RpcError(f"{url}: {method} failed with HTTP {response.status}")
+    return _result(url, method, response.body, request_id)
+
+
+def _send(transport: BlockingTransport, request: Request, method: str) -> Response:
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read(MAX_RESPONSE_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        raise RpcError(f"{url}: {method} failed with HTTP {exc.code}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise RpcError(f"{url}: cannot reach the node for {method}: {reason}") from None
-    if len(raw) > MAX_RESPONSE_BYTES:
-        raise RpcError(f"{url}: {method} response is larger than {MAX_RESPONSE_BYTES} bytes")
+        return within_limit(transport.send(request), request.max_bytes)
+    except BodyTooLarge:
+        raise RpcError(
+            f"{request.url}: {method} response is larger than {request.max_bytes} bytes"
+        ) from None
+    except HttpError as exc:
+        raise RpcError(f"{request.url}: cannot reach the node for {method}: {exc.detail}") from None
+
+
+def _result(url: str, method: str, raw: bytes, request_id: int) -> Any:
+    """The ``result`` of one JSON-RPC reply to ``request_id``, or :class:`RpcError`."""
     try:
         reply = loads_limited(raw)
     except ValueError as exc:

@@ -26,27 +26,27 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Protocol, cast
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from airlock.audit.canonical import canonical
+from airlock.encoding.canonical import canonical
 from airlock.errors import InvalidInput
-
-Category = Literal["linear", "spot", "inverse"]
-Side = Literal["Buy", "Sell"]
-OrderType = Literal["Limit", "Market"]
-TimeInForce = Literal["GTC", "IOC", "FOK", "PostOnly"]
-SignType = Literal["hmac", "rsa"]
-
-CATEGORIES: tuple[str, ...] = ("linear", "spot", "inverse")
-SIDES: tuple[str, ...] = ("Buy", "Sell")
-ORDER_TYPES: tuple[str, ...] = ("Limit", "Market")
-TIMES_IN_FORCE: tuple[str, ...] = ("GTC", "IOC", "FOK", "PostOnly")
-SIGN_TYPES: tuple[str, ...] = ("hmac", "rsa")
+from airlock.vocab import (
+    CATEGORIES,
+    ORDER_TYPES,
+    SIDES,
+    SIGN_TYPES,
+    TIMES_IN_FORCE,
+    Category,
+    OrderType,
+    Side,
+    SignType,
+    TimeInForce,
+)
 
 INTENT_VERSION = 1
 INTENT_TYPE = "bybit.order"

@@ -22,7 +22,6 @@ import json
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -33,7 +32,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from airlock.relays.jsonbody import loads_limited
+from airlock.clock import wall_clock_ms
+from airlock.encoding.jsonlimit import loads_limited
 from airlock.sim import bybit_engine as eng
 from airlock.sim.bybit_engine import BybitError
 from airlock.sim.loopthread import LoopThread, reset_connection
@@ -68,10 +68,6 @@ RECORDED_HEADERS = (
     "X-BAPI-SIGN",
     "X-BAPI-SIGN-TYPE",
 )
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -451,7 +447,7 @@ def _list_answer(category: str, rows: list[dict[str, Any]], cursor: str) -> _Ans
 
 def _post_params(body: bytes) -> dict[str, Any]:
     try:
-        payload = loads_limited(body)  # never plain json.loads: see airlock.relays.jsonbody
+        payload = loads_limited(body)  # never plain json.loads: see airlock.encoding.jsonlimit
     except ValueError as exc:
         raise BybitError(eng.PARAM_ERROR, f"request body is not JSON: {exc}") from None
     if not isinstance(payload, dict):

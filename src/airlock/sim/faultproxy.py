@@ -33,7 +33,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from eth_utils import keccak
 
-from airlock.relays.jsonbody import loads_limited
+from airlock.encoding.jsonlimit import loads_limited
 from airlock.sim.loopthread import HOST, LoopThread, reset_connection
 
 MODE_TIMEOUT = 5.0
@@ -174,7 +174,7 @@ def parse_jsonrpc(body: bytes) -> tuple[list[dict[str, Any]], bool]:
     """The request objects in ``body`` and whether it was a batch; garbage gives none.
 
     Depth-limited: test processes import eth_account, after which a deeply nested body
-    would crash plain ``json.loads`` (see :mod:`airlock.relays.jsonbody`).
+    would crash plain ``json.loads`` (see :mod:`airlock.encoding.jsonlimit`).
     """
     try:
         payload = loads_limited(body)

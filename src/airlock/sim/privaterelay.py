@@ -54,7 +54,7 @@ from eth_keys.exceptions import BadSignature
 from eth_utils import keccak
 from eth_utils.exceptions import ValidationError
 
-from airlock.relays.jsonbody import loads_limited
+from airlock.encoding.jsonlimit import loads_limited
 from airlock.sim.loopthread import LoopThread
 
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)

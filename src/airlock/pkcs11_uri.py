@@ -3,6 +3,9 @@
 Only the attributes airlock uses are interpreted: ``token``, ``object``, ``type`` in the
 path, ``module-path`` and ``pin-source`` in the query. ``pin-value`` is refused: a PIN
 written into a URI ends up in shell history, process lists and config backups.
+
+A leaf (it imports only :mod:`airlock.errors`) because the configuration parses
+``[hsm] uri`` when it loads, and the configuration sits below the HSM room.
 """
 
 from __future__ import annotations

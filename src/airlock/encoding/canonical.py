@@ -11,8 +11,8 @@ The form is RFC 8785 (JCS) restricted to values where JCS and a plain encoder ag
   hex); everything else, including non-ASCII, is written as itself; lone surrogates are
   refused.
 
-Pure module (its only airlock import is the exception base): the queue writes entries
-with it, and an auditor's verifier reads them with it.
+A leaf (its only airlock import is the exception base): the queue writes audit entries
+with it, the signer hashes order intents with it, an auditor's verifier reads them back.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from airlock.audit.errors import AuditError
+from airlock.errors import AirlockError
 
 MAX_SAFE_INTEGER = (1 << 53) - 1
 
 
-class CanonicalError(AuditError, ValueError):
+class CanonicalError(AirlockError, ValueError):
     """A value cannot be put in canonical form, or bytes are not in it."""
 
 

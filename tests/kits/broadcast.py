@@ -1,16 +1,13 @@
-"""Shared parts of the broadcaster tests: funded HSM senders, queued transfers, relays,
-a fast configuration, and checks against the chain."""
+"""Broadcaster tests' parts: funded HSM senders, queued transfers, relays, a fast
+configuration, and checks against the chain (each item mined once, the audit verified)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import unique_label
+from tests.kits.labels import unique_label
 
 from airlock.audit.export import export
 from airlock.audit.log import AuditKey
@@ -93,22 +90,6 @@ def relay(name: str, url: str, kind: str = "evm-rpc", **changes: Any) -> RelayCo
     settings: dict[str, Any] = {"timeout_seconds": 2.0, "connect_timeout_seconds": 0.5}
     settings.update(changes)
     return RelayConfig(name=name, kind=kind, url=url, chain_id=31337, **settings)
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-async def wait_until_async(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def all_in(store: Store, ids: list[str], state: State) -> bool:

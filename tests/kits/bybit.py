@@ -1,13 +1,15 @@
-"""Shared parts for the Bybit broadcaster tests: HSM keys, the simulator, queued orders."""
+"""Bybit tests' parts: HSM keys, the simulator, fast settings, queued orders, and the
+airlock.toml of a broadcaster that drains to the simulator."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import unique_label
+from tests.kits.labels import unique_label
 
 from airlock.broadcaster.setup import build_venue
 from airlock.broadcaster.venue import VenueBroadcaster
@@ -68,6 +70,32 @@ def venue(
     keyring: KeyRing, store: Store, keys: BybitKeys, url: str, **changes: Any
 ) -> VenueBroadcaster:
     return build_venue(settings(keys, url, **changes), keyring, store)
+
+
+def write_config(path: Path, queue: Path, kek_label: str, keys: BybitKeys, url: str) -> None:
+    """An airlock.toml for ``airlock broadcaster run`` against the simulator at ``url``:
+    probes every 100 ms, reconcile every 300 ms, backoff 20-200 ms."""
+    path.write_text(
+        f"""
+[queue]
+path = "{queue}"
+kek_label = "{kek_label}"
+
+[service]
+metrics_port = 0  # tests run side by side: no fixed port
+
+[bybit]
+base_url = "{url}"
+api_key = "{API_KEY}"
+secret_label = "{keys.secret_label}"
+intent_key_label = "{keys.intent.label}"
+recv_window_ms = 2000
+probe_seconds = 0.1
+reconcile_seconds = 0.3
+retry_base_seconds = 0.02
+retry_cap_seconds = 0.2
+"""
+    )
 
 
 def order_request(key: str, **changes: Any) -> OrderRequest:

@@ -1,4 +1,4 @@
-"""Shared pieces of the fuzz tests (tests/test_fuzz_*.py): time bounds and nasty inputs.
+"""The fuzz tests' parts (tests/test_fuzz_*.py): time bounds and nasty inputs.
 
 Every fuzz target asserts the same contract for a parser of outside input: it returns a
 value or raises its own documented error, with a message; never another exception, never
@@ -171,3 +171,56 @@ def huge_ints() -> st.SearchStrategy[int]:
         st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, 2**256 - 1, 2**256, -(2**255)]),
         st.integers(0, INT_DIGITS_LIMIT - 1).map(lambda n: 10**n),
     )
+
+
+# ----------------------------------------------------------------------------- JSON answers
+
+_HASH = "0x" + "ab" * 32
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(-(10**4000), 10**4000),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.sampled_from(["0x", "0x0", "0x1", "0x" + "f" * 64, "0x" + "f" * 65, _HASH, "2.0", "1.0"]),
+)
+"""JSON leaves an outside server may answer: huge integers, hex of every length, text."""
+
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+"""Any JSON value built from :data:`json_scalars`, nested a few levels."""
+
+
+def nested(depth: int, opening: str = "[", closing: str = "]") -> bytes:
+    """``1`` inside ``depth`` brackets: the shape that finds recursion limits."""
+    return (opening * depth + "1" + closing * depth).encode()
+
+
+NASTY_BODIES = [
+    b"",
+    b"\xff\xfe",
+    b"\xef\xbb\xbf{}",  # a UTF-8 byte order mark
+    b"NaN",
+    b"[Infinity]",
+    b"[1e999]",
+    b"[" + b"1" * 5000 + b"]",  # past the int <-> str digit limit
+    b'"\\ud800"',  # a lone surrogate escape
+    b'{"a": 1, "a": 2}',
+    nested(64),
+    nested(65),
+    nested(200_000),  # C-recursion depth: refused unparsed, never parsed
+    nested(100_000, '{"a":', "}"),
+    b"[" * 200_000,
+    b"]" * 10,
+    b'"' * 7,
+    b'["\\\\\\"]',
+    b"\\" * 100,
+]
+"""Response bodies that have broken JSON readers: encodings, special numbers, depth."""

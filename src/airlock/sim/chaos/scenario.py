@@ -1,0 +1,524 @@
+"""One scenario per seed: queue the plan's intents, start the service, play the timeline.
+
+Why the broadcaster is a real subprocess (``airlock broadcaster run``, or ``python -m
+airlock.sim.chaos serve`` while the plan's HSM outage is still ahead): so ``kill -9`` is
+real and a restart recovers from exactly what a crash leaves. When the timeline ends every
+fault is cleared, the service is stopped with SIGTERM (it must stop cleanly) and
+``airlock broadcaster run --once --json`` settles the queue, bounded; then
+:func:`~airlock.sim.chaos.invariants.check_invariants` reads the chain, the simulator and
+the store. :func:`run_seeds` runs many seeds on one :class:`~airlock.sim.chaos.rig.Rig`;
+a seed that fails, or whose runner breaks, is reported and the run goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airlock.errors import AirlockError
+from airlock.hsm.keyring import KeyRing
+from airlock.queue.bybit import enqueue_order
+from airlock.queue.evm import enqueue_transaction
+from airlock.queue.policy import OrderRequest, PolicyConfig, decide_order
+from airlock.queue.states import State
+from airlock.queue.store import Store
+from airlock.signer import evm
+from airlock.signer.ladder import LadderSpec
+from airlock.sim.anvil import free_port
+from airlock.sim.bybit import CREATE, BybitSim
+from airlock.sim.chaos.invariants import check_invariants
+from airlock.sim.chaos.netns import netns_available
+from airlock.sim.chaos.outage import HSM_REFUSED
+from airlock.sim.chaos.plan import RELAYS, Event, Plan, make_plan
+from airlock.sim.chaos.report import Outcome, summarise
+from airlock.sim.chaos.rig import Rig, rig
+from airlock.sim.faultproxy import FaultProxy
+
+RECIPIENT = "0x000000000000000000000000000000000000c4a0"
+API_KEY = "airlock-chaos"
+SYMBOL = "BTCUSDT"
+CHAIN_ID = 31337
+SETTLE_TIMEOUT_S = 60.0  # the --once settle: bounded, a hang is a finding
+STOP_TIMEOUT_S = 20.0
+UP_TIMEOUT_S = 30.0
+# The timelines are seconds long: the rebroadcast timer (120 s by default) is scaled down
+# with them. It is what brings back a transaction a reorg dropped before airlock saw it
+# mined (airlock cannot tell that from a slow pool: the chain only says "no receipt").
+REBROADCAST_SECONDS = 1.0
+PLUG = ("down", "pass")  # with --netns, rpc-a's down/pass are its veth interface
+PRESTART = ("mode", "cancel", "bybit_fault")  # event kinds applied before the start when at 0
+
+_CONFIG = """
+[queue]
+path = "{db}"
+kek_label = "{kek_label}"
+{relays}
+[broadcaster]
+confirmations = 1
+reconcile_seconds = 0.2
+rebroadcast_seconds = {rebroadcast}
+
+[broadcaster.health]
+probe_seconds = 0.2
+probe_down_seconds = 0.05
+
+[bybit]
+base_url = "{venue}"
+api_key = "{api_key}"
+secret_label = "{secret_label}"
+intent_key_label = "{intent_label}"
+recv_window_ms = 2000
+timeout_seconds = 1.0
+probe_seconds = 0.1
+reconcile_seconds = 0.3
+retry_base_seconds = 0.02
+retry_cap_seconds = 0.2
+
+[service]
+metrics_port = 0
+"""
+_RELAY = """
+[[relays]]
+name = "{name}"
+kind = "evm-rpc"
+url = "{url}"
+chain_id = {chain_id}
+batch_size = {batch_size}
+timeout_seconds = 1.0
+connect_timeout_seconds = 0.5
+"""
+
+
+class VenueClock:
+    """The venue's clock: ours plus a skew the timeline can move."""
+
+    def __init__(self, skew_ms: int) -> None:
+        self.skew_ms = skew_ms
+
+    def __call__(self) -> int:
+        return time.time_ns() // 1_000_000 + self.skew_ms
+
+
+@dataclass
+class World:
+    """What one scenario's timeline acts on, made fresh for it: the queue, the venue
+    simulator and its clock, the fault proxies (two relays and the venue link), and the
+    configuration the service is started with."""
+
+    store: Store
+    sim: BybitSim
+    clock: VenueClock
+    proxies: dict[str, FaultProxy]
+    config: Path
+
+
+class Scenario:
+    """Runs one :class:`~airlock.sim.chaos.plan.Plan` against a :class:`Rig` in its own
+    directory; :meth:`run` returns what it did and found."""
+
+    def __init__(self, rig: Rig, plan: Plan, workdir: Path) -> None:
+        self.rig = rig
+        self.plan = plan
+        self.dir = workdir
+        self.out = Outcome(plan.seed)
+        self.rng = random.Random(plan.seed * 7919 + 1)  # actions' own draws
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0  # time.time() of the timeline's 0
+        self.log_path = workdir / "broadcaster.log"
+        self.funded_block = 0
+        self.evm_ids: list[str] = []
+        self.order_ids: list[str] = []
+        self.senders: list[str] = []
+        self.mode: dict[str, str] = {}
+        self._store: Store | None = None
+
+    def run(self) -> Outcome:
+        """Queue, start, play the timeline, clear every fault, stop, settle, check."""
+        began = time.monotonic()
+        self.out.faults.update(self.plan.faults)
+        with contextlib.ExitStack() as stack:
+            world = self._make_world(stack)
+            self._prestart(world)
+            self._start(world.config, first=True)
+            try:
+                self._wait_up(world.store)
+                self.started_at = time.time()
+                self._timeline(world)
+            finally:
+                self._clear(world)
+            self._count_venue_faults(world.sim)
+            if self.plan.hsm_outage is not None:
+                self.out.hsm_outages = 1
+            summary = self._settle(world.config)
+            self.out.hsm_refusals = self.log_path.read_text(errors="replace").count(HSM_REFUSED)
+            check_invariants(self, world.store, world.sim, summary)
+        self.out.wall_s = round(time.monotonic() - began, 3)
+        return self.out
+
+    # -- setup ---------------------------------------------------------------------
+
+    def _make_world(self, stack: contextlib.ExitStack) -> World:
+        """The queue with the plan's intents in it, the simulator, the fault proxies (rpc-a
+        behind the veth link with --netns), and the service's configuration."""
+        plan, anvil = self.plan, self.rig.anvil
+        db = self.dir / "queue.db"
+        config = self.dir / "airlock.toml"
+        clock = VenueClock(plan.skew_ms)
+        venue_port = free_port()
+        store = stack.enter_context(Store.open(db, self.rig.kek))
+        self._store = store
+        self._queue_evm(store)
+        self._queue_orders(store)
+        self.out.evm_items, self.out.bybit_items = len(self.evm_ids), len(self.order_ids)
+        sim = BybitSim(API_KEY, secret=self.rig.secret, port=venue_port, clock_ms=clock)
+        sim.set_mark_price(SYMBOL, "61000")
+        stack.enter_context(sim.start())
+        proxies = {
+            name: stack.enter_context(FaultProxy(anvil.url, seed=plan.seed + n).start())
+            for n, name in enumerate(RELAYS)
+        }
+        proxies["venue"] = stack.enter_context(FaultProxy(sim.url, seed=plan.seed).start())
+        urls = {k: p.url for k, p in proxies.items()}
+        if self.rig.netns is not None:  # rpc-a across the veth pair, then its proxy
+            self.rig.netns.target_port = int(urls["rpc-a"].rpartition(":")[2])
+            self.rig.netns.set_up(True)
+            urls["rpc-a"] = self.rig.netns.url
+        self._write_config(config, db, urls)
+        return World(store, sim, clock, proxies, config)
+
+    def _queue_evm(self, store: Store) -> None:
+        """Fresh funded HSM senders, each with its transfers: three fee levels and a
+        pre-signed cancel, nonces allocated in the queue."""
+        anvil, ring = self.rig.anvil, self.rig.ring
+        keys = []
+        for n in range(self.plan.senders):
+            label = f"chaos-{self.plan.seed}-{n}-{os.urandom(3).hex()}"
+            ring.generate("secp256k1", label)
+            key = ring.ecdsa_key(label, curve="secp256k1")
+            address = evm.address_from_public_key(key.public_key)
+            anvil.rpc("anvil_setBalance", [address, hex(10**21)])
+            keys.append(key)
+            self.senders.append(address)
+        anvil.rpc("evm_mine", [])  # the balances live in a block a reorg cannot undo
+        self.funded_block = int(anvil.rpc("eth_blockNumber"), 16)
+        base = int(anvil.rpc("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
+        for n in range(self.plan.per_sender):
+            for key in keys:
+                fields = {
+                    "chain_id": CHAIN_ID,
+                    "to": RECIPIENT,
+                    "value": 10**12 + n,
+                    "gas": 21000,
+                    "max_fee_per_gas": 2 * base + 10**9,
+                    "max_priority_fee_per_gas": 10**9,
+                }
+                ladder = LadderSpec(levels=3, with_cancel=True)
+                queued = enqueue_transaction(store, key, fields, ladder=ladder, ttl_seconds=3600)
+                self.evm_ids.append(queued.item.id)
+
+    def _queue_orders(self, store: Store) -> None:
+        """GTC limit buys queued while the venue is unreachable, as the policy decides."""
+        for n in range(self.plan.orders):
+            price = "60000" if n % 2 == 0 else "58000"  # the mark event fills only the first
+            request = OrderRequest(
+                "linear",
+                SYMBOL,
+                "Buy",
+                "Limit",
+                "0.01",
+                f"chaos-{self.plan.seed}-{n}",
+                price,
+                "GTC",
+                ttl_s=3600,
+            )
+            decision = decide_order(request, venue_reachable=False, config=PolicyConfig())
+            queued = enqueue_order(store, request, decision, self.rig.intent, account="bybit")
+            self.order_ids.append(queued.item.id)
+
+    def _write_config(self, path: Path, db: Path, urls: dict[str, str]) -> None:
+        """airlock.toml with every timer scaled to a two-second timeline."""
+        relays = "".join(
+            _RELAY.format(
+                name=name, url=urls[name], chain_id=CHAIN_ID, batch_size=self.plan.batch_size
+            )
+            for name in RELAYS
+        )
+        text = _CONFIG.format(
+            db=db,
+            kek_label=self.rig.kek.label,
+            relays=relays,
+            rebroadcast=REBROADCAST_SECONDS,
+            venue=urls["venue"],
+            api_key=API_KEY,
+            secret_label=self.rig.secret_label,
+            intent_label=self.rig.intent.label,
+        )
+        path.write_text(text)
+
+    def _prestart(self, world: World) -> None:
+        """What happens at 0 happens before the process starts: the outage it starts in."""
+        for event in self.plan.events:
+            if event.at == 0.0 and event.kind == "mode":
+                self._set_mode(world.proxies, event.params)
+            elif event.at == 0.0 and event.kind in PRESTART:
+                self._apply(event, world)
+
+    # -- the broadcaster process -----------------------------------------------------
+
+    def _start(self, config: Path, first: bool = False) -> None:
+        """Start the service: ``airlock broadcaster run``, or ``serve`` while the HSM
+        outage window is still ahead. The first start's window counts from its own
+        service start (the timeline's 0 is when the service is up); a restart's from the
+        timeline's 0."""
+        now = 0.0 if first else time.time() - self.started_at
+        outage = self.plan.hsm_outage
+        if outage is not None and now < outage[0] + outage[1]:
+            argv = [sys.executable, "-m", "airlock.sim.chaos", "serve", "--config", str(config)]
+            argv += ["--hsm-outage", f"{outage[0]},{outage[1]}"]
+            if not first:
+                argv += ["--since", repr(self.started_at)]
+        else:
+            argv = [sys.executable, "-m", "airlock.cli", "--config", str(config)]
+            argv += ["broadcaster", "run", "-q"]
+        with self.log_path.open("ab") as err:
+            self.process = subprocess.Popen(
+                argv, env=self.rig.env(), stdout=subprocess.DEVNULL, stderr=err
+            )
+
+    def _wait_up(self, store: Store | None) -> None:
+        """Until the service wrote its pid: the timeline starts with a running service."""
+        assert self.process is not None and store is not None
+        deadline = time.monotonic() + UP_TIMEOUT_S
+        while store.note("broadcaster.pid") != str(self.process.pid):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the broadcaster did not start ({self.process.poll()})")
+            time.sleep(0.02)
+
+    def _kill9(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            self.out.fail(f"broadcaster had exited (status {self.process.returncode}) before kill")
+        else:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.out.kills += 1
+
+    def _stop(self) -> None:
+        """SIGTERM, as an operator would; it must stop cleanly within STOP_TIMEOUT_S."""
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is not None:
+            code = process.returncode
+            self.out.fail(f"broadcaster exited by itself during the timeline ({code})")
+            return
+        try:  # a service still starting has no SIGTERM handler yet: stop it once it runs
+            self._wait_up(self._store)
+        except RuntimeError as exc:
+            self.out.fail(f"restarted broadcaster never came up: {exc}")
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+            self.out.fail(f"broadcaster ignored SIGTERM for {STOP_TIMEOUT_S} s")
+            return
+        if code != 0:
+            self.out.fail(f"broadcaster stopped with status {code} after SIGTERM")
+
+    def _settle(self, config: Path) -> dict[str, Any] | None:
+        """``broadcaster run --once --json``: bounded, and its summary is read back."""
+        argv = [sys.executable, "-m", "airlock.cli", "--config", str(config)]
+        argv += ["broadcaster", "run", "--once", "--json", "-q"]
+        with self.log_path.open("ab") as err:
+            process = subprocess.Popen(argv, env=self.rig.env(), stdout=subprocess.PIPE, stderr=err)
+            try:
+                out, _ = process.communicate(timeout=SETTLE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate(timeout=10)
+                self.out.fail(f"settle (--once) did not finish within {SETTLE_TIMEOUT_S} s")
+                return None
+        if process.returncode != 0:
+            self.out.fail(f"settle (--once) exited {process.returncode}")
+            return None
+        try:
+            data: dict[str, Any] = json.loads(out)
+        except ValueError:
+            self.out.fail("settle (--once) printed no JSON summary")
+            return None
+        return data
+
+    # -- the timeline --------------------------------------------------------------
+
+    def _timeline(self, world: World) -> None:
+        """Each event at its time from the start; an event that cannot happen yet comes
+        back a little later, within the timeline; then the rest of the timeline."""
+        pending = [e for e in self.plan.events if e.at > 0.0 or e.kind not in PRESTART]
+        while pending:
+            event = pending.pop(0)
+            delay = event.at - (time.time() - self.started_at)
+            if delay > 0:
+                time.sleep(delay)
+            retry = self._apply(event, world)
+            if retry is not None and retry.at < self.plan.duration:
+                pending.append(retry)
+                pending.sort(key=lambda e: e.at)
+        rest = self.plan.duration - (time.time() - self.started_at)
+        if rest > 0:
+            time.sleep(rest)
+
+    def _apply(self, event: Event, world: World) -> Event | None:
+        """Do one event; an event that cannot happen yet returns itself, a little later."""
+        params = event.params
+        if event.kind == "mode":
+            self._set_mode(world.proxies, params)
+        elif event.kind == "kill9":
+            self._kill9()
+            time.sleep(self.rng.uniform(0.02, 0.3))
+            self._start(world.config)
+        elif event.kind == "bybit_fault":
+            extra = {k: v for k, v in params.items() if k in ("code", "ms")}
+            path = CREATE if params["create_only"] else None
+            world.sim.inject(params["fault"], count=params["count"], path=path, **extra)
+        elif event.kind == "skew":
+            world.clock.skew_ms += params["delta_ms"]
+        elif event.kind == "mark":
+            world.sim.set_mark_price(SYMBOL, params["price"])
+        elif event.kind == "cancel":
+            self._operator_cancel(world.store, params["pick"])
+        elif event.kind == "reorg":
+            return self._reorg(event, world.store)
+        return None
+
+    def _set_mode(self, proxies: dict[str, FaultProxy], params: dict[str, Any]) -> None:
+        """A fault proxy's mode; with --netns, rpc-a's down/up is the cable instead."""
+        netns = self.rig.netns
+        if netns is not None and params["target"] == "rpc-a" and params["mode"] in PLUG:
+            netns.set_up(params["mode"] == "pass")  # the cable, not the relay
+            self.out.veth_flaps += params["mode"] == "down"
+            if params["mode"] == "down":
+                return
+        settings = {k: v for k, v in params.items() if k not in ("target", "mode")}
+        proxies[params["target"]].set_mode(params["mode"], **settings)
+        self.mode[params["target"]] = params["mode"]
+
+    def _operator_cancel(self, store: Store, pick: float) -> None:
+        item_id = self.evm_ids[int(pick * len(self.evm_ids))]
+        try:
+            result = store.cancel(item_id, "chaos: cancelled by the operator")
+        except AirlockError as exc:  # no longer queued: it may have left already
+            self.out.findings.append(f"operator cancel refused: {type(exc).__name__}")
+            return
+        self.out.findings.append(f"operator cancel: {result.action}")
+
+    def _reorg(self, event: Event, store: Store) -> Event | None:
+        """Reorg ``depth`` blocks once an item is confirmed, never below the funding block
+        (anvil would forget the balances it set, which no real chain does)."""
+        anvil = self.rig.anvil
+        head = int(anvil.rpc("eth_blockNumber"), 16)
+        depth = min(int(event.params["depth"]), head - self.funded_block)
+        confirmed = any(store.get(i).state is State.CONFIRMED for i in self.evm_ids)
+        if not confirmed or depth < 1:
+            return Event(event.at + 0.1, event.kind, event.params)
+        anvil.rpc("anvil_reorg", [depth, []])
+        self.out.reorgs += 1
+        self.out.reorged_blocks += depth
+        return None
+
+    # -- the end of the timeline ---------------------------------------------------
+
+    def _clear(self, world: World) -> None:
+        """Every fault cleared (each proxy's counts kept), faults the timeline armed but
+        no request consumed disarmed, and the service stopped with SIGTERM."""
+        if self.rig.netns is not None:
+            self.rig.netns.set_up(True)
+        for name, proxy in world.proxies.items():
+            proxy.set_mode("pass")
+            self.mode[name] = "pass"
+            stats = proxy.stats()
+            self.out.faulted_requests.update(
+                {f"{name}:{m}": n for m, n in stats.items() if m != "pass"}
+            )
+        world.sim.clear_faults()
+        if self.process is not None and self.process.poll() is None:
+            self._stop()
+
+    def _count_venue_faults(self, sim: BybitSim) -> None:
+        """What the venue's faults and clock did, as the simulator answered them."""
+        for request in sim.requests():
+            if request.lost:
+                self.out.faulted_requests["venue:lost after accept"] += 1
+            elif request.ret_code not in (None, 0):
+                self.out.faulted_requests[f"venue:retCode {request.ret_code}"] += 1
+            elif request.status != 200:
+                self.out.faulted_requests[f"venue:HTTP {request.status}"] += 1
+
+
+# -- many scenarios --------------------------------------------------------------------
+
+
+def run_seeds(
+    seeds: Sequence[int],
+    say: Callable[[str], None] = print,
+    keep: Path | None = None,
+    token: tuple[Path, KeyRing] | None = None,
+    netns: str = "off",
+) -> dict[str, Any]:
+    """Run each seed's scenario on one rig; a failure is reported and the run goes on.
+    ``token``: an already open (home, KeyRing) to use instead of a new embedded token.
+    ``netns``: ``on`` (rpc-a's flaps take a veth interface down), ``auto`` (when the
+    machine allows it), ``off`` (the fault proxy makes every flap)."""
+    began = time.monotonic()
+    outcomes: list[Outcome] = []
+    use_netns, why = netns_available() if netns != "off" else (False, "not asked for")
+    if netns == "on" and not use_netns:
+        raise RuntimeError(f"--netns on: {why}")
+    home, ring = token or (None, None)
+    with rig(home, ring, netns=use_netns) as shared:
+        for seed in seeds:
+            outcomes.append(_run_one(shared, make_plan(seed), keep, say))
+    summary = summarise(seeds, outcomes, time.monotonic() - began)
+    summary["netns"] = {"used": use_netns, "why": why}
+    return summary
+
+
+def _run_one(shared: Rig, plan: Plan, keep: Path | None, say: Callable[[str], None]) -> Outcome:
+    """One seed, its verdict line and its failures said as they happen."""
+    seed = plan.seed
+    with _workdir(seed, keep) as workdir:
+        try:
+            outcome = Scenario(shared, plan, workdir).run()
+        except Exception as exc:  # the runner itself broke: a failed seed, go on
+            outcome = Outcome(seed)
+            outcome.fail(f"scenario crashed: {type(exc).__name__}: {exc}")
+    verdict = "ok" if outcome.ok else "FAILED"
+    say(
+        f"seed {seed:>4} {verdict:<6} {outcome.wall_s:5.1f} s  "
+        f"faults {','.join(sorted(set(plan.faults)))}  states {dict(outcome.states)}"
+    )
+    for failure in outcome.failures:
+        say(f"  seed {seed}: {failure}")
+    return outcome
+
+
+@contextlib.contextmanager
+def _workdir(seed: int, keep: Path | None) -> Iterator[Path]:
+    """A scenario's directory: removed afterwards, unless ``keep`` names where to keep it."""
+    if keep is not None:
+        yield Path(tempfile.mkdtemp(prefix=f"seed-{seed}-", dir=keep))
+        return
+    with tempfile.TemporaryDirectory(prefix=f"seed-{seed}-") as tmp:
+        yield Path(tmp)

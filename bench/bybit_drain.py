@@ -115,7 +115,7 @@ def queue_orders(store: Store, intent_key: IntentKey, tag: str, n: int) -> tuple
         request = order_request(f"bench:{tag}:{i}")
         decision = decide_order(request, venue_reachable=False, config=PolicyConfig())
         queued = enqueue_order(store, request, decision, intent_key, account="bybit")
-        pair = store.venue_item(queued.item.id)
+        pair = store.venue.of_item(queued.item.id)
         assert pair is not None
         links.add(pair[1].link_id)
     assert len(links) == n, "orderLinkIds collide"
@@ -171,7 +171,7 @@ def audit_venue(
     }
     if store is not None:
         facts["store_states"] = dict(
-            Counter(str(i.state) for i, _ in store.venue_items(list(State)))
+            Counter(str(i.state) for i, _ in store.venue.in_states(list(State)))
         )
     problems = []
     if twice:
@@ -186,7 +186,7 @@ def audit_venue(
         problems.append(f"{banned} answers with HTTP 403 (per-IP ban)")
     if store is not None:
         unsent = [
-            i.id for i, _ in store.venue_items([State.QUEUED, State.SENDING, State.QUARANTINED])
+            i.id for i, _ in store.venue.in_states([State.QUEUED, State.SENDING, State.QUARANTINED])
         ]
         if unsent:
             problems.append(f"{len(unsent)} items left queued, sending or quarantined")
@@ -370,11 +370,11 @@ def lifted_round(
             venue = build_venue(venue_settings(sim.url), ring, store)
             watch = Stopwatch()
             for name, label in (
-                ("venue_due", "store.venue_due (read)"),
-                ("payload", "store.payload (read, decrypt)"),
-                ("begin_venue", "store.begin_venue (durable write)"),
-                ("record_venue", "store.record_venue (durable write)"),
-                ("expire_due", "store.expire_due (write)"),
+                ("venue_due", "store.venue.due (read)"),
+                ("payload", "store.items.payload (read, decrypt)"),
+                ("begin_venue", "store.venue.begin (durable write)"),
+                ("record_venue", "store.venue.record (durable write)"),
+                ("expire_due", "store.items.expire_due (write)"),
             ):
                 watch.wrap(store, name, label)
             watch.wrap(venue_module, "_intent_problem", "intent check (P-256 verify)")

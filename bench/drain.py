@@ -280,16 +280,16 @@ class Stopwatch(benchkit.Stopwatch):
 
 
 STORE_PARTS = {
-    "expire_due": "store.expire_due (write txn)",
-    "dispatchable": "store.dispatchable (read)",
-    "variants": "store.variants (read)",
-    "variant_raw": "store.variant_raw (read + AES-GCM open)",
-    "begin_sends": "store.begin_sends (write txn)",
-    "record_sends": "store.record_sends (write txn, audit)",
-    "lanes": "store.lanes (read)",
-    "record_chain": "store.record_chain (write txn, audit)",
-    "list": "store.list (read)",
-    "record_event": "store.record_event (write txn, audit)",
+    "expire_due": "store.items.expire_due (write txn)",
+    "dispatchable": "store.sends.dispatchable (read)",
+    "variants": "store.items.variants (read)",
+    "variant_raw": "store.sends.variant_raw (read + AES-GCM open)",
+    "begin_sends": "store.sends.begin (write txn)",
+    "record_sends": "store.sends.record (write txn, audit)",
+    "lanes": "store.sends.lanes (read)",
+    "record_chain": "store.sends.record_chain (write txn, audit)",
+    "list": "store.items.list (read)",
+    "record_event": "store.audit.record (write txn, audit)",
 }
 RELAY_PARTS = {
     "transaction_counts": "relay.transaction_counts (HTTP)",
@@ -373,7 +373,7 @@ def relay_configs(url: str, count: int) -> list[RelayConfig]:
 
 
 def state_counts(store: Store) -> dict[str, int]:
-    return {str(s): c for s in State if (c := store.count(s))}
+    return {str(s): c for s in State if (c := store.items.count(s))}
 
 
 async def airlock_drain(
@@ -389,7 +389,7 @@ async def airlock_drain(
     with KeepAlive(anvil.url) as rpc, clocks(anvil) as took, profiled(profile):
         deadline = time.monotonic() + DRAIN_TIMEOUT
         await broadcaster.run_once()
-        while store.count(State.CONFIRMED) < n:
+        while store.items.count(State.CONFIRMED) < n:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"drain not done: {state_counts(store)}")
             flushes += wait_mined(rpc, expected)
@@ -503,7 +503,7 @@ async def one_round(
         out["queue_seconds"] = round(time.perf_counter() - t0, 2)
         raws = []
         for item_id in ids:
-            ((_, raw),) = store.signed_variants(item_id)  # one variant per item
+            ((_, raw),) = store.items.signed_variants(item_id)  # one variant per item
             raws.append(raw)
 
         # 1. the drain
@@ -527,7 +527,7 @@ async def one_round(
                 "states": state_counts(store),
                 "alerts": len(broadcaster.alerts),
             }
-            assert store.count(State.CONFIRMED) == n, state_counts(store)
+            assert store.items.count(State.CONFIRMED) == n, state_counts(store)
 
             # (a) and (b), each on a fresh anvil, the same senders funded the same way
             with start_anvil(CHAIN_ID) as fresh:
@@ -547,14 +547,14 @@ async def one_round(
                 rpc.results([("anvil_mine", [hex(broadcaster.config.reorg_depth + 1)])])
             await broadcaster.reconcile()
             more = queue(store, senders, k, fee_fields(anvil.url))
-            hashes = [store.variants(i)[0].tx_hash for i in more]
+            hashes = [store.items.variants(i)[0].tx_hash for i in more]
             sent = await dispatch_only(broadcaster)
-            assert sent == k and store.count(State.SENT) == k, (sent, state_counts(store))
+            assert sent == k and store.items.count(State.SENT) == k, (sent, state_counts(store))
             with KeepAlive(anvil.url) as rpc:
                 out["reconcile_setup_evm_mine_calls"] = wait_mined(
                     rpc, expected_nonces(senders, k, base=args.nonces)
                 )
-            lanes = len(store.lanes(broadcaster._watch_from()))  # what the pass will read
+            lanes = len(store.sends.lanes(broadcaster._watch_from()))  # what the pass will read
             assert lanes == k, (lanes, k)
             bare_before = bare_receipts(anvil.url, hashes)
             watch.reset()
@@ -564,7 +564,7 @@ async def one_round(
             ):
                 result = await broadcaster.reconcile()
             bare_after = bare_receipts(anvil.url, hashes)
-            assert store.count(State.CONFIRMED) == n + k, state_counts(store)
+            assert store.items.count(State.CONFIRMED) == n + k, state_counts(store)
             bare = min(bare_before, bare_after)
             out["reconcile"] = side(k, rc, 0) | {
                 "lanes_read": lanes,
@@ -579,11 +579,11 @@ async def one_round(
             # in flight, every item confirmed long ago.
             cold = Broadcaster(store, relays, drain_config(args))
             await cold.monitor.probe_all()
-            cold_lanes = len(store.lanes(cold._watch_from()))
+            cold_lanes = len(store.sends.lanes(cold._watch_from()))
             start = time.perf_counter()
             cold_result = await cold.reconcile()
             out["reconcile_cold"] = {
-                "in_flight": store.count(State.SENT) + store.count(State.SENDING),
+                "in_flight": store.items.count(State.SENT) + store.items.count(State.SENDING),
                 "lanes_read": cold_lanes,
                 "settled": cold_result.settled,
                 "seconds": round(time.perf_counter() - start, 3),
@@ -662,7 +662,7 @@ async def link_return(ring: KeyRing, kek: HsmKek, home: Path, reps: int) -> dict
                         store, sender.key, dict(fields, value=fields["value"] + rep), ladder=LADDER
                     )
                     await asyncio.sleep(0.25)  # the broadcaster has looked and found no relay
-                    assert store.get(entry.item.id).state is State.QUEUED
+                    assert store.items.get(entry.item.id).state is State.QUEUED
                     returned_at.clear()
                     accepted_at.clear()
                     passed_at[:] = [time.monotonic()]
@@ -673,7 +673,9 @@ async def link_return(ring: KeyRing, kek: HsmKek, home: Path, reps: int) -> dict
                     wake.append((back - passed_at[0]) * 1000)
                     item_id = entry.item.id
                     await wait_for(
-                        lambda i=item_id: store.get(i).state is State.CONFIRMED, 10, "confirmed"
+                        lambda i=item_id: store.items.get(i).state is State.CONFIRMED,
+                        10,
+                        "confirmed",
                     )
             finally:
                 stop.set()

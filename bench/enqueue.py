@@ -77,7 +77,7 @@ def percentile(sorted_ns: list[int], q: float) -> float:
 
 
 def json_bytes(value: Any) -> bytes:
-    # The encoding Store uses for payloads (store._json_bytes).
+    # The encoding Store uses for payloads (store.core.json_bytes).
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -152,7 +152,7 @@ def airlock_round(store: Store, drafts: list[Draft], items: Items) -> tuple[list
     start = clock()
     for draft, build in zip(drafts, items.builds, strict=True):
         t0 = clock()
-        store.enqueue(draft, build)
+        store.items.enqueue(draft, build)
         latencies.append(clock() - t0)
     return latencies, (clock() - start) / 1e9
 
@@ -272,7 +272,9 @@ def main() -> None:
             # fsync commit file-system metadata too), as in a queue that has been running.
             until_checkpoint(
                 home / "queue.db",
-                lambda i: store.enqueue(items.draft("warm2", i, account), items.builds[i % n]),
+                lambda i: store.items.enqueue(
+                    items.draft("warm2", i, account), items.builds[i % n]
+                ),
             )
             until_checkpoint(
                 home / "bare.db",
@@ -296,13 +298,13 @@ def main() -> None:
 
             # -- where the time goes ------------------------------------------------------
             statements: list[str] = []
-            store._conn.set_trace_callback(statements.append)  # diagnostics only
-            store.enqueue(items.drafts("trace", account)[0], items.builds[0])
-            store._conn.set_trace_callback(None)
+            store.core.conn.set_trace_callback(statements.append)  # diagnostics only
+            store.items.enqueue(items.drafts("trace", account)[0], items.builds[0])
+            store.core.conn.set_trace_callback(None)
 
             al_drafts = items.drafts("frames", account)
             al_frames = wal_frames_per_commit(
-                home / "queue.db", lambda i: store.enqueue(al_drafts[i], items.builds[i])
+                home / "queue.db", lambda i: store.items.enqueue(al_drafts[i], items.builds[i])
             )
             bare_rows = items.bare_rows("frames")
             bare_frames = wal_frames_per_commit(
@@ -310,14 +312,14 @@ def main() -> None:
                 lambda i: bare_round(bare, bare_rows[i : i + 1]),
             )
 
-            autockpt = store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+            autockpt = store.core.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
             # One more durable round per side, telling apart the commits that ran an
             # automatic WAL checkpoint (the main file is only written by checkpoints).
             al_drafts = items.drafts("ckpt", account)
 
             def one_airlock(i: int) -> int:
                 t0 = time.perf_counter_ns()
-                store.enqueue(al_drafts[i], items.builds[i])
+                store.items.enqueue(al_drafts[i], items.builds[i])
                 return time.perf_counter_ns() - t0
 
             bare_rows = items.bare_rows("ckpt")
@@ -327,7 +329,7 @@ def main() -> None:
             )
 
             # The same loops without fsync: what is left is CPU (Python, SQLite, AES).
-            store._conn.execute("PRAGMA synchronous=OFF")  # diagnostics only
+            store.core.conn.execute("PRAGMA synchronous=OFF")  # diagnostics only
             bare.execute("PRAGMA synchronous=OFF")
             nosync_al, nosync_bare = [], []
             head = items.head(200)

@@ -237,7 +237,7 @@ def order_body(key: str, **changes: Any) -> dict[str, Any]:
 
 def state(al: Airlock) -> tuple[Any, ...]:
     """What a refused request must leave as it was: items, events, nonces, audit size."""
-    return (*snapshot(al), al.store.audit_size(), [e.id for e in al.events()])
+    return (*snapshot(al), al.store.audit.size(), [e.id for e in al.events()])
 
 
 # -------------------------------------------------------------------- queueing: one
@@ -501,8 +501,8 @@ def mixed(al: Airlock, eth_key: HsmEcdsaKey) -> list[str]:
         al.queue_order(**order_args("m-b"), venue="down").id,
         al.queue_transaction(**tx_args(eth_key)).id,
     ]
-    al.store.transition(ids[2], State.SENDING, "test")
-    al.store.transition(ids[2], State.SENT, "test")
+    al.store.items.transition(ids[2], State.SENDING, "test")
+    al.store.items.transition(ids[2], State.SENT, "test")
     al.cancel(ids[3])
     return ids
 
@@ -567,8 +567,8 @@ async def test_cancel_local_presigned_queued_and_refused(api, eth_key):
     assert presigned.body["action"] == "presigned" and presigned.body["item"]["cancel_requested"]
 
     sent = al.queue_order(**order_args("c-2"), venue="down")
-    al.store.transition(sent.id, State.SENDING, "test: on the wire")
-    al.store.transition(sent.id, State.SENT, "test: the venue took it")
+    al.store.items.transition(sent.id, State.SENDING, "test: on the wire")
+    al.store.items.transition(sent.id, State.SENT, "test: the venue took it")
     queued = await api.client.post(f"/v1/items/{sent.id}/cancel")
     assert (
         queued.body["action"] == "queued" and queued.body["cancel_item"]["kind"] == "bybit_cancel"
@@ -598,7 +598,7 @@ async def test_health_answers_with_the_newest_event_id(api, eth_key):
     assert (await api.client.get("/v1/health")).body == {"status": "ok", "last_event_id": 0}
     api.al.queue_transaction(**tx_args(eth_key))
     health = await api.client.get("/v1/health")
-    assert health.body["last_event_id"] == api.al.store.last_event_id() == 1
+    assert health.body["last_event_id"] == api.al.store.events.last_id() == 1
 
 
 def test_every_route_is_in_the_spec_and_every_spec_path_is_served(al):
@@ -660,8 +660,8 @@ async def test_events_stream_in_order_and_resume_after_last_event_id(api, eth_ke
     al = api.al
     first = al.queue_transaction(**tx_args(eth_key)).id
     al.queue_order(**order_args("e-1"), venue="down")
-    al.store.transition(first, State.SENDING, "wave 1")
-    al.store.transition(first, State.SENT, "relay took it")
+    al.store.items.transition(first, State.SENDING, "wave 1")
+    al.store.items.transition(first, State.SENT, "relay took it")
     seen: list[Sse] = []
     async with api.client.session.get("/v1/events") as stream:
         assert stream.status == 200 and stream.content_type == "text/event-stream"
@@ -671,8 +671,8 @@ async def test_events_stream_in_order_and_resume_after_last_event_id(api, eth_ke
     al.cancel(second)
     headers = {"Last-Event-ID": str(seen[-1].id)}
     async with api.client.session.get("/v1/events", headers=headers) as stream:
-        seen += await read_events(stream, al.store.last_event_id() - seen[-1].id)
-        al.store.transition(first, State.CONFIRMED, "mined")  # while connected: live
+        seen += await read_events(stream, al.store.events.last_id() - seen[-1].id)
+        al.store.items.transition(first, State.CONFIRMED, "mined")  # while connected: live
         seen += await read_events(stream, 1)
     stored = al.events()
     assert [e.id for e in seen] == [e.id for e in stored]  # each once, none missing
@@ -688,7 +688,7 @@ async def test_events_stream_in_order_and_resume_after_last_event_id(api, eth_ke
 async def test_events_after_a_point_and_of_one_item(api, eth_key):
     al = api.al
     ids = [al.queue_transaction(**tx_args(eth_key)).id for _ in range(3)]
-    al.store.transition(ids[0], State.SENDING, "test")
+    al.store.items.transition(ids[0], State.SENDING, "test")
     async with api.client.session.get("/v1/events", params={"after": "2"}) as stream:
         assert [e.id for e in await read_events(stream, 2)] == [3, 4]
     headers = {"Last-Event-ID": "3"}  # wins over ?after=
@@ -705,7 +705,7 @@ async def test_a_fill_event_carries_the_fill(api):
     fill = Fill(
         "exec-1", order.order_link_id, "bybit-1", "BTCUSDT", "Buy", "0.01", "60000", 1, order.id
     )
-    api.al.store.record_fills([fill])
+    api.al.store.venue.record_fills([fill])
     async with api.client.session.get("/v1/events", params={"after": "1"}) as stream:
         (event,) = await read_events(stream, 1)
     assert event.event == "item.fill" and event.data["fill"]["exec_id"] == "exec-1"
@@ -1001,4 +1001,4 @@ async def test_broadcaster_run_serves_the_socket_and_removes_it_on_sigterm(
             process.wait(timeout=10)
     assert not path.exists()
     with Store.open(queue, kek) as store:
-        assert store.get(queued.body["id"]).idempotency_key == "svc"
+        assert store.items.get(queued.body["id"]).idempotency_key == "svc"

@@ -46,7 +46,7 @@ from airlock.queue.venue import Fill
 
 def audit_after(store: Store, start: int) -> list[tuple[str, dict[str, Any]]]:
     """(type, data) of every audit entry written since ``start``."""
-    return [(e["type"], e["data"]) for e in map(json.loads, store.audit_entries(start))]
+    return [(e["type"], e["data"]) for e in map(json.loads, store.audit.entries(start))]
 
 
 def recovered(raw: bytes | str) -> str:
@@ -91,7 +91,7 @@ def test_keywords_sign_a_ladder_and_cancel_whose_hashes_recover_to_the_sender(al
     assert not queued.replayed and queued.idempotency_key == "pay-1"
     assert queued.expires_ms == queued.created_ms + 3_600_000
     assert [v.kind for v in queued.variants] == ["step", "step", "step", "cancel"]
-    signed = al.store.signed_variants(queued.id)
+    signed = al.store.items.signed_variants(queued.id)
     assert [meta.tx_hash for meta, _ in signed] == list(queued.hashes)
     for meta, raw in signed:
         assert "0x" + keccak(raw).hex() == meta.tx_hash
@@ -131,12 +131,12 @@ def test_a_web3_txparams_dict_is_signed_as_given(al, eth_key):
 
 def test_replaying_an_idempotency_key_answers_the_same_item_and_stores_nothing(al, eth_key):
     first = al.queue_transaction(**tx_args(eth_key, idempotency_key="pay-42"))
-    before, audit_size = snapshot(al), al.store.audit_size()
+    before, audit_size = snapshot(al), al.store.audit.size()
     again = al.queue_transaction(**tx_args(eth_key, idempotency_key="pay-42"))
     assert (again.id, again.replayed, again.nonce) == (first.id, True, first.nonce)
     assert again.hashes == first.hashes
     assert any("already queued" in w for w in again.warnings)
-    assert snapshot(al) == before and al.store.audit_size() == audit_size
+    assert snapshot(al) == before and al.store.audit.size() == audit_size
 
 
 def test_the_same_key_with_other_content_is_a_conflict(al, eth_key):
@@ -187,7 +187,7 @@ def test_bad_transaction_input_names_the_field_the_bot_used(al, eth_key, changes
     with pytest.raises(InvalidInput) as caught:
         al.queue_transaction(**tx_args(eth_key, **changes))
     assert caught.value.field == field, caught.value
-    assert al.items() == [] and al.store.last_event_id() == 0
+    assert al.items() == [] and al.store.events.last_id() == 0
 
 
 def test_a_field_in_the_dict_and_as_a_keyword_is_refused(al, eth_key):
@@ -225,7 +225,7 @@ def test_integers_past_2_53_are_accepted_as_decimal_strings(al, eth_key):
     intent = al.inspect(queued.id)["payload"]["intent"]
     assert intent["value"] == big_value and queued.nonce == 2**53 + 1
     assert all(v.fee_per_gas <= 60 * GWEI for v in queued.variants)
-    assert al.store.payload(queued.id)["request"]["ladder"]["max_fee_cap"] == "60000000000"
+    assert al.store.items.payload(queued.id)["request"]["ladder"]["max_fee_cap"] == "60000000000"
     shown = json.loads(json.dumps(queued.as_json()))
     assert shown["nonce"] == str(2**53 + 1) and shown["chain_id"] == 1
     assert shown["variants"][0]["fee_per_gas"] == "30000000000"
@@ -247,7 +247,7 @@ def test_a_batch_takes_consecutive_nonces_in_order(al, eth_key):
     assert [q.idempotency_key for q in done] == ["b-0", "b-1", "b-2"]
     assert [i.id for i in al.items()] == [q.id for q in done]
     for queued in done:
-        for _, raw in al.store.signed_variants(queued.id):
+        for _, raw in al.store.items.signed_variants(queued.id):
             assert recovered(raw) == queued.account
 
 
@@ -323,7 +323,7 @@ def test_a_gtc_order_while_the_venue_is_down_is_queued_under_gtc_ttl(al):
 
 
 def test_an_ioc_order_while_down_is_refused_audited_and_not_queued(al):
-    size = al.store.audit_size()
+    size = al.store.audit.size()
     with pytest.raises(OrderRefused) as caught:
         al.queue_order(**order_args("ioc-1", tif="IOC"), venue="down")
     assert caught.value.rule == "ioc-fok-never-queued"
@@ -391,7 +391,7 @@ def slow(latency_ms: float = 950.0) -> Callable[[], Reachability]:
 
 def test_a_market_order_on_a_slow_link_goes_as_a_capped_ioc_limit(make_al):
     al = make_al(venue_view=slow())
-    size = al.store.audit_size()
+    size = al.store.audit.size()
     market = order_args("m-1", order_type="Market", price=None, tif=None, ref_price="60000")
     queued = al.queue_order(**market)
     assert queued.state is State.QUEUED and queued.venue_reachable is True
@@ -405,7 +405,7 @@ def test_a_market_order_on_a_slow_link_goes_as_a_capped_ioc_limit(make_al):
 
 def test_a_market_order_on_a_slow_link_without_ref_price_is_refused(make_al):
     al = make_al(venue_view=slow())
-    size = al.store.audit_size()
+    size = al.store.audit.size()
     with pytest.raises(InvalidInput, match="slow") as caught:
         al.queue_order(**order_args("m-2", order_type="Market", price=None, tif=None))
     assert caught.value.field == "ref_price"
@@ -416,7 +416,7 @@ def test_a_market_order_on_a_slow_link_without_ref_price_is_refused(make_al):
 
 def test_a_fast_link_leaves_a_market_order_alone(make_al):
     al = make_al(venue_view=slow(latency_ms=20.0))
-    size = al.store.audit_size()
+    size = al.store.audit.size()
     queued = al.queue_order(**order_args("m-3", order_type="Market", price=None, tif=None))
     assert queued.rule == "venue-up" and queued.intent["orderType"] == "Market"
     assert queued.warnings == ()
@@ -513,8 +513,8 @@ def test_cancelling_a_nonce_later_ones_need_uses_the_presigned_cancel(al, eth_ke
 
 def test_cancelling_a_sent_order_queues_a_signed_cancel_once(al):
     order = al.queue_order(**order_args("c-2"), venue="down")
-    al.store.transition(order.id, State.SENDING, "test: on the wire")
-    al.store.transition(order.id, State.SENT, "test: the venue took it")
+    al.store.items.transition(order.id, State.SENDING, "test: on the wire")
+    al.store.items.transition(order.id, State.SENT, "test: the venue took it")
     done = al.cancel(order.id)
     assert done.action == "queued" and done.rule == "cancel-first" and not done.replayed
     cancel = done.cancel_item
@@ -549,8 +549,8 @@ def mixed(al, eth_key) -> list[str]:
         al.queue_order(**order_args("m-b"), venue="down").id,
         al.queue_transaction(**tx_args(eth_key)).id,
     ]
-    al.store.transition(ids[2], State.SENDING, "test")
-    al.store.transition(ids[2], State.SENT, "test")
+    al.store.items.transition(ids[2], State.SENDING, "test")
+    al.store.items.transition(ids[2], State.SENT, "test")
     al.cancel(ids[3])
     return ids
 
@@ -609,7 +609,7 @@ def test_an_order_is_found_by_its_order_link_id_with_its_fills(al):
         1_700_000_000_000,
         queued.id,
     )
-    al.store.record_fills([fill])
+    al.store.venue.record_fills([fill])
     item = al.item(queued.id)
     assert [(f.exec_id, f.qty, f.price) for f in item.fills] == [("exec-1", "0.004", "60000")]
     assert item.variants == () and item.nonce is None
@@ -628,13 +628,13 @@ def test_an_unknown_item_id_is_not_found(al):
 def test_events_record_creations_state_changes_and_new_fills(al, eth_key):
     tx = al.queue_transaction(**tx_args(eth_key))
     order = al.queue_order(**order_args("e-1"), venue="down")
-    al.store.transition(tx.id, State.SENDING, "wave 1")
-    al.store.transition(tx.id, State.SENT, "relay took it")
+    al.store.items.transition(tx.id, State.SENDING, "wave 1")
+    al.store.items.transition(tx.id, State.SENT, "relay took it")
     fill = Fill(
         "exec-9", order.order_link_id, "bybit-9", "BTCUSDT", "Buy", "0.01", "60000", 1, order.id
     )
-    al.store.record_fills([fill])
-    al.store.record_fills([fill])  # seen again: not a new fill
+    al.store.venue.record_fills([fill])
+    al.store.venue.record_fills([fill])  # seen again: not a new fill
     events = al.events()
     assert [(e.type, e.item_id) for e in events] == [
         ("item.created", tx.id),
@@ -644,7 +644,7 @@ def test_events_record_creations_state_changes_and_new_fills(al, eth_key):
         ("item.fill", order.id),
     ]
     ids = [e.id for e in events]
-    assert ids == sorted(set(ids)) and ids[-1] == al.store.last_event_id()
+    assert ids == sorted(set(ids)) and ids[-1] == al.store.events.last_id()
     assert events[0].state == "queued" and events[0].from_state is None
     assert [(e.from_state, e.state, e.reason) for e in events[2:4]] == [
         ("queued", "sending", "wave 1"),
@@ -667,7 +667,7 @@ def test_a_rolled_back_enqueue_leaves_no_event(al, eth_key):
         kind=Kind.BYBIT_ORDER, account="bybit", strategy="s", idempotency_key="rb", request={}
     )
     with pytest.raises(RuntimeError, match="went away"):
-        al.store.enqueue(draft, failing_build)
+        al.store.items.enqueue(draft, failing_build)
     assert snapshot(al) == before
     later = al.queue_transaction(**tx_args(eth_key))
     (created,) = al.events(after=before[1])
@@ -682,7 +682,7 @@ def test_migrating_a_file_without_events_numbers_its_history_once(
         al = Airlock(config, keyring, store, venue_view=lambda: DOWN)
         first = al.queue_transaction(**tx_args(eth_key)).id
         second = al.queue_order(**order_args("mig"), venue="down").id
-        al.store.transition(first, State.SENDING, "before the upgrade")
+        al.store.items.transition(first, State.SENDING, "before the upgrade")
     conn = sqlite3.connect(path, isolation_level=None)
     for trigger in ("events_created", "events_state", "events_fill"):
         conn.execute(f"DROP TRIGGER {trigger}")
@@ -690,7 +690,7 @@ def test_migrating_a_file_without_events_numbers_its_history_once(
     conn.execute("PRAGMA user_version=6")
     conn.close()
     with Store.open(path, kek) as store:
-        assert schema.version(store._conn) == schema.CURRENT
+        assert schema.version(store.core.conn) == schema.CURRENT
         al = Airlock(config, keyring, store)
         events = al.events()
         assert sorted((e.type, e.item_id) for e in events if e.type == "item.created") == sorted(
@@ -701,7 +701,7 @@ def test_migrating_a_file_without_events_numbers_its_history_once(
             ("item.state", "sending"),
         ]
         assert len(events) == 3
-        store.transition(first, State.SENT, "after the upgrade")  # the triggers are back
+        store.items.transition(first, State.SENT, "after the upgrade")  # the triggers are back
         (new,) = al.events(after=events[-1].id)
         assert (new.item_id, new.from_state, new.state) == (first, "sending", "sent")
 
@@ -716,7 +716,7 @@ def test_wait_returns_once_the_item_reaches_the_state(make_al, eth_key, store):
         slept.append(seconds)
         if len(slept) == 1:
             for target in (State.SENDING, State.SENT, State.CONFIRMED):
-                store.transition(item_id, target, "test: the broadcaster moved it")
+                store.items.transition(item_id, target, "test: the broadcaster moved it")
 
     al = make_al(sleep=sleep)
     item_id = al.queue_transaction(**tx_args(eth_key)).id
@@ -726,7 +726,7 @@ def test_wait_returns_once_the_item_reaches_the_state(make_al, eth_key, store):
 
 
 def test_wait_raises_item_ended_when_the_item_ends_elsewhere(make_al, eth_key, store):
-    al = make_al(sleep=lambda _: store.cancel(item_id))
+    al = make_al(sleep=lambda _: store.items.cancel(item_id))
     item_id = al.queue_transaction(**tx_args(eth_key)).id
     with pytest.raises(ItemEnded, match="ended cancelled") as caught:
         al.wait(item_id, until=["sent", "confirmed"], timeout=120)
@@ -772,7 +772,7 @@ async def test_async_airlock_queues_reads_and_waits(al, eth_key):
     assert [e.item_id for e in await aal.events()] == [queued.id, order.id]
     batch = await aal.queue_orders([order_args("async-b1"), order_args("async-b2")], venue="down")
     assert len(batch) == 2
-    al.store.transition(queued.id, State.SENDING, "test")
+    al.store.items.transition(queued.id, State.SENDING, "test")
     assert (await aal.wait(queued.id, until="sending", timeout=5)).state is State.SENDING
     done = await aal.cancel(order.id)
     assert done.action == "local"
@@ -814,7 +814,7 @@ def test_import_airlock_is_lazy_and_every_exported_name_resolves():
 def test_records_are_json_with_big_integers_as_strings(al, eth_key):
     queued = al.queue_transaction(**tx_args(eth_key, nonce=2**60, with_cancel=True))
     order = al.queue_order(**order_args("j-1"), venue="down")
-    al.store.transition(queued.id, State.SENDING, "test")
+    al.store.items.transition(queued.id, State.SENDING, "test")
     cancelled = al.cancel(order.id)
     records = [queued, al.item(queued.id), order, cancelled, *al.events()]
     texts = [json.dumps(r.as_json()) for r in records]

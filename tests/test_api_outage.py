@@ -147,7 +147,7 @@ def lines(path: Path) -> list[dict[str, Any]]:
 
 
 def confirmed(store: Store) -> int:
-    return store.count(State.CONFIRMED)
+    return store.items.count(State.CONFIRMED)
 
 
 def assert_each_mined_once(store: Store, anvil: Anvil, ids: list[str]) -> None:
@@ -156,9 +156,9 @@ def assert_each_mined_once(store: Store, anvil: Anvil, ids: list[str]) -> None:
     mined: set[str] = set()
     nonces: dict[str, list[int]] = {}
     for item_id in ids:
-        item = store.get(item_id)
+        item = store.items.get(item_id)
         assert item.state is State.CONFIRMED, (item.id, item.state, item.state_reason)
-        assert item.mined_hash in {v.tx_hash for v in store.variants(item_id)}
+        assert item.mined_hash in {v.tx_hash for v in store.items.variants(item_id)}
         assert item.mined_hash not in mined
         mined.add(item.mined_hash)
         receipt = anvil.rpc("eth_getTransactionReceipt", [item.mined_hash])
@@ -225,7 +225,7 @@ def test_a_bot_queues_through_an_outage_and_two_kills_and_sees_every_event_once(
         )
         kill_9(service)
         assert bot.poll() is None, bot.communicate()
-        queued_at_kill_1 = len(store.list())
+        queued_at_kill_1 = len(store.items.select())
         assert not (out / "queued.done").exists(), "kill 1 came after the queueing"
         service = start_service(token_home, config, log)
         wait_serving(service, api, log)
@@ -239,7 +239,7 @@ def test_a_bot_queues_through_an_outage_and_two_kills_and_sees_every_event_once(
         assert sim.orders() == [] and sim.requests() == []
         for sender in senders:
             assert int(anvil.rpc("eth_getTransactionCount", [sender.address, "latest"]), 16) == 0
-        assert all(str(i.state) == "queued" for i in store.list())
+        assert all(str(i.state) == "queued" for i in store.items.select())
 
         # The links return; kill 2 while the service drains.
         venue.set_mode("pass")
@@ -254,7 +254,7 @@ def test_a_bot_queues_through_an_outage_and_two_kills_and_sees_every_event_once(
             "both drains to start",
         )
         kill_9(service)
-        items = store.list()
+        items = store.items.select()
         at_kill_2 = Counter((str(i.kind), str(i.state)) for i in items)
         settled_at_kill_2 = sum(1 for i in items if i.state is GOAL[i.kind])
         placed_at_kill_2 = len(sim.orders())
@@ -265,7 +265,9 @@ def test_a_bot_queues_through_an_outage_and_two_kills_and_sees_every_event_once(
         bot_out, bot_err = bot.communicate(timeout=180)
         assert bot.returncode == 0, (bot_err.decode(), log.read_text()[-4000:])
         wait_until(
-            lambda: all(i.state is GOAL[i.kind] for i in store.list()), 60, "the queue to settle"
+            lambda: all(i.state is GOAL[i.kind] for i in store.items.select()),
+            60,
+            "the queue to settle",
         )
         service.send_signal(signal.SIGTERM)
         assert service.wait(timeout=30) == 0, log.read_text()[-4000:]
@@ -278,9 +280,9 @@ def test_a_bot_queues_through_an_outage_and_two_kills_and_sees_every_event_once(
         for request in acknowledged:
             for key, item_id in zip(request["keys"], request["items"], strict=True):
                 assert by_key.setdefault(key, item_id) == item_id, key
-        ids = [i.id for i in store.list()]
+        ids = [i.id for i in store.items.select()]
         assert sorted(by_key.values()) == sorted(ids)
-        kinds = Counter(str(store.get(i).kind) for i in ids)
+        kinds = Counter(str(store.items.get(i).kind) for i in ids)
         assert kinds == {"bybit_order": ORDERS, "evm_tx": TRANSFERS}
         # Every order was queued under the outage policy: the service saw the venue down.
         order_requests = [r for r in acknowledged if r["path"].startswith("/v1/orders")]
@@ -291,17 +293,17 @@ def test_a_bot_queues_through_an_outage_and_two_kills_and_sees_every_event_once(
         assert retried, "the bot never had to retry: kill 1 missed the queueing"
 
         # Mined exactly once; placed exactly once.
-        tx_ids = [i for i in ids if store.get(i).kind is Kind.EVM_TX]
-        order_ids = [i for i in ids if store.get(i).kind is Kind.BYBIT_ORDER]
+        tx_ids = [i for i in ids if store.items.get(i).kind is Kind.EVM_TX]
+        order_ids = [i for i in ids if store.items.get(i).kind is Kind.BYBIT_ORDER]
         assert_each_mined_once(store, anvil, tx_ids)
-        links_wanted = Counter(store.venue_item(i)[1].link_id for i in order_ids)
+        links_wanted = Counter(store.venue.of_item(i)[1].link_id for i in order_ids)
         assert Counter(o["orderLinkId"] for o in orders_at_venue) == links_wanted
         assert set(creates) == set(links_wanted), "an order went out under another orderLinkId"
-        assert all(store.get(i).state is State.SENT for i in order_ids)
+        assert all(store.items.get(i).state is State.SENT for i in order_ids)
 
     # The bot's event stream is the queue's own record, exactly.
     received = lines(out / "events.jsonl")
-    recorded = store.events(0, 10**6)
+    recorded = store.events.after(0, 10**6)
     got = [(e["id"], e["type"], e["item"], e["state"], e["from_state"]) for e in received]
     want = [(e.id, e.type, e.item_id, e.to_state, e.from_state) for e in recorded]
     ids_seen = [e["id"] for e in received]
@@ -318,7 +320,7 @@ def test_a_bot_queues_through_an_outage_and_two_kills_and_sees_every_event_once(
     for item_id in ids:
         history = [
             (None if t.from_state is None else str(t.from_state), str(t.to_state), t.reason)
-            for t in store.history(item_id)
+            for t in store.items.history(item_id)
         ]
         seen = per_item[item_id]
         assert [s[:2] for s in seen] == [h[:2] for h in history], item_id

@@ -131,7 +131,7 @@ def test_send_transaction_is_queued_then_mined_by_the_broadcaster(
     assert tx_hash == HexBytes(queued.hashes[0]) == HexBytes(queued.variants[0].hash)
     assert queued.variants[0].kind == "step" and queued.account.lower() == address.lower()
     with Store.open(config.queue.path, kek) as other:  # durable: another connection sees it
-        assert tx_hash.to_0x_hex() in {v.tx_hash for v in other.variants(queued.id)}
+        assert tx_hash.to_0x_hex() in {v.tx_hash for v in other.items.variants(queued.id)}
     assert not at_node(anvil, tx_hash, address)
 
     broadcast_once(config, store, keyring)

@@ -29,16 +29,16 @@ def audit_key(keyring) -> AuditKey:
 
 
 def kinds(store) -> list[str]:
-    return [json.loads(e)["type"] for e in store.audit_entries()]
+    return [json.loads(e)["type"] for e in store.audit.entries()]
 
 
 def test_every_change_is_one_entry(store, eth_key):
     item = queue_tx(store, eth_key, ladder=LadderSpec(levels=2, with_cancel=True)).item
-    store.transition(item.id, State.SENDING, "dispatch")
-    store.transition(item.id, State.SENT, "accepted by rpc-a")
+    store.items.transition(item.id, State.SENDING, "dispatch")
+    store.items.transition(item.id, State.SENT, "accepted by rpc-a")
     sender = item.account
-    store.nonce_sync(31337, {sender: 1})
-    store.rotate_key()
+    store.nonces.sync(31337, {sender: 1})
+    store.keys.rotate()
     assert kinds(store) == [
         entries.ITEM_ENQUEUED,
         entries.ITEM_TRANSITION,
@@ -46,10 +46,10 @@ def test_every_change_is_one_entry(store, eth_key):
         entries.NONCE_SYNC,
         entries.DATA_KEY_ROTATED,
     ]
-    first = json.loads(next(store.audit_entries(0, 1)))
+    first = json.loads(next(store.audit.entries(0, 1)))
     assert first["item"] == item.id and first["prev"] == entries.GENESIS_PREV
     assert [v["kind"] for v in first["data"]["variants"]] == ["step", "step", "cancel"]
-    signed = {meta.tx_hash: raw for meta, raw in store.signed_variants(item.id)}
+    signed = {meta.tx_hash: raw for meta, raw in store.items.signed_variants(item.id)}
     for variant in first["data"]["variants"]:
         assert bytes.fromhex(variant["raw"][2:]) == signed[variant["hash"]]
 
@@ -57,7 +57,7 @@ def test_every_change_is_one_entry(store, eth_key):
 def test_entries_are_chained_and_encrypted(store, eth_key):
     for _ in range(3):
         queue_tx(store, eth_key)
-    bodies = list(store.audit_entries())
+    bodies = list(store.audit.entries())
     for before, after in itertools.pairwise(bodies):
         assert json.loads(after)["prev"] == entries.entry_hash(before).hex()
     raw_file = store.path.read_bytes() + (store.path.parent / "queue.db-wal").read_bytes()
@@ -69,20 +69,20 @@ def test_entries_are_chained_and_encrypted(store, eth_key):
 
 def test_a_refused_change_writes_no_entry(store, eth_key):
     item = queue_tx(store, eth_key).item
-    before = store.audit_size()
+    before = store.audit.size()
     with pytest.raises(IllegalTransition):
-        store.transition(item.id, State.CONFIRMED, "skip")
+        store.items.transition(item.id, State.CONFIRMED, "skip")
     with pytest.raises(NonceConflict):
         queue_tx(store, eth_key, nonce=0)
-    assert store.audit_size() == before
+    assert store.audit.size() == before
 
 
 def test_checkpoint_signs_the_tree_and_is_idempotent(store, eth_key, audit_key):
     queue_tx(store, eth_key)
     first = checkpoint(store, audit_key)
-    assert first.size == store.audit_size()
-    assert first.root == merkle.root(store.audit_leaves())
-    note = verify_note(first.note, audit_key.public_key, store.audit_origin())
+    assert first.size == store.audit.size()
+    assert first.root == merkle.root(store.audit.leaves())
+    note = verify_note(first.note, audit_key.public_key, store.audit.origin())
     assert (note.size, note.root) == (first.size, first.root)
     assert checkpoint(store, audit_key) == first  # nothing new: no second signature
     queue_tx(store, eth_key)
@@ -100,7 +100,7 @@ def test_never_signs_over_a_rewritten_history(store, eth_key, audit_key):
     conn.close()
     with pytest.raises(AuditIntegrityError, match="no longer hash to the root"):
         checkpoint(store, audit_key)
-    assert len(store.audit_checkpoints()) == 1
+    assert len(store.audit.checkpoints()) == 1
 
 
 def test_checkpoint_when_due(tmp_path, kek, eth_key, audit_key):
@@ -125,8 +125,8 @@ def test_an_integer_beyond_2_53_is_written_as_its_decimal_string(store, eth_key)
     transaction it belongs to (docs/audit-format.md §1.1)."""
     sender = queue_tx(store, eth_key).item.account
     huge = 2**60
-    store.nonce_sync(31337, {sender: huge})
-    data = json.loads(list(store.audit_entries())[-1])["data"]
+    store.nonces.sync(31337, {sender: huge})
+    data = json.loads(list(store.audit.entries())[-1])["data"]
     assert (data["chain_pending"], data["next_after"], data["chain_id"]) == (
         str(huge),
         str(huge),
@@ -143,7 +143,7 @@ async def test_an_alert_about_an_item_names_it_in_its_entry(store, eth_key):
     sink = AlertSink(store, ServiceConfig())
     assert await sink.raise_("evm.item.x", f"item {item.id}: ladder exhausted", item=item.id)
     assert await sink.raise_("relay-down:a", "relay a down")
-    about, general = [json.loads(e) for e in list(store.audit_entries())[-2:]]
+    about, general = [json.loads(e) for e in list(store.audit.entries())[-2:]]
     assert (about["type"], about["item"]) == (entries.ALERT, item.id)
     assert about["data"] == {
         "key": "evm.item.x",

@@ -90,24 +90,24 @@ def log(tmp_path_factory, keyring, kek) -> Iterator[Log]:
             store, keys[1], LEGACY, ladder=LadderSpec(levels=2, with_cancel=True)
         ).item  # 2: a legacy (type 0) transaction
         checkpoint(store, audit_key)  # size 3
-        store.transition(a1.id, State.SENDING, "dispatch")  # 3
-        store.transition(a1.id, State.SENT, "accepted by rpc-a")  # 4
+        store.items.transition(a1.id, State.SENDING, "dispatch")  # 3
+        store.items.transition(a1.id, State.SENT, "accepted by rpc-a")  # 4
         a3 = queue_tx(store, keys[0], ladder=ladder).item  # 5
-        assert store.cancel(a2.id).action == "cancel_requested"  # 6
-        store.transition(a1.id, State.CONFIRMED, "mined in block 1234")  # 7
+        assert store.items.cancel(a2.id).action == "cancel_requested"  # 6
+        store.items.transition(a1.id, State.CONFIRMED, "mined in block 1234")  # 7
         checkpoint(store, audit_key)  # size 8
-        assert store.cancel(b1.id).action == "cancelled"  # 8
+        assert store.items.cancel(b1.id).action == "cancelled"  # 8
         queue_tx(store, keys[1], ttl_seconds=1)  # 9
         clock.now += 5_000
-        assert [r.action for r in store.expire_due()] == ["expired"]  # 10
-        store.nonce_sync(31337, {a1.account: 1, b1.account: 0})  # 11, 12
+        assert [r.action for r in store.items.expire_due()] == ["expired"]  # 10
+        store.nonces.sync(31337, {a1.account: 1, b1.account: 0})  # 11, 12
         checkpoint(store, audit_key)  # size 13
-        store.rotate_key("quarterly rotation")  # 13
-        store.transition(a3.id, State.SENDING, "dispatch")  # 14
-        store.transition(a3.id, State.SENT, "accepted by rpc-b")  # 15
+        store.keys.rotate("quarterly rotation")  # 13
+        store.items.transition(a3.id, State.SENDING, "dispatch")  # 14
+        store.items.transition(a3.id, State.SENT, "accepted by rpc-b")  # 15
         export(store, audit_key, base / "pristine")  # signs size 16
         export(store, audit_key, base / "ranged", first=3, last=9)
-        records = store.audit_checkpoints()
+        records = store.audit.checkpoints()
         assert [c.size for c in records] == SIZES
         yield Log(
             store=store,
@@ -278,7 +278,7 @@ def test_pristine_export_verifies_with_the_given_key(log):
     assert (report.entries, report.first, report.checkpoints) == (TOTAL, 0, 4)
     assert report.signed_size == TOTAL and report.key_source == "given"
     assert report.signers == set(log.senders)
-    assert report.origin == log.store.audit_origin()
+    assert report.origin == log.store.audit.origin()
     assert report.kinds[entries.ITEM_ENQUEUED] == 5 and report.kinds[entries.NONCE_SYNC] == 2
 
 
@@ -1500,7 +1500,7 @@ def signed_note(log: Log, text: str, name: str | None = None) -> str:
     """A note over ``text`` signed by the real audit key: what only the rules can refuse."""
     key = log.audit_key
     blob = base64.b64encode(key_hint(key.public_key) + key.sign_der(text.encode())).decode()
-    return f"{text}\n{DASH} {name or log.store.audit_origin()} {blob}\n"
+    return f"{text}\n{DASH} {name or log.store.audit.origin()} {blob}\n"
 
 
 def rewrite_note(tmp_path: Path, log: Log, make: Callable[[str], str]) -> Path:
@@ -1561,7 +1561,7 @@ NOTE_RULES = [
 def test_a_note_that_breaks_a_rule_of_its_form_is_named(log, tmp_path, make, message):
     tampered = rewrite_note(tmp_path, log, lambda n: make(log, n))
     problem = failed(tampered, log.pem)
-    origin = log.store.audit_origin()
+    origin = log.store.audit.origin()
     assert problem.startswith(f"checkpoint {note_name(8)}: {message.format(origin=origin)}")
 
 
@@ -1748,7 +1748,7 @@ def test_an_empty_log_is_not_exported(store, keyring, tmp_path):
     with pytest.raises(InvalidInput, match="the audit log is empty: there is nothing to export"):
         export(store, key, tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    assert store.audit_checkpoints() == []  # nothing signed either
+    assert store.audit.checkpoints() == []  # nothing signed either
 
 
 # =========================================================================== a second log
@@ -1804,16 +1804,16 @@ def venue_log(tmp_path_factory, keyring, kek) -> Iterator[VenueLog]:
             nonce=BIG_NONCE,
             ladder=LadderSpec(levels=1, with_cancel=True),
         ).item  # 0
-        store.add_variant(big.id, resign(store, store.get(big.id)))  # 1: idx 2
+        store.sends.add_variant(big.id, resign(store, store.items.get(big.id)))  # 1: idx 2
         decision = decide_order(request, venue_reachable=False, config=PolicyConfig())
         order = enqueue_order(store, request, decision, intent, account="main").item  # 2
-        order = store.begin_venue(order, "sending to the venue")  # 3
+        order = store.venue.begin(order, "sending to the venue")  # 3
         checkpoint(store, audit_key)  # size 4
         cancel = cancel_order(store, order, intent).cancel  # 4
         assert cancel is not None
-        store.note_alert(f"bybit.item.{order.id}", f"order {order.id}: look", item=order.id)  # 5
-        store.record_event(entries.ALERT, {"message": "an older writer's alert"}, order.id)  # 6
-        store.add_variant(big.id, resign(store, store.get(big.id)))  # 7: idx 3
+        store.alerts.note(f"bybit.item.{order.id}", f"order {order.id}: look", item=order.id)  # 5
+        store.audit.record(entries.ALERT, {"message": "an older writer's alert"}, order.id)  # 6
+        store.sends.add_variant(big.id, resign(store, store.items.get(big.id)))  # 7: idx 3
         export(store, audit_key, base / "pristine")  # signs size 8
         export(store, audit_key, base / "ranged", first=1)
         yield VenueLog(

@@ -86,9 +86,9 @@ async def test_outage_drill_every_transaction_mined_once_in_order(
         await wait_until_async(lambda: all_in(store, ids, State.CONFIRMED), 90, "all confirmed")
         assert broadcaster.monitor.usable("rpc-2")
         assert not broadcaster.monitor.usable("rpc-0")
-    outcomes = {a.outcome for i in ids for _, a in store.attempts(i)}
+    outcomes = {a.outcome for i in ids for _, a in store.sends.attempts(i)}
     assert "transport" in outcomes and "accepted" in outcomes
-    assert not any(a.relay == "rpc-0" for i in ids for _, a in store.attempts(i))
+    assert not any(a.relay == "rpc-0" for i in ids for _, a in store.sends.attempts(i))
     assert_mined_exactly_once(store, anvil, queued)
     report = verify_audit(store, keyring, tmp_path / "audit")
     assert report.ok, report.problem
@@ -106,19 +106,21 @@ async def test_stuck_transaction_is_bumped_and_the_original_recorded_replaced(
     v0, v1 = queued.variants[0], queued.variants[1]
     settings = dataclasses.replace(FAST, bump_after_blocks=1)
     async with serving(store, [relay("rpc-a", proxies[0].url)], settings):
-        await wait_until_async(lambda: store.get(item_id).state is State.SENT, 10, "sent")
-        assert store.get(item_id).active_idx == 0
+        await wait_until_async(lambda: store.items.get(item_id).state is State.SENT, 10, "sent")
+        assert store.items.get(item_id).active_idx == 0
         # A base fee above the first level and below the second: v0 cannot be mined.
         between = (v0.fee_per_gas + v1.fee_per_gas) // 2
         anvil.rpc("anvil_setNextBlockBaseFeePerGas", [hex(between)])
         anvil.rpc("evm_mine", [])
-        await wait_until_async(lambda: store.get(item_id).active_idx == 1, 10, "the bump")
+        await wait_until_async(lambda: store.items.get(item_id).active_idx == 1, 10, "the bump")
         assert anvil.rpc("eth_getTransactionReceipt", [v0.tx_hash]) is None
         anvil.rpc("evm_mine", [])
-        await wait_until_async(lambda: store.get(item_id).state is State.CONFIRMED, 10, "mined")
-    item = store.get(item_id)
+        await wait_until_async(
+            lambda: store.items.get(item_id).state is State.CONFIRMED, 10, "mined"
+        )
+    item = store.items.get(item_id)
     assert item.mined_hash == v1.tx_hash
-    assert store.fates(item_id) == {0: "replaced", 1: "mined", 2: None}
+    assert store.sends.fates(item_id) == {0: "replaced", 1: "mined", 2: None}
     assert v0.fee_per_gas < between < v1.fee_per_gas
 
 
@@ -138,8 +140,8 @@ async def test_private_transaction_never_reaches_a_public_relay(store, keyring, 
     async with serving(store, configs, settings):
         await wait_until_async(
             lambda: (
-                store.get(private.item.id).state is State.SENT
-                and store.get(public.item.id).state is State.SENT
+                store.items.get(private.item.id).state is State.SENT
+                and store.items.get(public.item.id).state is State.SENT
             ),
             10,
             "both sent",
@@ -147,17 +149,17 @@ async def test_private_transaction_never_reaches_a_public_relay(store, keyring, 
         anvil.rpc("anvil_setNextBlockBaseFeePerGas", [hex(private.variants[0].fee_per_gas + 1)])
         anvil.rpc("evm_mine", [])  # neither fits: both get bumped
         await wait_until_async(
-            lambda: store.get(private.item.id).active_idx == 1, 10, "the private bump"
+            lambda: store.items.get(private.item.id).active_idx == 1, 10, "the private bump"
         )
         await wait_until_async(
-            lambda: len(store.attempts(private.item.id)) >= 3, 30, "a rebroadcast"
+            lambda: len(store.sends.attempts(private.item.id)) >= 3, 30, "a rebroadcast"
         )
         anvil.rpc("evm_mine", [])
         await wait_until_async(
-            lambda: store.get(private.item.id).state is State.CONFIRMED, 10, "mined"
+            lambda: store.items.get(private.item.id).state is State.CONFIRMED, 10, "mined"
         )
     private_hashes = {v.tx_hash for v in private.variants}
-    private_raws = {"0x" + raw.hex() for _, raw in store.signed_variants(private.item.id)}
+    private_raws = {"0x" + raw.hex() for _, raw in store.items.signed_variants(private.item.id)}
     for proxy in public_proxies:
         assert proxy.sent_tx_hashes().isdisjoint(private_hashes)
         for request in proxy.requests():  # not even a receipt query names it
@@ -175,22 +177,25 @@ async def test_reorg_that_removes_a_receipt_is_detected_and_reconfirmed(
     (queued,) = queue_transfers(store, [sender], 1, anvil)
     item_id = queued.item.id
     async with serving(store, [relay("rpc-a", proxies[0].url)]):
-        await wait_until_async(lambda: store.get(item_id).state is State.CONFIRMED, 10, "mined")
-        first_block = store.get(item_id).mined_block_hash
+        await wait_until_async(
+            lambda: store.items.get(item_id).state is State.CONFIRMED, 10, "mined"
+        )
+        first_block = store.items.get(item_id).mined_block_hash
         anvil.rpc("anvil_reorg", [1, []])  # the block holding it is replaced by an empty one
         assert anvil.rpc("eth_getTransactionReceipt", [queued.variants[0].tx_hash]) is None
         await wait_until_async(
             lambda: (
-                [t.to_state for t in store.history(item_id)][-2:] == [State.SENT, State.CONFIRMED]
-                and len(store.history(item_id)) > 4
+                [t.to_state for t in store.items.history(item_id)][-2:]
+                == [State.SENT, State.CONFIRMED]
+                and len(store.items.history(item_id)) > 4
             ),
             15,
             "re-confirmation after the reorg",
         )
-    item = store.get(item_id)
+    item = store.items.get(item_id)
     assert item.mined_block_hash != first_block
     assert anvil.rpc("eth_getTransactionReceipt", [item.mined_hash]) is not None
-    reasons = [t.reason for t in store.history(item_id)]
+    reasons = [t.reason for t in store.items.history(item_id)]
     assert any(r.startswith("reorg:") for r in reasons)
 
 
@@ -202,27 +207,27 @@ async def test_reorg_that_removes_our_mined_cancel_sends_the_cancel_again(
     is sent again and mined (found by the chaos suite, seed 114)."""
     (sender,) = make_senders(keyring, anvil, 1)
     first, second = queue_transfers(store, [sender], 2, anvil)
-    assert store.cancel(first.item.id).action == "cancel_requested"  # nonce 1 waits on it
+    assert store.items.cancel(first.item.id).action == "cancel_requested"  # nonce 1 waits on it
     cancel = next(v for v in first.variants if v.kind == "cancel")
     ids = (first.item.id, second.item.id)
     async with serving(store, [relay("rpc-a", proxies[0].url)]):
         await wait_until_async(
-            lambda: [store.get(i).state for i in ids] == [State.REPLACED, State.CONFIRMED],
+            lambda: [store.items.get(i).state for i in ids] == [State.REPLACED, State.CONFIRMED],
             10,
             "the cancel and the next nonce mined",
         )
-        blocks = [store.get(i).mined_block_hash for i in ids]
+        blocks = [store.items.get(i).mined_block_hash for i in ids]
         anvil.rpc("anvil_reorg", [1, []])  # the block holding both replaced by an empty one
         await wait_until_async(
             lambda: (
-                [store.get(i).state for i in ids] == [State.REPLACED, State.CONFIRMED]
-                and [store.get(i).mined_block_hash for i in ids] != blocks
+                [store.items.get(i).state for i in ids] == [State.REPLACED, State.CONFIRMED]
+                and [store.items.get(i).mined_block_hash for i in ids] != blocks
             ),
             20,
             "both mined again",
         )
-    assert store.get(first.item.id).mined_hash == cancel.tx_hash
-    assert [t.to_state for t in store.history(first.item.id)][-2:] == [
+    assert store.items.get(first.item.id).mined_hash == cancel.tx_hash
+    assert [t.to_state for t in store.items.history(first.item.id)][-2:] == [
         State.SENT,
         State.REPLACED,
     ]

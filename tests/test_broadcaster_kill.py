@@ -71,7 +71,7 @@ def test_kill_9_during_the_drain_loses_nothing_and_sends_nothing_twice(
             conn = sqlite3.connect(store.path)
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             conn.close()
-            progress.append(Counter(str(store.get(i).state) for i in ids))
+            progress.append(Counter(str(store.items.get(i).state) for i in ids))
         assert progress[0]["confirmed"] < len(ids), "the first kill came after the drain"
         proxy.set_mode("pass")
         final = broadcaster(token_home, config, "--once", "--json")

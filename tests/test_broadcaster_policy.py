@@ -71,14 +71,14 @@ async def test_expired_item_with_later_nonces_sends_its_cancel_and_the_rest_foll
     clock.offset_ms = 61_000  # the TTL passed while every link was down
     await once(timed_store, anvil, clock=clock)
     cancel = next(v for v in first.variants if v.kind == "cancel")
-    item = timed_store.get(first.item.id)
+    item = timed_store.items.get(first.item.id)
     assert item.state is State.REPLACED
     assert item.mined_hash == cancel.tx_hash
     assert "pre-signed cancel" in (item.state_reason or "")
     tx = anvil.rpc("eth_getTransactionByHash", [cancel.tx_hash])
     assert int(tx["value"], 16) == 0 and tx["to"].lower() == sender.address.lower()
     for entry in later:
-        assert timed_store.get(entry.item.id).state is State.CONFIRMED
+        assert timed_store.items.get(entry.item.id).state is State.CONFIRMED
     assert int(anvil.rpc("eth_getTransactionCount", [sender.address, "latest"]), 16) == 3
 
 
@@ -93,8 +93,8 @@ async def test_expired_item_without_later_nonces_never_leaves(timed_store, keyri
     )
     clock.offset_ms = 6_000
     await once(timed_store, anvil, clock=clock)
-    assert timed_store.get(lone.item.id).state is State.EXPIRED
-    assert timed_store.attempts(lone.item.id) == []
+    assert timed_store.items.get(lone.item.id).state is State.EXPIRED
+    assert timed_store.sends.attempts(lone.item.id) == []
     assert int(anvil.rpc("eth_getTransactionCount", [sender.address, "latest"]), 16) == 0
 
 
@@ -110,10 +110,10 @@ async def test_exhausted_ladder_goes_to_an_operator_with_an_alert(store, keyring
     (queued,) = queue_transfers(store, [sender], 1, anvil, ladder=LadderSpec(levels=2))
     settings = dataclasses.replace(FAST, bump_after_blocks=1)
     await once(store, anvil, settings)
-    assert store.get(queued.item.id).state is State.SENT
+    assert store.items.get(queued.item.id).state is State.SENT
     price_out(anvil, queued.variants[1].fee_per_gas * 2)
     broadcaster = await once(store, anvil, settings)
-    item = store.get(queued.item.id)
+    item = store.items.get(queued.item.id)
     assert item.state is State.NEEDS_OPERATOR
     assert "no higher fee level left" in (item.state_reason or "")
     assert any(queued.item.id in a and "operator" in a for a in broadcaster.alerts)
@@ -129,12 +129,12 @@ async def test_resign_within_the_cap_gets_it_mined(store, keyring, anvil, tmp_pa
     await once(store, anvil, settings, resign)
     price_out(anvil, top)  # v0 cannot be mined; a re-signed level +50 % can
     await once(store, anvil, settings, resign)
-    variants = store.variants(queued.item.id)
+    variants = store.items.variants(queued.item.id)
     assert len(variants) == 2 and variants[1].fee_per_gas >= top * 3 // 2
-    assert store.get(queued.item.id).active_idx == 1
+    assert store.items.get(queued.item.id).active_idx == 1
     anvil.rpc("evm_mine", [])
     await once(store, anvil, settings, resign)
-    item = store.get(queued.item.id)
+    item = store.items.get(queued.item.id)
     assert item.state is State.CONFIRMED and item.mined_hash == variants[1].tx_hash
     report = verify_audit(store, keyring, tmp_path / "audit")
     assert report.ok, report.problem
@@ -151,8 +151,8 @@ async def test_resign_never_exceeds_its_cap(store, keyring, anvil):
     await once(store, anvil, settings, resign)
     price_out(anvil, top)
     await once(store, anvil, settings, resign)
-    assert len(store.variants(queued.item.id)) == 1
-    assert store.get(queued.item.id).state is State.NEEDS_OPERATOR
+    assert len(store.items.variants(queued.item.id)) == 1
+    assert store.items.get(queued.item.id).state is State.NEEDS_OPERATOR
 
 
 def test_audit_refuses_an_added_variant_signed_by_another_key(store, keyring, anvil, tmp_path):
@@ -160,9 +160,9 @@ def test_audit_refuses_an_added_variant_signed_by_another_key(store, keyring, an
     (queued,) = queue_transfers(store, [first], 1, anvil)
     (foreign,) = queue_transfers(store, [second], 1, anvil)  # same chain and nonce, other key
     meta = foreign.variants[0]
-    raw = store.variant_raw(store.get(foreign.item.id), 0)
+    raw = store.sends.variant_raw(store.items.get(foreign.item.id), 0)
     draft = VariantDraft("step", meta.tx_hash, meta.fee_per_gas, meta.tip_per_gas, raw)
-    store.add_variant(queued.item.id, draft)
+    store.sends.add_variant(queued.item.id, draft)
     report = verify_audit(store, keyring, tmp_path / "audit")
     assert not report.ok
     assert "signed by" in (report.problem or "") and "not by the declared sender" in report.problem
@@ -179,8 +179,8 @@ async def test_relay_on_another_chain_is_disabled_with_an_alert_and_gets_nothing
     async with EvmRelay(wrong) as client:
         broadcaster = Broadcaster(store, [client], FAST)
         await broadcaster.run_once()
-    assert store.get(mainnet_tx.item.id).state is State.QUEUED
-    assert store.attempts(mainnet_tx.item.id) == []
+    assert store.items.get(mainnet_tx.item.id).state is State.QUEUED
+    assert store.sends.attempts(mainnet_tx.item.id) == []
     assert any("mainnet-typo disabled" in a and "31337" in a for a in broadcaster.alerts)
     assert not broadcaster.monitor.usable("mainnet-typo")
 
@@ -200,7 +200,7 @@ async def test_tampered_variant_is_quarantined_never_sent(store, keyring, anvil)
     )
     conn.close()
     broadcaster = await once(store, anvil)
-    assert store.get(bad.item.id).state is State.QUARANTINED
-    assert store.attempts(bad.item.id) == []
+    assert store.items.get(bad.item.id).state is State.QUARANTINED
+    assert store.sends.attempts(bad.item.id) == []
     assert any(bad.item.id in a and "quarantined" in a for a in broadcaster.alerts)
-    assert store.get(good.item.id).state is State.CONFIRMED
+    assert store.items.get(good.item.id).state is State.CONFIRMED

@@ -33,16 +33,16 @@ def keys(keyring) -> kit.BybitKeys:
 
 
 def link_ids(store: Store, queued) -> list[str]:
-    return [store.venue_item(q.item.id)[1].link_id for q in queued]
+    return [store.venue.of_item(q.item.id)[1].link_id for q in queued]
 
 
 def states(store: Store, queued) -> Counter[str]:
-    return Counter(str(store.get(q.item.id).state) for q in queued)
+    return Counter(str(store.items.get(q.item.id).state) for q in queued)
 
 
 def audit_types(store: Store) -> list[tuple[str, dict]]:
     out = []
-    for raw in store.audit_entries():
+    for raw in store.audit.entries():
         entry = parse(raw)
         out.append((entry["type"], entry["data"]))
     return out
@@ -66,7 +66,7 @@ def test_queued_orders_are_placed_once_when_the_venue_returns(keyring, store: St
     assert result.sent == 5, result
     assert sent == link_ids(store, queued)  # in queue order, each once
     for q in queued:
-        item, ref = store.venue_item(q.item.id)
+        item, ref = store.venue.of_item(q.item.id)
         assert item.state is State.SENT
         assert ref.order_id == views[ref.link_id]["orderId"] and ref.status == "New"
 
@@ -131,12 +131,12 @@ def test_fills_during_an_outage_are_reconciled_once_across_pages(keyring, store:
         venue_fills = {e["execId"] for e in sim.executions()}
         pages = [r for r in sim.requests() if r.path == "/v5/execution/list"]
     assert first.fills == 160 and again.fills == 0
-    stored = store.fills()
+    stored = store.venue.fills()
     assert {f.exec_id for f in stored} == venue_fills and len(stored) == 160
     assert {f.item_id for f in stored} == {q.item.id for q in queued}
     assert any("cursor=" in r.query for r in pages), "more than one page was read"
     for q in queued:
-        item, ref = store.venue_item(q.item.id)
+        item, ref = store.venue.of_item(q.item.id)
         assert (item.state, ref.status, ref.cum_qty) == (State.CONFIRMED, "Filled", "0.01")
     fills_entries = [d for t, d in audit_types(store) if t == audit_entries.ORDER_FILLS]
     assert sum(len(d["fills"]) for d in fills_entries) == 160
@@ -208,14 +208,16 @@ def test_tampered_intents_are_quarantined_never_sent(keyring, store: Store, keys
             request={"k": key}, venue=VenueDraft("order", "linear", kit.SYMBOL,
                                                  intent.order_link_id),
         )  # fmt: skip
-        evil.append(store.enqueue(draft, lambda _n, p=payload: Built(payload=p, audit={})).item)
+        evil.append(
+            store.items.enqueue(draft, lambda _n, p=payload: Built(payload=p, audit={})).item
+        )
     with kit.sim_for(keys) as sim:
         result = asyncio.run(once(kit.venue(keyring, store, keys, sim.url)))
         sent = kit.creates(sim)
     assert sent == link_ids(store, [good])
     assert result.quarantined == 2
     for item in evil:
-        moved = store.get(item.id)
+        moved = store.items.get(item.id)
         assert moved.state is State.QUARANTINED and "intent" in (moved.state_reason or "")
     assert len([a for a in alerts(store) if "quarantined" in a]) == 2
 
@@ -225,27 +227,27 @@ def test_cancel_goes_ahead_of_new_orders_and_settles(keyring, store: Store, keys
     with kit.sim_for(keys) as sim:
         asyncio.run(once(kit.venue(keyring, store, keys, sim.url)))
         newer = kit.queue_orders(store, keys, 2, prefix="new")
-        cancel = cancel_order(store, store.get(first.item.id), keys.intent)
+        cancel = cancel_order(store, store.items.get(first.item.id), keys.intent)
         assert cancel.action == "queued" and cancel.cancel is not None
         asyncio.run(once(kit.venue(keyring, store, keys, sim.url)))
         paths = [r.path for r in sim.requests() if r.path in (CREATE, "/v5/order/cancel")]
         status = sim.order(order_link_id=link_ids(store, [first])[0])["orderStatus"]
     assert paths == [CREATE, "/v5/order/cancel", CREATE, CREATE]
     assert status == "Cancelled"
-    assert store.get(cancel.cancel.item.id).state is State.CONFIRMED
-    order, ref = store.venue_item(first.item.id)
+    assert store.items.get(cancel.cancel.item.id).state is State.CONFIRMED
+    order, ref = store.venue.of_item(first.item.id)
     assert (order.state, ref.status) == (State.CONFIRMED, "Cancelled")
     assert states(store, newer) == {"sent": 2}
 
 
 def test_cancel_of_an_order_still_queued_never_touches_the_venue(keyring, store: Store, keys):
     order = kit.queue_orders(store, keys, 1)[0]
-    outcome = cancel_order(store, store.get(order.item.id), keys.intent)
+    outcome = cancel_order(store, store.items.get(order.item.id), keys.intent)
     assert outcome.action == "local" and outcome.cancel is None
     with kit.sim_for(keys) as sim:
         asyncio.run(once(kit.venue(keyring, store, keys, sim.url)))
         assert [r.path for r in sim.requests() if r.path.startswith("/v5/order/c")] == []
-    assert store.get(order.item.id).state is State.CANCELLED
+    assert store.items.get(order.item.id).state is State.CANCELLED
 
 
 def test_a_send_cut_off_by_a_crash_is_resolved_by_lookup_not_resent(
@@ -257,7 +259,7 @@ def test_a_send_cut_off_by_a_crash_is_resolved_by_lookup_not_resent(
     with Store.open(tmp_path / "q.db", kek, clock_ms=lambda: now[0]) as store:
         placed, unknown = kit.queue_orders(store, keys, 2)
         for q in (placed, unknown):
-            store.begin_venue(store.get(q.item.id), "sending to bybit (order)")
+            store.venue.begin(store.items.get(q.item.id), "sending to bybit (order)")
         with kit.sim_for(keys) as sim:
             venue = kit.venue(keyring, store, keys, sim.url)
 
@@ -277,22 +279,22 @@ def test_a_send_cut_off_by_a_crash_is_resolved_by_lookup_not_resent(
 
             asyncio.run(place_behind_its_back())
             asyncio.run(reconcile())
-            assert store.get(placed.item.id).state is State.SENT
-            assert store.get(unknown.item.id).state is State.SENDING  # may still appear
+            assert store.items.get(placed.item.id).state is State.SENT
+            assert store.items.get(unknown.item.id).state is State.SENDING  # may still appear
             now[0] += 1000 + 5_000  # at recv_window + grace: still waiting
             asyncio.run(reconcile())
-            assert store.get(unknown.item.id).state is State.SENDING
+            assert store.items.get(unknown.item.id).state is State.SENDING
             now[0] += 1  # past it: that request can no longer be processed
             asyncio.run(reconcile())
-            assert store.get(unknown.item.id).state is State.QUEUED
+            assert store.items.get(unknown.item.id).state is State.QUEUED
             asyncio.run(once(kit.venue(keyring, store, keys, sim.url, recv_window_ms=1000)))
             sent = kit.creates(sim)
-        assert store.get(unknown.item.id).state is State.SENT
+        assert store.items.get(unknown.item.id).state is State.SENT
         assert Counter(sent) == Counter(link_ids(store, [placed, unknown]))
 
 
 def _intent_kwargs(store: Store, item_id: str) -> dict:
-    data = store.payload(item_id)["intent"]
+    data = store.items.payload(item_id)["intent"]
     return {
         "category": data["category"], "symbol": data["symbol"], "side": data["side"],
         "order_type": data["orderType"], "qty": data["qty"], "price": data["price"],
@@ -305,7 +307,7 @@ def test_refused_order_is_final_and_the_rest_go_on(keyring, store: Store, keys):
     with kit.sim_for(keys) as sim:
         sim.inject("ret_code", count=1, path=CREATE, code=110007)  # insufficient balance
         asyncio.run(once(kit.venue(keyring, store, keys, sim.url)))
-    first = store.get(queued[0].item.id)
+    first = store.items.get(queued[0].item.id)
     assert first.state is State.REJECTED and "110007" in (first.state_reason or "")
     assert states(store, queued[1:]) == {"sent": 2}
 
@@ -350,12 +352,12 @@ def test_an_order_cancelled_elsewhere_is_caught_by_the_next_periodic_pass(
                 task = asyncio.create_task(venue.run(stop))
                 try:
                     await wait_until_async(
-                        lambda: store.venue_item(queued[0].item.id)[1].status == "New", 10, "New"
+                        lambda: store.venue.of_item(queued[0].item.id)[1].status == "New", 10, "New"
                     )
                     await other.sync_time()
                     assert (await other.cancel_order("linear", kit.SYMBOL, target)).order_id
                     await wait_until_async(
-                        lambda: store.get(queued[0].item.id).state is State.CONFIRMED,
+                        lambda: store.items.get(queued[0].item.id).state is State.CONFIRMED,
                         10,
                         "the periodic pass",
                     )
@@ -364,6 +366,6 @@ def test_an_order_cancelled_elsewhere_is_caught_by_the_next_periodic_pass(
                     await asyncio.wait_for(task, 10)
 
         asyncio.run(main())
-    item, ref = store.venue_item(queued[0].item.id)
+    item, ref = store.venue.of_item(queued[0].item.id)
     assert ref.status == "Cancelled" and "Cancelled" in (item.state_reason or "")
     assert states(store, queued[1:]) == {"sent": 2}

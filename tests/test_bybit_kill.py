@@ -35,7 +35,7 @@ def test_kill_9_during_a_bybit_drain_places_each_order_once(
     rng = random.Random(SEED)
     queued = kit.queue_orders(store, keys, ORDERS)
     ids = [q.item.id for q in queued]
-    expected = [store.venue_item(i)[1].link_id for i in ids]
+    expected = [store.venue.of_item(i)[1].link_id for i in ids]
     # 10 creates per second: the drain lasts ~8 s, long enough for kills to land inside it.
     with kit.sim_for(keys, rate_limits={CREATE: 10}) as sim:
         sim.inject("lose_response_after_accept", count=6, path=CREATE)
@@ -58,10 +58,10 @@ def test_kill_9_during_a_bybit_drain_places_each_order_once(
         assert final.returncode == 0, err.decode()
         orders = sim.orders()
         creates = [json.loads(r.body)["orderLinkId"] for r in sim.requests() if r.path == CREATE]
-    states = Counter((str(store.get(i).state), store.get(i).state_reason) for i in ids)
+    states = Counter((str(store.items.get(i).state), store.items.get(i).state_reason) for i in ids)
     assert Counter(o["orderLinkId"] for o in orders) == Counter(expected), (states, out, err)
     assert set(creates) == set(expected), "never under another orderLinkId"
-    assert all(str(store.get(i).state) == "sent" for i in ids)
+    assert all(str(store.items.get(i).state) == "sent" for i in ids)
     killed_mid_drain = sum(1 for n in placed_at_kill if 0 < n < ORDERS)
     assert killed_mid_drain >= 3, placed_at_kill
     summary = json.loads(out)

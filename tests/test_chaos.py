@@ -128,14 +128,14 @@ async def test_a_reorged_item_whose_rebroadcast_did_not_go_out_is_sent_again(sto
         async with started(relays):
             broadcaster = Broadcaster(store, relays, FAST)
             await broadcaster.run_once()
-            assert store.get(item_id).state is State.CONFIRMED
+            assert store.items.get(item_id).state is State.CONFIRMED
             anvil.rpc("anvil_reorg", [1, []])  # the block and its transaction are gone
             proxy.set_mode("lie")  # reads pass; the rebroadcast is swallowed
             await broadcaster.reconcile()
-            assert store.get(item_id).state is State.SENT
+            assert store.items.get(item_id).state is State.SENT
             assert anvil.rpc("eth_getTransactionByHash", [queued.variants[0].tx_hash]) is None
             proxy.set_mode("pass")
             await broadcaster.run_once()
-        item = store.get(item_id)
+        item = store.items.get(item_id)
         assert item.state is State.CONFIRMED, (item.state, item.state_reason)
         assert anvil.rpc("eth_getTransactionReceipt", [item.mined_hash]) is not None

@@ -209,17 +209,17 @@ def broadcaster_notes(tmp_path: Path, kek: HsmKek, heartbeat_ago_ms: int) -> Non
     each CLI run, so an age read back grows only by that one run's start-up."""
     now = wall_ms()
     with Store.open(tmp_path / "queue.db", kek) as store:
-        store.set_note("broadcaster.heartbeat_ms", str(now - heartbeat_ago_ms))
-        store.set_note("broadcaster.last_reconcile_ms", str(now - RECONCILE_AGO_MS))
-        store.set_note("broadcaster.pid", "4242")
+        store.notes.set("broadcaster.heartbeat_ms", str(now - heartbeat_ago_ms))
+        store.notes.set("broadcaster.last_reconcile_ms", str(now - RECONCILE_AGO_MS))
+        store.notes.set("broadcaster.pid", "4242")
 
 
 def test_open_alerts_and_broadcaster_notes(token_home, kek, tmp_path):
     with Store.open(tmp_path / "queue.db", kek) as store:
-        store.note_alert("relay.down.cut", "relay cut is down: refused", severity="critical")
-        store.note_alert("relay.down.cut", "relay cut is down: refused", severity="critical")
-        store.note_alert("bybit.auth", "bybit refused the key")
-        store.resolve_alert("bybit.auth")  # resolved alerts are not shown
+        store.alerts.note("relay.down.cut", "relay cut is down: refused", severity="critical")
+        store.alerts.note("relay.down.cut", "relay cut is down: refused", severity="critical")
+        store.alerts.note("bybit.auth", "bybit refused the key")
+        store.alerts.resolve("bybit.auth")  # resolved alerts are not shown
     config = write_config(tmp_path, kek, {})
 
     broadcaster_notes(tmp_path, kek, HEARTBEAT_AGO_MS)

@@ -55,8 +55,8 @@ def pristine(tmp_path_factory, keyring, kek) -> Iterator[Export]:
     with Store.open(base / "queue.db", kek, clock_ms=FakeClock(tick_ms=7)) as store:
         item = queue_tx(store, eth).item
         checkpoint(store, audit_key)
-        store.transition(item.id, State.SENDING, "dispatch")
-        store.transition(item.id, State.SENT, "accepted")
+        store.items.transition(item.id, State.SENDING, "dispatch")
+        store.items.transition(item.id, State.SENT, "accepted")
         export(store, audit_key, base / "export")
     path = base / "export"
     files = tuple(sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()))

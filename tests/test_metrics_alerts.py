@@ -74,6 +74,11 @@ class FakeQueue:
     now: int = 1_000_000
     broken: bool = False
 
+    @property
+    def items(self) -> FakeQueue:
+        """The store's ``items`` part, which is where the collector reads the counts."""
+        return self
+
     def counts_by_kind(self) -> list[tuple[str, str, int, int | None]]:
         if self.broken:
             raise OSError("disk gone")
@@ -314,12 +319,12 @@ async def test_alert_is_signed_deduplicated_and_sent_again_after_resolve(
         # the same key within the window: counted, not delivered
         assert not await sink.raise_("relay-down:a", "relay a still down")
         assert len(receiver.requests) == 1
-        (record,) = store.open_alerts()
+        (record,) = store.alerts.open()
         assert (record.key, record.count) == ("relay-down:a", 2)
 
         # resolved, then raised again: delivered at once
         assert sink.resolve("relay-down:a")
-        assert store.open_alerts() == []
+        assert store.alerts.open() == []
         assert await sink.raise_("relay-down:a", "relay a down again", severity="critical")
         assert len(receiver.requests) == 2
         again = json.loads(receiver.requests[1][1])

@@ -125,7 +125,7 @@ def queue(
 
 
 def hashes_of(store: Store, queued: list[Enqueued]) -> set[str]:
-    return {v.tx_hash for q in queued for v in store.variants(q.item.id)}
+    return {v.tx_hash for q in queued for v in store.items.variants(q.item.id)}
 
 
 def rpc_body(method: str, params: list[Any], request_id: int = 1) -> bytes:
@@ -168,7 +168,7 @@ async def test_private_sends_through_the_broadcaster_are_signed_by_the_hsm_auth_
             broadcaster = Broadcaster(store, relays, config.broadcaster)
             await broadcaster.run_once()
         assert_mined_exactly_once(store, anvil, queued)
-        mined = {store.get(q.item.id).mined_hash for q in queued}
+        mined = {store.items.get(q.item.id).mined_hash for q in queued}
         assert mined <= relay.private_hashes()
         assert relay.private_hashes() <= hashes_of(store, queued)
     requests = relay.requests()
@@ -200,9 +200,9 @@ async def test_public_item_is_never_sent_to_the_private_relay(
             await Broadcaster(store, relays, config.broadcaster).run_once()
         assert_mined_exactly_once(store, anvil, private)
         (public_item,) = public
-        assert store.get(public_item.item.id).state is State.QUEUED
+        assert store.items.get(public_item.item.id).state is State.QUEUED
         public_hashes = hashes_of(store, public)
-        public_raws = {raw.hex() for _, raw in store.signed_variants(public_item.item.id)}
+        public_raws = {raw.hex() for _, raw in store.items.signed_variants(public_item.item.id)}
     assert relay.private_hashes().isdisjoint(public_hashes)
     for request in relay.requests():  # not even a receipt query names it
         body = request.body.decode().lower()
@@ -221,8 +221,8 @@ async def test_relay_without_auth_is_refused_and_stays_down(
             broadcaster = Broadcaster(store, relays, config.broadcaster)
             await broadcaster.run_once()
             snapshot = broadcaster.monitor.snapshots()[RELAY_NAME].as_json()
-        assert all(store.get(q.item.id).state is State.QUEUED for q in queued)
-        assert not any(store.attempts(q.item.id) for q in queued)
+        assert all(store.items.get(q.item.id).state is State.QUEUED for q in queued)
+        assert not any(store.sends.attempts(q.item.id) for q in queued)
     assert snapshot["state"] == "down" and not snapshot["usable"]
     assert "HTTP 403" in snapshot["last_error"]
     assert BAD_SIGNATURE_MESSAGE in snapshot["last_error"]

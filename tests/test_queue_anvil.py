@@ -47,7 +47,7 @@ def send(anvil: Anvil, raw: bytes) -> str:
 def test_each_ladder_step_replaces_the_last_and_the_cancel_wins(store, funded, anvil):
     key, address = funded
     result = queue(store, key, anvil, ladder=LadderSpec(levels=4, with_cancel=True))
-    variants = store.signed_variants(result.item.id)
+    variants = store.items.signed_variants(result.item.id)
     assert [v.kind for v, _ in variants] == ["step"] * 4 + ["cancel"]
     for meta, raw in variants:  # every one is accepted as a replacement of the one before
         assert send(anvil, raw) == meta.tx_hash
@@ -66,7 +66,7 @@ def test_each_ladder_step_replaces_the_last_and_the_cancel_wins(store, funded, a
 def test_lower_step_after_a_higher_one_is_refused_by_the_node(store, funded, anvil):
     key, _ = funded
     result = queue(store, key, anvil, ladder=LadderSpec(levels=2))
-    (_, low), (_, high) = store.signed_variants(result.item.id)
+    (_, low), (_, high) = store.items.signed_variants(result.item.id)
     send(anvil, high)
     with pytest.raises(Exception, match="underpriced"):
         send(anvil, low)

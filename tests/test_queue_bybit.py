@@ -53,7 +53,7 @@ def test_gtc_order_is_queued_with_its_signed_intent(store: Store, intent_key: In
     item = queued.item
     assert (item.kind, item.state, item.priority) == (Kind.BYBIT_ORDER, State.QUEUED, 50)
     assert item.expires_ms == item.created_ms + 600_000
-    payload = store.payload(item.id)
+    payload = store.items.payload(item.id)
     assert payload["policy"]["rule"] == "gtc-ttl"
     assert payload["intent"]["qty"] == "0.01" and payload["intent"]["price"] == "65000.5"
     # The stored intent carries a valid HSM signature (the check an auditor runs).
@@ -66,18 +66,18 @@ def test_a_retry_returns_the_same_order(store: Store, intent_key: IntentKey):
     first = queue(store, intent_key, request("same"))
     again = queue(store, intent_key, request("same"))
     assert again.existing and again.item.id == first.item.id
-    assert store.payload(first.item.id)["intent"]["orderLinkId"].startswith("al-")
+    assert store.items.payload(first.item.id)["intent"]["orderLinkId"].startswith("al-")
 
 
 def test_ioc_during_an_outage_is_refused_and_the_refusal_audited(
     store: Store, intent_key: IntentKey
 ):
-    size = store.audit_size()
+    size = store.audit.size()
     with pytest.raises(OrderRefused, match="ioc-fok-never-queued"):
         queue(store, intent_key, request("ioc", tif="IOC"))
-    assert store.list() == []
-    assert store.audit_size() == size + 1
-    (entry,) = [json.loads(e) for e in store.audit_entries(size)]
+    assert store.items.select() == []
+    assert store.audit.size() == size + 1
+    (entry,) = [json.loads(e) for e in store.audit.entries(size)]
     assert entry["type"] == "order.refused" and entry["data"]["decision"]["rule"] == (
         "ioc-fok-never-queued"
     )
@@ -95,7 +95,7 @@ def test_market_order_with_a_cap_becomes_a_risk_capped_limit(store: Store, inten
         reduce_only=True,
     )
     item = queue(store, intent_key, req).item
-    intent = store.payload(item.id)["intent"]
+    intent = store.items.payload(item.id)["intent"]
     assert intent["orderType"] == "Limit" and intent["price"] == "65325"
     assert item.priority == Priority.RISK_REDUCING
 
@@ -141,7 +141,7 @@ def test_a_retry_during_an_outage_returns_the_order_queued_while_the_venue_was_u
 ):
     ioc = request("ioc-retry", tif="IOC", ttl_s=None)
     first = queue(store, intent_key, ioc, reachable=True)
-    before = store.audit_size()
+    before = store.audit.size()
     again = queue(store, intent_key, ioc, reachable=False)  # the policy alone would refuse
     assert again.existing and again.item.id == first.item.id
-    assert store.audit_size() == before  # no order.refused entry for a retry
+    assert store.audit.size() == before  # no order.refused entry for a retry

@@ -195,13 +195,13 @@ def check_database(
         assert used <= counters[key_id] <= ROTATE_AFTER, (why, key_id, used, counters)
 
     with Store.open(db, kek, rotate_after=ROTATE_AFTER) as store:
-        stored = store.list()
+        stored = store.items.select()
         by_id = {item.id: item for item in stored}
         missing = sorted(set(reported) - set(by_id))
         assert not missing, f"{why}: reported items lost: {missing}"
         assert audit_entries == len(stored), why  # one item.enqueued entry per item, no more
-        assert store.audit_size() == len(stored), why
-        assert len(list(store.audit_entries())) == len(stored), why  # all decrypt
+        assert store.audit.size() == len(stored), why
+        assert len(list(store.audit.entries())) == len(stored), why  # all decrypt
         for item in stored:  # committed but unreported items must be whole too
             where = f"{why}: item {item.id}"
             assert item.state is State.QUEUED, where
@@ -209,10 +209,10 @@ def check_database(
             assert (item.chain_id, item.account) == (CHAIN_ID, sender), where
             if item.id in reported:
                 assert item.nonce == reported[item.id], where
-            payload = store.payload(item.id)
+            payload = store.items.payload(item.id)
             assert payload["intent"]["nonce"] == item.nonce, where
             assert payload["sender"] == sender, where
-            variants = store.signed_variants(item.id)
+            variants = store.items.signed_variants(item.id)
             assert [meta.kind for meta, _ in variants] == EXPECTED_KINDS, where
             for meta, signed in variants:
                 assert meta.tx_hash == "0x" + keccak(signed).hex(), where
@@ -223,7 +223,7 @@ def check_database(
 
         held = sorted(item.nonce for item in stored if item.nonce is not None)
         assert held == list(range(len(stored))), f"{why}: nonces {held}"
-        status = store.nonce_status()
+        status = store.nonces.status()
         if stored:
             assert len(status) == 1, why
             (counter,) = status
@@ -232,7 +232,7 @@ def check_database(
             assert counter.gaps == [] and counter.live == len(stored), f"{why}: {counter}"
         else:
             assert status == [], why
-        return len(stored), len(store.data_keys())
+        return len(stored), len(store.keys.all())
 
 
 def test_sigkilled_writer_loses_nothing_it_reported(

@@ -86,11 +86,11 @@ def test_older_file_is_migrated_and_keeps_its_items(tmp_path: Path, kek: HsmKek,
     conn.execute("PRAGMA user_version=1")
     conn.close()
     with Store.open(path, kek) as store:
-        assert schema.version(store._conn) == schema.CURRENT
-        assert store.payload(item.id)["intent"]["nonce"] == 0
-        assert [t.to_state for t in store.history(item.id)] == [State.QUEUED]
-        store.transition(item.id, State.SENDING, "after the migration")
-        assert [t.to_state for t in store.history(item.id)] == [State.QUEUED, State.SENDING]
+        assert schema.version(store.core.conn) == schema.CURRENT
+        assert store.items.payload(item.id)["intent"]["nonce"] == 0
+        assert [t.to_state for t in store.items.history(item.id)] == [State.QUEUED]
+        store.items.transition(item.id, State.SENDING, "after the migration")
+        assert [t.to_state for t in store.items.history(item.id)] == [State.QUEUED, State.SENDING]
 
 
 def test_newer_schema_is_refused_and_the_file_untouched(tmp_path: Path, kek: HsmKek):
@@ -126,12 +126,12 @@ def test_the_queue_room_never_deletes():
 def test_enqueue_stores_every_variant_encrypted_with_its_hash(store: Store, eth_key):
     result = queue_tx(store, eth_key, ladder=LadderSpec(levels=3, with_cancel=True))
     assert [v.kind for v in result.variants] == ["step", "step", "step", "cancel"]
-    signed = store.signed_variants(result.item.id)
+    signed = store.items.signed_variants(result.item.id)
     for meta, raw in signed:
         assert meta.tx_hash == "0x" + keccak(raw).hex()
     fees = [v.fee_per_gas for v in result.variants]
     assert fees == sorted(fees) and len(set(fees[:3])) == 3
-    payload = store.payload(result.item.id)
+    payload = store.items.payload(result.item.id)
     assert payload["sender"] == result.item.account
     assert payload["intent"]["nonce"] == result.item.nonce == 0
 
@@ -140,15 +140,15 @@ def test_idempotency_key_returns_the_same_item(store: Store, eth_key):
     first = queue_tx(store, eth_key, idempotency_key="order-7")
     again = queue_tx(store, eth_key, idempotency_key="order-7")
     assert again.existing and again.item.id == first.item.id
-    assert len(store.list()) == 1
-    assert store.nonce_status()[0].next_nonce == 1  # no nonce spent on the retry
+    assert len(store.items.select()) == 1
+    assert store.nonces.status()[0].next_nonce == 1  # no nonce spent on the retry
 
 
 def test_idempotency_key_with_other_content_is_refused(store: Store, eth_key):
     queue_tx(store, eth_key, idempotency_key="order-8")
     with pytest.raises(IdempotencyConflict, match="different content"):
         queue_tx(store, eth_key, idempotency_key="order-8", fields={"value": 1})
-    assert len(store.list()) == 1
+    assert len(store.items.select()) == 1
 
 
 def test_idempotency_holds_under_concurrent_retries(store: Store, eth_key):
@@ -164,7 +164,7 @@ def test_idempotency_holds_under_concurrent_retries(store: Store, eth_key):
         t.join(timeout=30)
     assert len({r.item.id for r in results}) == 1
     assert sum(not r.existing for r in results) == 1
-    assert len(store.list()) == 1
+    assert len(store.items.select()) == 1
 
 
 def test_sequence_numbers_are_per_strategy_and_monotonic(store: Store, eth_key):
@@ -175,11 +175,11 @@ def test_sequence_numbers_are_per_strategy_and_monotonic(store: Store, eth_key):
 
 
 def test_priority_orders_dispatch(store: Store):
-    normal = store.enqueue(order_draft("n1"), order_content).item
-    risk = store.enqueue(order_draft("r1", Priority.RISK_REDUCING), order_content).item
-    cancel = store.enqueue(order_draft("c1", Priority.CANCEL), order_content).item
-    normal2 = store.enqueue(order_draft("n2"), order_content).item
-    assert [i.id for i in store.ready()] == [cancel.id, risk.id, normal.id, normal2.id]
+    normal = store.items.enqueue(order_draft("n1"), order_content).item
+    risk = store.items.enqueue(order_draft("r1", Priority.RISK_REDUCING), order_content).item
+    cancel = store.items.enqueue(order_draft("c1", Priority.CANCEL), order_content).item
+    normal2 = store.items.enqueue(order_draft("n2"), order_content).item
+    assert [i.id for i in store.items.ready()] == [cancel.id, risk.id, normal.id, normal2.id]
 
 
 # --------------------------------------------------------------------------- tampering
@@ -199,11 +199,11 @@ def test_flipped_payload_byte_quarantines_the_item(store: Store, eth_key):
     item = queue_tx(store, eth_key).item
     flip_byte(store, "items", "payload", "id = ?", (item.id,))
     with pytest.raises(PayloadTampered, match="failed authentication"):
-        store.payload(item.id)
-    after = store.get(item.id)
+        store.items.payload(item.id)
+    after = store.items.get(item.id)
     assert after.state is State.QUARANTINED
     assert "failed authentication" in after.state_reason
-    assert item.id not in [i.id for i in store.ready()]
+    assert item.id not in [i.id for i in store.items.ready()]
     assert not after.holds_nonce  # never sent: its nonce slot is free again
 
 
@@ -211,8 +211,8 @@ def test_flipped_variant_byte_quarantines_the_item(store: Store, eth_key):
     item = queue_tx(store, eth_key, ladder=LadderSpec(levels=2)).item
     flip_byte(store, "variants", "raw", "item_id = ? AND idx = 1", (item.id,))
     with pytest.raises(PayloadTampered, match=r"variants\.raw"):
-        store.signed_variants(item.id)
-    assert store.get(item.id).state is State.QUARANTINED
+        store.items.signed_variants(item.id)
+    assert store.items.get(item.id).state is State.QUARANTINED
 
 
 def test_swapped_ciphertexts_fail_in_both_rows(store: Store, eth_key):
@@ -224,28 +224,28 @@ def test_swapped_ciphertexts_fail_in_both_rows(store: Store, eth_key):
     conn.execute("UPDATE items SET payload = ? WHERE id = ?", (pb, a.id))
     conn.execute("UPDATE items SET payload = ? WHERE id = ?", (pa, b.id))
     conn.close()
-    assert sorted(i for i, _ in store.verify()) == sorted([a.id, b.id])
-    assert {store.get(a.id).state, store.get(b.id).state} == {State.QUARANTINED}
+    assert sorted(i for i, _ in store.items.verify()) == sorted([a.id, b.id])
+    assert {store.items.get(a.id).state, store.items.get(b.id).state} == {State.QUARANTINED}
 
 
 def test_changed_key_id_fails(store: Store, eth_key):
     item = queue_tx(store, eth_key).item
-    store.rotate_key()
+    store.keys.rotate()
     conn = raw_db(store)
     conn.execute("UPDATE items SET key_id = 2 WHERE id = ?", (item.id,))
     conn.close()
     with pytest.raises(PayloadTampered):
-        store.payload(item.id)
+        store.items.payload(item.id)
 
 
 def test_tampering_a_sent_item_asks_for_an_operator(store: Store, eth_key):
     item = queue_tx(store, eth_key).item
-    store.transition(item.id, State.SENDING, "test")
-    store.transition(item.id, State.SENT, "test")
+    store.items.transition(item.id, State.SENDING, "test")
+    store.items.transition(item.id, State.SENT, "test")
     flip_byte(store, "items", "payload", "id = ?", (item.id,))
     with pytest.raises(PayloadTampered):
-        store.payload(item.id)
-    assert store.get(item.id).state is State.NEEDS_OPERATOR
+        store.items.payload(item.id)
+    assert store.items.get(item.id).state is State.NEEDS_OPERATOR
 
 
 def test_missing_kek_is_a_clear_error_and_nothing_is_lost(tmp_path, keyring, kek, eth_key):
@@ -266,8 +266,8 @@ def test_missing_kek_is_a_clear_error_and_nothing_is_lost(tmp_path, keyring, kek
     conn.execute("UPDATE data_keys SET kek_label = ?", (kek.label,))
     conn.close()
     with Store.open(path, kek) as store:
-        assert store.payload(item.id)["intent"]["nonce"] == 0
-        assert len(store.data_keys()) == 1
+        assert store.items.payload(item.id)["intent"]["nonce"] == 0
+        assert len(store.keys.all()) == 1
 
 
 def test_wrong_kek_is_a_clear_error_and_nothing_is_lost(tmp_path, keyring, kek, eth_key):
@@ -285,8 +285,8 @@ def test_wrong_kek_is_a_clear_error_and_nothing_is_lost(tmp_path, keyring, kek, 
     conn.execute("UPDATE data_keys SET kek_label = ?", (kek.label,))
     conn.close()
     with Store.open(path, kek) as store:
-        assert store.get(item.id).state is State.QUEUED
-        assert store.payload(item.id)["sender"] == item.account
+        assert store.items.get(item.id).state is State.QUEUED
+        assert store.items.payload(item.id)["sender"] == item.account
 
 
 def test_kek_label_that_is_not_an_aes_key(tmp_path, keyring):
@@ -306,8 +306,8 @@ def test_raw_file_holds_no_signed_bytes_orders_or_keys(store: Store, eth_key, ke
             ladder=LadderSpec(levels=2, with_cancel=True),
             fields={"data": "0x" + marker.hex(), "gas": 60000},
         ).item
-        raws += [raw for _, raw in store.signed_variants(item.id)]
-    store.enqueue(order_draft("o-scan"), order_content)
+        raws += [raw for _, raw in store.items.signed_variants(item.id)]
+    store.items.enqueue(order_draft("o-scan"), order_content)
     conn = raw_db(store)
     deks = [
         kek.unwrap(
@@ -341,8 +341,8 @@ def test_raw_file_holds_no_signed_bytes_orders_or_keys(store: Store, eth_key, ke
 def test_legal_path_and_reorg_are_recorded(store: Store, eth_key):
     item = queue_tx(store, eth_key).item
     for target in (State.SENDING, State.SENT, State.CONFIRMED, State.SENT, State.CONFIRMED):
-        store.transition(item.id, target, f"to {target}")
-    history = store.history(item.id)
+        store.items.transition(item.id, target, f"to {target}")
+    history = store.items.history(item.id)
     assert [t.to_state for t in history] == [
         State.QUEUED,
         State.SENDING,
@@ -356,51 +356,51 @@ def test_legal_path_and_reorg_are_recorded(store: Store, eth_key):
 def test_illegal_transition_raises_and_changes_nothing(store: Store, eth_key):
     item = queue_tx(store, eth_key).item
     with pytest.raises(IllegalTransition, match="from queued to confirmed"):
-        store.transition(item.id, State.CONFIRMED, "skip ahead")
-    assert store.get(item.id).state is State.QUEUED
-    assert len(store.history(item.id)) == 1
+        store.items.transition(item.id, State.CONFIRMED, "skip ahead")
+    assert store.items.get(item.id).state is State.QUEUED
+    assert len(store.items.history(item.id)) == 1
 
 
 def test_cancel_queued_item_locally(store: Store, eth_key):
     item = queue_tx(store, eth_key).item
-    result = store.cancel(item.id)
+    result = store.items.cancel(item.id)
     assert result.action == "cancelled" and result.item.state is State.CANCELLED
     with pytest.raises(IllegalTransition, match="only queued items"):
-        store.cancel(item.id)
+        store.items.cancel(item.id)
 
 
 def test_cancel_after_send_is_refused(store: Store, eth_key):
     item = queue_tx(store, eth_key).item
-    store.transition(item.id, State.SENDING, "dispatch")
+    store.items.transition(item.id, State.SENDING, "dispatch")
     with pytest.raises(IllegalTransition, match="may already be on the network"):
-        store.cancel(item.id)
-    assert store.get(item.id).state is State.SENDING
+        store.items.cancel(item.id)
+    assert store.items.get(item.id).state is State.SENDING
 
 
 def test_cancel_with_later_nonces_sends_the_presigned_cancel(store: Store, eth_key):
     first = queue_tx(store, eth_key, ladder=LadderSpec(with_cancel=True)).item
     queue_tx(store, eth_key)
-    result = store.cancel(first.id)
+    result = store.items.cancel(first.id)
     assert result.action == "cancel_requested"
     assert result.item.state is State.QUEUED and result.item.cancel_requested
-    assert first.id in [i.id for i in store.ready()]
+    assert first.id in [i.id for i in store.items.ready()]
 
 
 def test_cancel_in_the_middle_frees_the_nonce_for_the_next_item(store: Store, eth_key):
     items = [queue_tx(store, eth_key).item for _ in range(3)]
-    result = store.cancel(items[1].id)
+    result = store.items.cancel(items[1].id)
     assert "now free" in result.message
-    assert store.nonce_status()[0].gaps == [1]
+    assert store.nonces.status()[0].gaps == [1]
     filler = queue_tx(store, eth_key).item
     assert filler.nonce == 1
-    assert store.nonce_status()[0].gaps == []
+    assert store.nonces.status()[0].gaps == []
     assert queue_tx(store, eth_key).item.nonce == 3
 
 
 def test_cancel_of_the_top_nonce_lowers_the_counter(store: Store, eth_key):
     items = [queue_tx(store, eth_key).item for _ in range(3)]
-    store.cancel(items[2].id)
-    assert store.nonce_status()[0].next_nonce == 2
+    store.items.cancel(items[2].id)
+    assert store.nonces.status()[0].next_nonce == 2
     assert queue_tx(store, eth_key).item.nonce == 2
 
 
@@ -413,13 +413,13 @@ def test_ttl_expiry(tmp_path: Path, kek: HsmKek, eth_key):
         item = queue_tx(store, eth_key, ttl_seconds=10).item
         assert item.expires_ms == clock.now + 10_000
         clock.now += 9_999
-        assert store.expire_due() == []
-        assert [i.id for i in store.ready()] == [item.id]
+        assert store.items.expire_due() == []
+        assert [i.id for i in store.items.ready()] == [item.id]
         clock.now += 1
-        assert store.ready() == []  # past its TTL: never dispatched, even before expiry runs
-        expired = store.expire_due()
+        assert store.items.ready() == []  # past its TTL: never dispatched, even before expiry runs
+        expired = store.items.expire_due()
         assert [r.item.id for r in expired] == [item.id]
-        assert store.get(item.id).state is State.EXPIRED
+        assert store.items.get(item.id).state is State.EXPIRED
         assert queue_tx(store, eth_key).item.nonce == item.nonce  # the slot was never used
 
 
@@ -429,11 +429,11 @@ def test_expiry_with_later_nonces_switches_to_the_cancel(tmp_path: Path, kek: Hs
         first = queue_tx(store, eth_key, ttl_seconds=5, ladder=LadderSpec(with_cancel=True)).item
         later = queue_tx(store, eth_key).item
         clock.now += 6_000
-        [result] = store.expire_due()
+        [result] = store.items.expire_due()
         assert result.action == "cancel_requested"
-        assert store.get(first.id).state is State.QUEUED
-        assert [i.id for i in store.ready()] == [first.id, later.id]
-        assert store.expire_due() == []  # decided once
+        assert store.items.get(first.id).state is State.QUEUED
+        assert [i.id for i in store.items.ready()] == [first.id, later.id]
+        assert store.items.expire_due() == []  # decided once
 
 
 def test_bad_ttl_and_keys_are_refused(store: Store, eth_key):
@@ -447,8 +447,8 @@ def test_bad_ttl_and_keys_are_refused(store: Store, eth_key):
         queue_tx(store, eth_key, strategy="")
     with pytest.raises(InvalidInput, match="cap"):
         queue_tx(store, eth_key, ladder=LadderSpec(max_fee_cap=10**9))
-    assert store.list() == []  # nothing stored, no nonce taken
-    assert store.nonce_status() == []
+    assert store.items.select() == []  # nothing stored, no nonce taken
+    assert store.nonces.status() == []
 
 
 # --------------------------------------------------------------------------- nonces
@@ -464,19 +464,19 @@ def test_explicit_nonce_above_the_counter_warns_of_the_gap(store: Store, eth_key
     queue_tx(store, eth_key)
     result = queue_tx(store, eth_key, nonce=4)
     assert any("leaves nonces 1..3" in w for w in result.warnings)
-    assert store.nonce_status()[0].gaps == [1, 2, 3]
+    assert store.nonces.status()[0].gaps == [1, 2, 3]
     assert [queue_tx(store, eth_key).item.nonce for _ in range(4)] == [1, 2, 3, 5]
 
 
 def test_sync_raises_and_never_lowers(store: Store, eth_key):
     sender = queue_tx(store, eth_key).item.account
-    [up] = store.nonce_sync(31337, {sender: 7})
+    [up] = store.nonces.sync(31337, {sender: 7})
     assert (up.before, up.after) == (1, 7)
     assert up.conflicts  # the queued nonce-0 item can no longer be mined as signed
-    [down] = store.nonce_sync(31337, {sender: 3})  # a lagging node
+    [down] = store.nonces.sync(31337, {sender: 3})  # a lagging node
     assert down.after == 7 and down.behind
-    assert store.nonce_status()[0].next_nonce == 7
-    assert store.nonce_status()[0].chain_pending == 7
+    assert store.nonces.status()[0].next_nonce == 7
+    assert store.nonces.status()[0].chain_pending == 7
     assert queue_tx(store, eth_key).item.nonce == 7
     with pytest.raises(NonceConflict, match="already used on chain"):
         queue_tx(store, eth_key, nonce=5)
@@ -487,28 +487,28 @@ def test_sync_raises_and_never_lowers(store: Store, eth_key):
 
 def test_rotation_keeps_old_keys_for_reading(store: Store, eth_key):
     old = queue_tx(store, eth_key).item
-    new_id = store.rotate_key()
+    new_id = store.keys.rotate()
     new = queue_tx(store, eth_key).item
     assert (old.key_id, new.key_id) == (1, new_id) and new_id == 2
-    assert store.payload(old.id)["intent"]["nonce"] == 0
-    assert store.payload(new.id)["intent"]["nonce"] == 1
+    assert store.items.payload(old.id)["intent"]["nonce"] == 0
+    assert store.items.payload(new.id)["intent"]["nonce"] == 1
 
 
 def test_automatic_rotation_by_encryption_count(tmp_path: Path, kek: HsmKek, eth_key):
     with Store.open(tmp_path / "q.db", kek, rotate_after=5) as store:
         ids = [queue_tx(store, eth_key, ladder=LadderSpec(levels=2)).item.id for _ in range(6)]
-        keys = store.data_keys()
+        keys = store.keys.all()
         assert len(keys) >= 3  # 3 encryptions per item, 5 per key
         assert all(k["encryptions"] <= 5 for k in keys)
         assert any("automatic" in k["reason"] for k in keys)
         for item_id in ids:
-            assert len(store.signed_variants(item_id)) == 2
-            store.payload(item_id)
+            assert len(store.items.signed_variants(item_id)) == 2
+            store.items.payload(item_id)
 
 
 def test_export_holds_the_signed_bytes(store: Store, eth_key):
     item = queue_tx(store, eth_key, ladder=LadderSpec(levels=2)).item
-    [record] = list(store.export())
+    [record] = list(store.items.export())
     assert record["item"]["id"] == item.id
     for variant in record["variants"]:
         assert "0x" + keccak(bytes.fromhex(variant["raw"][2:])).hex() == variant["hash"]
@@ -520,13 +520,13 @@ def test_retry_of_a_tampered_item_quarantines_it(store: Store, eth_key):
     flip_byte(store, "items", "payload", "id = ?", (item.id,))
     with pytest.raises(PayloadTampered):
         queue_tx(store, eth_key, idempotency_key="tampered-retry")
-    assert store.get(item.id).state is State.QUARANTINED
-    assert len(store.list()) == 1
+    assert store.items.get(item.id).state is State.QUARANTINED
+    assert len(store.items.select()) == 1
 
 
 def test_quarantine_by_transition_frees_the_nonce(store: Store, eth_key):
     item = queue_tx(store, eth_key).item
-    moved = store.transition(item.id, State.QUARANTINED, "intent signature did not verify")
+    moved = store.items.transition(item.id, State.QUARANTINED, "intent signature did not verify")
     assert not moved.holds_nonce
     assert queue_tx(store, eth_key).item.nonce == item.nonce
 
@@ -534,18 +534,21 @@ def test_quarantine_by_transition_frees_the_nonce(store: Store, eth_key):
 def test_a_wave_with_an_item_moved_meanwhile_writes_nothing(store: Store, eth_key):
     first = queue_tx(store, eth_key).item
     second = queue_tx(store, eth_key, fields={"value": 2}).item
-    size = store.audit_size()
-    store.cancel(second.id)  # an operator acts between the broadcaster's read and write
+    size = store.audit.size()
+    store.items.cancel(second.id)  # an operator acts between the broadcaster's read and write
     with pytest.raises(StaleItems, match="1 of 2 items changed state"):
-        store.begin_sends([(first, 0), (second, 0)])
-    assert store.get(first.id).state is State.QUEUED and store.get(first.id).active_idx is None
-    assert store.audit_size() == size + 1  # the cancel's entry only
+        store.sends.begin([(first, 0), (second, 0)])
+    assert (
+        store.items.get(first.id).state is State.QUEUED
+        and store.items.get(first.id).active_idx is None
+    )
+    assert store.audit.size() == size + 1  # the cancel's entry only
 
 
 def test_a_wave_is_one_audit_entry_each_way(store: Store, eth_key):
     queued = [queue_tx(store, eth_key, fields={"value": n}).item for n in range(3)]
-    size = store.audit_size()
-    store.begin_sends([(item, 0) for item in queued])
-    assert store.audit_size() == size + 1
-    assert {store.get(i.id).state for i in queued} == {State.SENDING}
-    assert [t.to_state for t in store.history(queued[0].id)] == [State.QUEUED, State.SENDING]
+    size = store.audit.size()
+    store.sends.begin([(item, 0) for item in queued])
+    assert store.audit.size() == size + 1
+    assert {store.items.get(i.id).state for i in queued} == {State.SENDING}
+    assert [t.to_state for t in store.items.history(queued[0].id)] == [State.QUEUED, State.SENDING]

@@ -59,13 +59,13 @@ def one(store: Store, keys: kit.BybitKeys, key: str, **changes: Any) -> Item:
 
 
 def entries(store: Store, start: int) -> list[dict[str, Any]]:
-    return [json.loads(e) for e in store.audit_entries(start)]
+    return [json.loads(e) for e in store.audit.entries(start)]
 
 
 def sent(store: Store, item: Item, order_id: str = "42") -> Item:
     """Take a queued order to ``sent`` the way the broadcaster does."""
-    sending = store.begin_venue(item, "sending to bybit (order)")
-    return store.record_venue(
+    sending = store.venue.begin(item, "sending to bybit (order)")
+    return store.venue.record(
         sending, [State.SENT], "placed", VenueSeen(order_id=order_id, status="New")
     )
 
@@ -78,7 +78,7 @@ def test_an_enqueued_order_has_its_venue_reference(store: Store, keys: kit.Bybit
     item = queued.item
     link = order_link_id_for(item.idempotency_key)
     assert item.idempotency_key == "ord-0" and item.kind is Kind.BYBIT_ORDER
-    pair = store.venue_order_by_link(link)
+    pair = store.venue.order_by_link(link)
     assert pair is not None
     found, ref = pair
     assert found == item
@@ -88,11 +88,11 @@ def test_an_enqueued_order_has_its_venue_reference(store: Store, keys: kit.Bybit
         "linear",
         kit.SYMBOL,
     )
-    assert ref.link_id == link == store.payload(item.id)["intent"]["orderLinkId"]
+    assert ref.link_id == link == store.items.payload(item.id)["intent"]["orderLinkId"]
     assert (ref.order_id, ref.status, ref.cum_qty, ref.avg_price, ref.seen_ms) == (None,) * 5
-    assert store.venue_item(item.id) == pair
-    assert store.venue_items_by_link([link, "al-unknown"]) == {link: item.id}
-    assert store.venue_order_by_link(order_link_id_for("never-queued")) is None
+    assert store.venue.of_item(item.id) == pair
+    assert store.venue.items_by_link([link, "al-unknown"]) == {link: item.id}
+    assert store.venue.order_by_link(order_link_id_for("never-queued")) is None
 
 
 # -- venue_due -------------------------------------------------------------------------
@@ -112,21 +112,21 @@ def test_venue_due_puts_cancels_first_and_skips_expired_and_waiting_items(
     clock.now += 1000
     sent(clocked, a)
     clock.now += 1000
-    cancel = cancel_order(clocked, clocked.get(a.id), keys.intent).cancel
+    cancel = cancel_order(clocked, clocked.items.get(a.id), keys.intent).cancel
     assert cancel is not None
     x = cancel.item
     assert x.created_ms > d.created_ms and x.priority == Priority.CANCEL == 0
 
     def due(limit: int = 100) -> list[str]:
-        return [item.id for item, _ in clocked.venue_due(limit)]
+        return [item.id for item, _ in clocked.venue.due(limit)]
 
     assert due() == [x.id, b.id, c.id, d.id]  # a is sent: never due again
     assert due(limit=2) == [x.id, b.id]
-    assert [ref.action for _, ref in clocked.venue_due()] == ["cancel", "order", "order", "order"]
+    assert [ref.action for _, ref in clocked.venue.due()] == ["cancel", "order", "order", "order"]
 
     # A retry time in the future keeps an item back until it comes.
-    clocked.record_venue(clocked.get(b.id), [], "backing off", retry_ms=clock.now + 5000)
-    assert clocked.get(b.id).retry_ms == clock.now + 5000
+    clocked.venue.record(clocked.items.get(b.id), [], "backing off", retry_ms=clock.now + 5000)
+    assert clocked.items.get(b.id).retry_ms == clock.now + 5000
     assert due() == [x.id, c.id, d.id]
     clock.now += 4999
     assert due() == [x.id, c.id, d.id]
@@ -139,13 +139,13 @@ def test_venue_due_puts_cancels_first_and_skips_expired_and_waiting_items(
     assert due() == [x.id, b.id, c.id, d.id]
     clock.now = c.expires_ms
     assert due() == [x.id, b.id, d.id]
-    assert clocked.get(c.id).state is State.QUEUED
+    assert clocked.items.get(c.id).state is State.QUEUED
     clock.now = T0 + 10 * 86_400_000
     assert due() == [x.id]
 
 
 def test_venue_due_for_an_empty_queue(clocked: Store) -> None:
-    assert clocked.venue_due() == []
+    assert clocked.venue.due() == []
 
 
 # -- begin_venue -----------------------------------------------------------------------
@@ -155,17 +155,17 @@ def test_begin_venue_marks_sending_with_its_time(
     clocked: Store, clock: FakeClock, keys: kit.BybitKeys
 ) -> None:
     item = one(clocked, keys, "o")
-    clocked.record_venue(item, [], "backing off", retry_ms=T0 + 1)
+    clocked.venue.record(item, [], "backing off", retry_ms=T0 + 1)
     clock.now += 7
-    size = clocked.audit_size()
-    sending = clocked.begin_venue(clocked.get(item.id), "sending to bybit (order)")
+    size = clocked.audit.size()
+    sending = clocked.venue.begin(clocked.items.get(item.id), "sending to bybit (order)")
     assert sending.state is State.SENDING
     assert sending.sent_ms == T0 + 7 and sending.retry_ms is None
-    assert clocked.get(item.id) == sending
+    assert clocked.items.get(item.id) == sending
     (entry,) = entries(clocked, size)
     assert entry["type"] == "item.transition" and entry["item"] == item.id
     assert (entry["data"]["from"], entry["data"]["to"]) == ("queued", "sending")
-    assert clocked.venue_due() == []
+    assert clocked.venue.due() == []
 
 
 @pytest.mark.parametrize("meanwhile", ["sent-by-another", "cancelled"])
@@ -175,25 +175,25 @@ def test_begin_venue_refuses_an_item_moved_meanwhile(
     item = one(clocked, keys, "o")
     clock.now += 5
     if meanwhile == "cancelled":
-        clocked.cancel(item.id)
+        clocked.items.cancel(item.id)
     else:
-        clocked.begin_venue(item, "the other dispatcher")
-    before, size = clocked.get(item.id), clocked.audit_size()
+        clocked.venue.begin(item, "the other dispatcher")
+    before, size = clocked.items.get(item.id), clocked.audit.size()
     clock.now += 5
     with pytest.raises(StaleItems):
-        clocked.begin_venue(item, "a stale read")
-    assert clocked.get(item.id) == before  # state, sent_ms and updated_ms untouched
-    assert clocked.audit_size() == size
+        clocked.venue.begin(item, "a stale read")
+    assert clocked.items.get(item.id) == before  # state, sent_ms and updated_ms untouched
+    assert clocked.audit.size() == size
 
 
 def test_begin_venue_refuses_an_item_read_in_another_state(
     clocked: Store, keys: kit.BybitKeys
 ) -> None:
-    sending = clocked.begin_venue(one(clocked, keys, "o"), "go")
-    size = clocked.audit_size()
+    sending = clocked.venue.begin(one(clocked, keys, "o"), "go")
+    size = clocked.audit.size()
     with pytest.raises(StaleItems):
-        clocked.begin_venue(sending, "again")
-    assert clocked.audit_size() == size
+        clocked.venue.begin(sending, "again")
+    assert clocked.audit.size() == size
 
 
 # -- record_venue ----------------------------------------------------------------------
@@ -202,11 +202,11 @@ def test_begin_venue_refuses_an_item_read_in_another_state(
 def test_record_venue_with_a_path_audits_each_move_with_the_venue_data(
     clocked: Store, clock: FakeClock, keys: kit.BybitKeys
 ) -> None:
-    sending = clocked.begin_venue(one(clocked, keys, "o"), "go")
+    sending = clocked.venue.begin(one(clocked, keys, "o"), "go")
     clock.now += 100
     seen = VenueSeen(order_id="42", status="Filled", cum_qty="0.01", avg_price="60000")
-    size = clocked.audit_size()
-    final = clocked.record_venue(sending, [State.SENT, State.CONFIRMED], "filled", seen)
+    size = clocked.audit.size()
+    final = clocked.venue.record(sending, [State.SENT, State.CONFIRMED], "filled", seen)
     assert final.state is State.CONFIRMED
     moves = entries(clocked, size)
     assert [e["type"] for e in moves] == ["item.transition", "item.transition"]
@@ -218,7 +218,7 @@ def test_record_venue_with_a_path_audits_each_move_with_the_venue_data(
         assert entry["item"] == sending.id
         assert entry["data"]["venue"] == seen.as_json()
         assert entry["data"]["reason"] == "filled"
-    ref = clocked.venue_item(sending.id)
+    ref = clocked.venue.of_item(sending.id)
     assert ref is not None
     assert (ref[1].order_id, ref[1].status, ref[1].cum_qty, ref[1].avg_price) == (
         "42",
@@ -227,26 +227,26 @@ def test_record_venue_with_a_path_audits_each_move_with_the_venue_data(
         "60000",
     )
     assert ref[1].seen_ms == T0 + 100
-    assert [(t.from_state, t.to_state) for t in clocked.history(sending.id)][-2:] == [
+    assert [(t.from_state, t.to_state) for t in clocked.items.history(sending.id)][-2:] == [
         (State.SENDING, State.SENT),
         (State.SENT, State.CONFIRMED),
     ]
 
 
 def test_record_venue_without_venue_data_leaves_it_out(clocked: Store, keys: kit.BybitKeys) -> None:
-    sending = clocked.begin_venue(one(clocked, keys, "o"), "go")
-    size = clocked.audit_size()
-    clocked.record_venue(sending, [State.QUEUED], "rate limited", retry_ms=T0 + 500)
-    stored = clocked.get(sending.id)
+    sending = clocked.venue.begin(one(clocked, keys, "o"), "go")
+    size = clocked.audit.size()
+    clocked.venue.record(sending, [State.QUEUED], "rate limited", retry_ms=T0 + 500)
+    stored = clocked.items.get(sending.id)
     assert stored.state is State.QUEUED and stored.retry_ms == T0 + 500
     (entry,) = entries(clocked, size)
     assert entry["type"] == "item.transition" and "venue" not in entry["data"]
 
 
 def test_record_venue_returns_the_item_as_stored(clocked: Store, keys: kit.BybitKeys) -> None:
-    sending = clocked.begin_venue(one(clocked, keys, "o"), "go")
-    queued = clocked.record_venue(sending, [State.QUEUED], "rate limited", retry_ms=T0 + 500)
-    assert queued == clocked.get(sending.id)
+    sending = clocked.venue.begin(one(clocked, keys, "o"), "go")
+    queued = clocked.venue.record(sending, [State.QUEUED], "rate limited", retry_ms=T0 + 500)
+    assert queued == clocked.items.get(sending.id)
 
 
 def test_record_venue_observed_only_when_the_venue_state_changes(
@@ -254,29 +254,29 @@ def test_record_venue_observed_only_when_the_venue_state_changes(
 ) -> None:
     item = sent(clocked, one(clocked, keys, "o"))
     clock.now += 10
-    size = clocked.audit_size()
+    size = clocked.audit.size()
 
     partly = VenueSeen(order_id="42", status="PartiallyFilled", cum_qty="0.004")
-    assert clocked.record_venue(item, [], "on the venue", partly).state is State.SENT
+    assert clocked.venue.record(item, [], "on the venue", partly).state is State.SENT
     (entry,) = entries(clocked, size)
     assert entry["type"] == "order.observed" and entry["item"] == item.id
     assert entry["data"] == {"state": "sent", "reason": "on the venue", "venue": partly.as_json()}
 
     # The same view again, a view with nothing known, or no view at all: no entry.
-    size = clocked.audit_size()
-    clocked.record_venue(item, [], "on the venue", partly)
-    clocked.record_venue(item, [], "nothing known", VenueSeen())
-    clocked.record_venue(item, [], "not in this listing")
-    assert clocked.audit_size() == size
-    ref = clocked.venue_item(item.id)
+    size = clocked.audit.size()
+    clocked.venue.record(item, [], "on the venue", partly)
+    clocked.venue.record(item, [], "nothing known", VenueSeen())
+    clocked.venue.record(item, [], "not in this listing")
+    assert clocked.audit.size() == size
+    ref = clocked.venue.of_item(item.id)
     assert ref is not None and ref[1].status == "PartiallyFilled" and ref[1].cum_qty == "0.004"
 
     # One field moving is a change.
     more = VenueSeen(cum_qty="0.008")
-    clocked.record_venue(item, [], "on the venue", more)
+    clocked.venue.record(item, [], "on the venue", more)
     (entry,) = entries(clocked, size)
     assert entry["type"] == "order.observed" and entry["data"]["venue"] == more.as_json()
-    ref = clocked.venue_item(item.id)
+    ref = clocked.venue.of_item(item.id)
     assert ref is not None and (ref[1].order_id, ref[1].status, ref[1].cum_qty) == (
         "42",
         "PartiallyFilled",
@@ -286,15 +286,15 @@ def test_record_venue_observed_only_when_the_venue_state_changes(
 
 def test_record_venue_refuses_a_stale_state(clocked: Store, keys: kit.BybitKeys) -> None:
     item = one(clocked, keys, "o")
-    sending = clocked.begin_venue(item, "go")
-    size = clocked.audit_size()
+    sending = clocked.venue.begin(item, "go")
+    size = clocked.audit.size()
     with pytest.raises(StaleItems):
-        clocked.record_venue(item, [State.SENDING], "stale", VenueSeen(order_id="1"))
+        clocked.venue.record(item, [State.SENDING], "stale", VenueSeen(order_id="1"))
     with pytest.raises(StaleItems):
-        clocked.record_venue(item, [], "stale", VenueSeen(order_id="1"))
-    assert clocked.audit_size() == size
-    assert clocked.get(item.id) == sending
-    ref = clocked.venue_item(item.id)
+        clocked.venue.record(item, [], "stale", VenueSeen(order_id="1"))
+    assert clocked.audit.size() == size
+    assert clocked.items.get(item.id) == sending
+    ref = clocked.venue.of_item(item.id)
     assert ref is not None and ref[1].order_id is None and ref[1].seen_ms is None
 
 
@@ -317,17 +317,17 @@ def fill(exec_id: str, at: int, item_id: str | None, qty: str = "0.001") -> Fill
 
 def test_record_fills_keeps_each_exec_id_once(clocked: Store, keys: kit.BybitKeys) -> None:
     a, b = one(clocked, keys, "a"), one(clocked, keys, "b")
-    assert clocked.fill_counts() == {} and clocked.latest_fill_ms() is None
+    assert clocked.venue.fill_counts() == {} and clocked.venue.latest_fill_ms() is None
     f1, f2 = fill("e1", T0 - 300, a.id), fill("e2", T0 - 200, a.id)
     f3, f4 = fill("e3", T0 - 100, b.id), fill("e4", T0 - 50, None)
 
-    size = clocked.audit_size()
-    assert clocked.record_fills([f1, f2]) == [f1, f2]
-    assert clocked.record_fills([f2, f3, f4, f3]) == [f3, f4]
-    assert clocked.record_fills([f1, f2, f3, f4]) == []
-    assert clocked.record_fills([]) == []
+    size = clocked.audit.size()
+    assert clocked.venue.record_fills([f1, f2]) == [f1, f2]
+    assert clocked.venue.record_fills([f2, f3, f4, f3]) == [f3, f4]
+    assert clocked.venue.record_fills([f1, f2, f3, f4]) == []
+    assert clocked.venue.record_fills([]) == []
     # A second report of an execId (even with other numbers) is not a second fill.
-    assert clocked.record_fills([fill("e1", T0, a.id, qty="9")]) == []
+    assert clocked.venue.record_fills([fill("e1", T0, a.id, qty="9")]) == []
 
     added = entries(clocked, size)
     assert [e["type"] for e in added] == ["order.fills", "order.fills"]
@@ -335,10 +335,10 @@ def test_record_fills_keeps_each_exec_id_once(clocked: Store, keys: kit.BybitKey
     assert added[0]["data"] == {"fills": [f1.as_json(), f2.as_json()]}
     assert added[1]["data"] == {"fills": [f3.as_json(), f4.as_json()]}
 
-    assert clocked.fills() == [f1, f2, f3, f4]
-    assert clocked.fills(a.id) == [f1, f2]
-    assert clocked.fill_counts() == {a.id: 2, b.id: 1}  # not airlock's: not counted
-    assert clocked.latest_fill_ms() == T0 - 50
+    assert clocked.venue.fills() == [f1, f2, f3, f4]
+    assert clocked.venue.fills(a.id) == [f1, f2]
+    assert clocked.venue.fill_counts() == {a.id: 2, b.id: 1}  # not airlock's: not counted
+    assert clocked.venue.latest_fill_ms() == T0 - 50
 
 
 # -- cancel_order ----------------------------------------------------------------------
@@ -350,13 +350,13 @@ def test_cancel_of_a_queued_order_is_local(store: Store, keys: kit.BybitKeys) ->
     assert outcome.action == "local" and outcome.rule == "cancel-local"
     assert outcome.cancel is None and outcome.local is not None
     assert outcome.order.state is State.CANCELLED
-    assert store.get(queued.item.id).state is State.CANCELLED
-    assert [i.kind for i in store.list()] == [Kind.BYBIT_ORDER]
-    assert [ref.action for _, ref in store.venue_all()] == ["order"]
-    assert store.venue_due() == []
+    assert store.items.get(queued.item.id).state is State.CANCELLED
+    assert [i.kind for i in store.items.select()] == [Kind.BYBIT_ORDER]
+    assert [ref.action for _, ref in store.venue.all()] == ["order"]
+    assert store.venue.due() == []
     # Nothing left to cancel.
     with pytest.raises(InvalidInput, match="nothing to cancel"):
-        cancel_order(store, store.get(queued.item.id), keys.intent)
+        cancel_order(store, store.items.get(queued.item.id), keys.intent)
 
 
 def test_cancel_of_a_sent_order_queues_a_signed_cancel(
@@ -365,7 +365,7 @@ def test_cancel_of_a_sent_order_queues_a_signed_cancel(
     (queued,) = kit.queue_orders(store, keys, 1)
     order = sent(store, queued.item)
     link = order_link_id_for(order.idempotency_key)
-    size = store.audit_size()
+    size = store.audit.size()
 
     outcome = cancel_order(store, order, keys.intent)
     assert outcome.action == "queued" and outcome.rule == "cancel-first"
@@ -374,9 +374,9 @@ def test_cancel_of_a_sent_order_queues_a_signed_cancel(
     assert (cancel.kind, cancel.state, cancel.priority) == (Kind.BYBIT_CANCEL, State.QUEUED, 0)
     assert cancel.expires_ms is None  # cancels never expire
     assert cancel.idempotency_key == f"cancel:{order.idempotency_key}"
-    assert store.get(order.id).state is State.SENT  # the order itself is untouched
+    assert store.items.get(order.id).state is State.SENT  # the order itself is untouched
 
-    pair = store.venue_item(cancel.id)
+    pair = store.venue.of_item(cancel.id)
     assert pair is not None
     ref = pair[1]
     assert (ref.action, ref.link_id, ref.category, ref.symbol) == (
@@ -386,11 +386,11 @@ def test_cancel_of_a_sent_order_queues_a_signed_cancel(
         kit.SYMBOL,
     )
     # The orderLinkId still names the order, not its cancel.
-    by_link = store.venue_order_by_link(link)
+    by_link = store.venue.order_by_link(link)
     assert by_link is not None and by_link[0].id == order.id
-    assert store.venue_items_by_link([link]) == {link: order.id}
+    assert store.venue.items_by_link([link]) == {link: order.id}
 
-    payload = store.payload(cancel.id)
+    payload = store.items.payload(cancel.id)
     intent = cancel_from_dict(payload["intent"])
     assert intent.order_link_id == link and intent.symbol == kit.SYMBOL
     signature = bytes.fromhex(payload["intent_signature"])
@@ -407,18 +407,18 @@ def test_cancel_of_a_sent_order_queues_a_signed_cancel(
     assert enqueued["type"] == "item.enqueued" and enqueued["data"]["kind"] == "bybit_cancel"
 
     # The same request again is the same cancel; nothing new is stored.
-    size = store.audit_size()
-    again = cancel_order(store, store.get(order.id), keys.intent)
+    size = store.audit.size()
+    again = cancel_order(store, store.items.get(order.id), keys.intent)
     assert again.cancel is not None and again.cancel.existing
     assert again.cancel.item.id == cancel.id
-    assert store.audit_size() == size
-    assert len(store.list()) == 2
+    assert store.audit.size() == size
+    assert len(store.items.select()) == 2
 
     # The auditor's check passes for the order's and the cancel's intents alike.
-    store.record_venue(
-        store.get(order.id), [], "partly filled", VenueSeen(status="PartiallyFilled")
+    store.venue.record(
+        store.items.get(order.id), [], "partly filled", VenueSeen(status="PartiallyFilled")
     )
-    store.record_fills([fill("e1", 1, order.id)])
+    store.venue.record_fills([fill("e1", 1, order.id)])
     out = tmp_path / "export"
     export(store, AuditKey(keyring, unique_label("audit")), out)
     report = verify_export(out, (out / "audit-key.pem").read_bytes())
@@ -433,12 +433,12 @@ def test_cancel_of_a_sending_order_is_queued_for_the_venue(
     store: Store, keys: kit.BybitKeys
 ) -> None:
     (queued,) = kit.queue_orders(store, keys, 1)
-    sending = store.begin_venue(queued.item, "go")
+    sending = store.venue.begin(queued.item, "go")
     # The caller read the order while it was still queued: the local cancel is refused
     # by the state machine and a venue cancel is queued instead.
     outcome = cancel_order(store, queued.item, keys.intent)
     assert outcome.action == "queued" and outcome.cancel is not None
     assert outcome.order.state is State.SENDING
-    assert store.get(sending.id).state is State.SENDING
-    due = store.venue_due()
+    assert store.items.get(sending.id).state is State.SENDING
+    due = store.venue.due()
     assert [(i.id, r.action) for i, r in due] == [(outcome.cancel.item.id, "cancel")]

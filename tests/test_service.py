@@ -39,7 +39,7 @@ def test_sigterm_mid_drain_then_restart_finishes_everything_once(
 ):
     queued = kit.queue_orders(store, keys, ORDERS)
     ids = [q.item.id for q in queued]
-    expected = [store.venue_item(i)[1].link_id for i in ids]
+    expected = [store.venue.of_item(i)[1].link_id for i in ids]
     with kit.sim_for(keys, rate_limits={CREATE: 10}) as sim:  # 4 s of draining
         config = tmp_path / "airlock.toml"
         kit.write_config(config, store.path, kek.label, keys, sim.url)
@@ -53,10 +53,12 @@ def test_sigterm_mid_drain_then_restart_finishes_everything_once(
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         conn.close()
         # Stopped cleanly: nothing is left half-sent.
-        assert all(store.get(i).state in (State.QUEUED, State.SENT) for i in ids)
-        assert store.note("broadcaster.heartbeat_ms") is not None
+        assert all(store.items.get(i).state in (State.QUEUED, State.SENT) for i in ids)
+        assert store.notes.get("broadcaster.heartbeat_ms") is not None
         second = broadcaster(token_home, config)
-        wait_until(lambda: all(store.get(i).state is State.SENT for i in ids), 180, "the drain")
+        wait_until(
+            lambda: all(store.items.get(i).state is State.SENT for i in ids), 180, "the drain"
+        )
         code, err = stopped(second, signal.SIGINT)
         assert code == 0, err
         orders = sim.orders()
@@ -70,7 +72,7 @@ def test_a_second_broadcaster_on_the_same_database_is_refused(
         config = tmp_path / "airlock.toml"
         kit.write_config(config, store.path, kek.label, keys, sim.url)
         first = broadcaster(token_home, config)
-        wait_until(lambda: store.note("broadcaster.pid") is not None, 30, "the first to start")
+        wait_until(lambda: store.notes.get("broadcaster.pid") is not None, 30, "the first to start")
         second = broadcaster(token_home, config, "--once", "--json")
         out, err = second.communicate(timeout=30)
         assert second.returncode == 1, err

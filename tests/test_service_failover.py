@@ -39,7 +39,7 @@ pytestmark = pytest.mark.anvil
 
 def decisions(store: Store) -> list[dict]:
     out = []
-    for raw in store.audit_entries():
+    for raw in store.audit.entries():
         entry = parse_canonical(raw)
         if entry["type"] == audit_entries.FAILOVER_DECISION:
             out.append(entry["data"])
@@ -71,9 +71,9 @@ async def test_outage_routes_priority_items_over_the_backup_and_holds_the_rest(
             task = asyncio.create_task(service.run(stop))
             try:
                 await wait_until_async(
-                    lambda: store.get(urgent.item.id).state is State.CONFIRMED, 60, "urgent"
+                    lambda: store.items.get(urgent.item.id).state is State.CONFIRMED, 60, "urgent"
                 )
-                assert store.get(normal.item.id).state is State.QUEUED  # held in the outage
+                assert store.items.get(normal.item.id).state is State.QUEUED  # held in the outage
                 during = enqueue_transaction(store, senders[1].key, dict(fields, value=2))
 
                 def persisted() -> float:
@@ -84,7 +84,8 @@ async def test_outage_routes_priority_items_over_the_backup_and_holds_the_rest(
                 primary.set_mode("pass")
                 await wait_until_async(
                     lambda: all(
-                        store.get(q.item.id).state is State.CONFIRMED for q in (normal, during)
+                        store.items.get(q.item.id).state is State.CONFIRMED
+                        for q in (normal, during)
                     ),
                     60,
                     "normal",
@@ -92,9 +93,9 @@ async def test_outage_routes_priority_items_over_the_backup_and_holds_the_rest(
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 20)
-    relays_used = {a.relay for _, a in store.attempts(urgent.item.id)}
+    relays_used = {a.relay for _, a in store.sends.attempts(urgent.item.id)}
     assert relays_used == {"spare"}
-    assert {a.relay for _, a in store.attempts(normal.item.id)} == {"main"}
+    assert {a.relay for _, a in store.sends.attempts(normal.item.id)} == {"main"}
     rules = [d["rule"] for d in decisions(store)]
     assert "backup-priority-window" in rules and "outage-hold" in rules
     modes = [d["rule"] for d in decisions(store) if d["decision"] == "mode"]
@@ -188,4 +189,4 @@ async def test_escalations_reach_a_signed_webhook_and_metrics_parse(store, keyri
     assert bybit_up == [0.0]  # the venue was down all along
     escalations = [d for d in decisions(store) if d["decision"] == "escalation"]
     assert {d["rule"] for d in escalations} == {"queue-depth", "queue-age"}
-    assert {a.key for a in store.open_alerts()} >= {"escalate.queue-depth"}
+    assert {a.key for a in store.alerts.open()} >= {"escalate.queue-depth"}

@@ -66,5 +66,5 @@ def order_args(key: str, **changes: Any) -> dict[str, Any]:
 def snapshot(al: Airlock) -> tuple[Any, ...]:
     """Everything an all-or-nothing failure must leave as it was."""
     store = al.store
-    nonces = [(n.chain_id, n.sender, n.next_nonce) for n in store.nonce_status()]
-    return [i.id for i in al.items()], store.last_event_id(), nonces
+    nonces = [(n.chain_id, n.sender, n.next_nonce) for n in store.nonces.status()]
+    return [i.id for i in al.items()], store.events.last_id(), nonces

@@ -93,7 +93,7 @@ def relay(name: str, url: str, kind: str = "evm-rpc", **changes: Any) -> RelayCo
 
 
 def all_in(store: Store, ids: list[str], state: State) -> bool:
-    return all(store.get(i).state is state for i in ids)
+    return all(store.items.get(i).state is state for i in ids)
 
 
 def assert_mined_exactly_once(store: Store, anvil: Anvil, queued: list[Enqueued]) -> None:
@@ -102,9 +102,9 @@ def assert_mined_exactly_once(store: Store, anvil: Anvil, queued: list[Enqueued]
     by_sender: dict[str, list[tuple[int, int]]] = {}
     mined_hashes = set()
     for entry in queued:
-        item = store.get(entry.item.id)
+        item = store.items.get(entry.item.id)
         assert item.state is State.CONFIRMED, (item.id, item.state, item.state_reason)
-        assert item.mined_hash in {v.tx_hash for v in store.variants(item.id)}
+        assert item.mined_hash in {v.tx_hash for v in store.items.variants(item.id)}
         assert item.mined_hash not in mined_hashes
         mined_hashes.add(item.mined_hash)
         receipt = anvil.rpc("eth_getTransactionReceipt", [item.mined_hash])

@@ -70,7 +70,9 @@ def wait_running(store: Store, process: subprocess.Popen[bytes]) -> None:
     on. Kill moments count from here, not from the spawn: a start-up as slow as the machine
     (~0.5 s here) would swallow them, and no kill would land inside the drain."""
     wait_until(
-        lambda: process.poll() is not None or store.note("broadcaster.pid") == str(process.pid),
+        lambda: (
+            process.poll() is not None or store.notes.get("broadcaster.pid") == str(process.pid)
+        ),
         60,
         "the broadcaster to start",
     )

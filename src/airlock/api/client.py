@@ -163,7 +163,7 @@ class Airlock:
         item (``replayed``); with other content it raises :class:`IdempotencyConflict`.
         """
         draft, build = self._transaction(tx, options)
-        return self._queued_transaction(self.store.enqueue(draft, build), draft)
+        return self._queued_transaction(self.store.items.enqueue(draft, build), draft)
 
     def queue_transactions(self, transactions: Iterable[Mapping[str, Any]]) -> list[Queued]:
         """Queue several transactions in one durable transaction: all of them or none.
@@ -244,7 +244,7 @@ class Airlock:
         from airlock.relays import rpc  # urllib: one blocking call per sender
 
         chain_id = rpc.quantity(rpc.call(rpc_url, "eth_chainId", [], timeout), "eth_chainId")
-        senders = set(self.store.nonce_senders(chain_id)) | {self.address(k) for k in keys}
+        senders = set(self.store.nonces.senders(chain_id)) | {self.address(k) for k in keys}
         if not senders:
             raise InvalidInput(f"no senders known on chain {chain_id}; name a key", field="keys")
         readings = {
@@ -254,7 +254,7 @@ class Airlock:
             )
             for sender in sorted(senders)
         }
-        return self.store.nonce_sync(chain_id, readings)
+        return self.store.nonces.sync(chain_id, readings)
 
     def address(self, key: str) -> str:
         """The checksum address of the HSM's secp256k1 key ``key``: the sender it signs as."""
@@ -370,7 +370,7 @@ class Airlock:
             if (
                 reach.reachable
                 and reach.latency_ms is not None
-                and self.store.by_idempotency_key(request.idempotency_key) is None
+                and self.store.items.by_key(request.idempotency_key) is None
             ):
                 slow = orders.slow_link_rule(
                     self.store, request, reach.latency_ms, self.config.failover
@@ -429,7 +429,7 @@ class Airlock:
         from airlock.signer.bybit import intent_dict
 
         if done.existing:
-            stored = self.store.payload(done.item.id)
+            stored = self.store.items.payload(done.item.id)
             policy = stored.get("policy", {})
             warnings += (
                 f"idempotency key already queued as {done.item.id} (now {done.item.state}); "
@@ -483,8 +483,8 @@ class Airlock:
 
     def _enqueue_many(self, prepared: list[tuple[Draft, Builder]]) -> list[Enqueued]:
         if len(prepared) == 1:
-            return [self.store.enqueue(*prepared[0])]
-        return self.store.enqueue_many(prepared)
+            return [self.store.items.enqueue(*prepared[0])]
+        return self.store.items.enqueue_many(prepared)
 
     def cancel(self, item_id: str) -> Cancelled:
         """Cancel an item, locally when it never left.
@@ -495,7 +495,7 @@ class Airlock:
         """
         from airlock.queue.bybit import cancel_order
 
-        item = self.store.get(item_id)
+        item = self.store.items.get(item_id)
         if item.kind is Kind.BYBIT_ORDER:
             key, _ = self._order_key(self.bybit_config)
             outcome = cancel_order(self.store, item, key)
@@ -510,7 +510,7 @@ class Airlock:
             )
         if item.kind is Kind.BYBIT_CANCEL:
             raise InvalidInput(f"item {item_id} is itself a cancel; it cannot be cancelled")
-        result = self.store.cancel(item_id)
+        result = self.store.items.cancel(item_id)
         action = "presigned" if result.action == "cancel_requested" else "local"
         return Cancelled(action=action, message=result.message, item=self.item(item_id))
 
@@ -518,13 +518,13 @@ class Airlock:
 
     def item(self, item_id: str) -> Item:
         """The item as the queue knows it now (raises :class:`ItemNotFound`)."""
-        stored = self.store.get(item_id)
-        variants = self.store.variants(item_id) if stored.kind is Kind.EVM_TX else None
+        stored = self.store.items.get(item_id)
+        variants = self.store.items.variants(item_id) if stored.kind is Kind.EVM_TX else None
         venue = fills = None
         if stored.kind is not Kind.EVM_TX:
-            pair = self.store.venue_item(item_id)
+            pair = self.store.venue.of_item(item_id)
             venue = None if pair is None else pair[1]
-            fills = self.store.fills(item_id)
+            fills = self.store.venue.fills(item_id)
         return Item.of(stored, variants, venue, fills)
 
     def items(
@@ -544,7 +544,9 @@ class Airlock:
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
         ):
             raise InvalidInput(f"limit must be a whole number >= 1, got {limit!r}", field="limit")
-        found = self.store.list(states, limit, kinds=kinds, after=after, newest_first=newest_first)
+        found = self.store.items.select(
+            states, limit, kinds=kinds, after=after, newest_first=newest_first
+        )
         return [self.item(i.id) for i in found]
 
     def inspect(self, item_id: str) -> dict[str, Any]:
@@ -552,11 +554,11 @@ class Airlock:
         payload (the request, the signed intent), signed variants with their raw bytes and
         the history, as ``airlock queue export`` writes it. ``"error"`` is set instead of the
         payload when it fails authentication (the item is then quarantined)."""
-        return self.store.export_one(self.store.get(item_id))
+        return self.store.items.export_one(self.store.items.get(item_id))
 
     def order(self, order_link_id: str) -> Item:
         """The Bybit order queued under this orderLinkId (raises :class:`ItemNotFound`)."""
-        pair = self.store.venue_order_by_link(order_link_id)
+        pair = self.store.venue.order_by_link(order_link_id)
         if pair is None:
             raise ItemNotFound(f"no Bybit order with orderLinkId {order_link_id!r} in the queue")
         return self.item(pair[0].id)
@@ -567,7 +569,7 @@ class Airlock:
             raise InvalidInput(f"after must be an event id >= 0, got {after!r}", field="after")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise InvalidInput(f"limit must be 1..10000, got {limit!r}", field="limit")
-        return [Event.of(row) for row in self.store.events(after, limit, item_id)]
+        return [Event.of(row) for row in self.store.events.after(after, limit, item_id)]
 
     def wait(
         self,

@@ -175,7 +175,7 @@ class _Api:
         return _json(outcome.as_json())
 
     async def health(self, request: web.Request) -> web.Response:
-        last = await self._call(self.al.store.last_event_id)
+        last = await self._call(self.al.store.events.last_id)
         return _json({"status": "ok", "last_event_id": last})
 
     # -- the event stream ---------------------------------------------------------------

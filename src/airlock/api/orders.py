@@ -160,7 +160,7 @@ def slow_link_rule(
     critical = critical_order(request.order_type, slow, latency_ms, ref, request.side, config)
     if critical.action == "send":
         return SlowLink(request)
-    store.record_event(audit_entries.FAILOVER_DECISION, critical.as_json())
+    store.audit.record(audit_entries.FAILOVER_DECISION, critical.as_json())
     if critical.action == "refuse":
         raise InvalidInput(
             f"order refused ({critical.rule}): the link to the venue is slow "

@@ -42,23 +42,23 @@ def export(
     the first checkpoint that covers it. An empty log has nothing to export (and nothing
     worth signing), so it is refused before anything is signed or written.
     """
-    if store.audit_size() == 0:
+    if store.audit.size() == 0:
         raise InvalidInput("the audit log is empty: there is nothing to export yet")
     if last is None:
         checkpoint(store, key)
-    size = store.audit_size()
+    size = store.audit.size()
     stop = size if last is None else last + 1
     if not 0 <= first < stop <= size:
         raise InvalidInput(
             f"no entries {first}..{stop - 1} to export: the log holds entries 0..{size - 1}"
         )
-    records = store.audit_checkpoints()
+    records = store.audit.checkpoints()
     cover = next((c for c in records if c.size >= stop), None)
     if cover is None:
         cover = checkpoint(store, key)
         records.append(cover)
     included = [c for c in records if first < c.size <= stop]
-    leaves = store.audit_leaves(cover.size)
+    leaves = store.audit.leaves(cover.size)
     tail = None
     if cover.size > stop:
         included.append(cover)
@@ -72,14 +72,14 @@ def export(
     for record in included:
         (notes / note_name(record.id)).write_bytes(record.note.encode())
     with open(out / "entries.jsonl", "wb") as handle:
-        for entry in store.audit_entries(first, stop):
+        for entry in store.audit.entries(first, stop):
             handle.write(entry + b"\n")
     (out / "audit-key.pem").write_bytes(key.pem.encode())
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "v": entries.VERSION,
-        "origin": store.audit_origin(),
-        "key_name": store.audit_origin(),
+        "origin": store.audit.origin(),
+        "key_name": store.audit.origin(),
         "first": first,
         "count": stop - first,
         "frontier": [h.hex() for h in merkle.Frontier.of(leaves[:first]).hashes()],

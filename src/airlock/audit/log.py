@@ -43,7 +43,7 @@ class AuditKey:
 
 def checkpoint(store: Store, key: AuditKey) -> CheckpointRecord:
     """Sign the log as it is now (or return the last checkpoint if nothing was added)."""
-    return store.sign_checkpoint(
+    return store.audit.sign_checkpoint(
         lambda origin, size, root: make_note(origin, size, root, key.public_key, key.sign_der)
     )
 
@@ -52,8 +52,8 @@ def checkpoint_if_due(
     store: Store, key: AuditKey, max_entries: int = 1000, max_age_ms: int = 60_000
 ) -> CheckpointRecord | None:
     """Sign when ``max_entries`` entries or ``max_age_ms`` have passed since the last one."""
-    size = store.audit_size()
-    done = store.audit_checkpoints()
+    size = store.audit.size()
+    done = store.audit.checkpoints()
     if size == 0 or (done and done[-1].size == size):
         return None
     if (

@@ -27,7 +27,7 @@ class InclusionError(AuditError, ValueError):
 
 def prove(store: Store, index: int, checkpoint_id: int) -> dict[str, Any]:
     """The inclusion proof of entry ``index`` in checkpoint ``checkpoint_id``."""
-    records = {c.id: c for c in store.audit_checkpoints()}
+    records = {c.id: c for c in store.audit.checkpoints()}
     record = records.get(checkpoint_id)
     if record is None:
         known = ", ".join(str(i) for i in records) or "none yet"
@@ -37,9 +37,9 @@ def prove(store: Store, index: int, checkpoint_id: int) -> dict[str, Any]:
             f"entry {index} is not in checkpoint {checkpoint_id}, which covers entries "
             f"0..{record.size - 1}"
         )
-    leaves = store.audit_leaves(record.size)
-    [entry] = list(store.audit_entries(index, index + 1))
-    origin = store.audit_origin()
+    leaves = store.audit.leaves(record.size)
+    [entry] = list(store.audit.entries(index, index + 1))
+    origin = store.audit.origin()
     return {
         "format": FORMAT,
         "origin": origin,

@@ -1,6 +1,6 @@
 """Alert delivery: a signed webhook and a command hook, de-duplicated through the queue.
 
-Every alert is counted in the queue (``Store.note_alert``), which also decides whether
+Every alert is counted in the queue (``store.alerts.note``), which also decides whether
 it goes out now: the first time, again after it was resolved, or once the
 de-duplication window since the last delivery has passed. A delivered alert is:
 
@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -37,6 +37,7 @@ from airlock.clock import wall_clock_ms
 from airlock.config import LOG_FORMATS, ServiceConfig
 from airlock.errors import ConfigError
 from airlock.queue.alerts import AlertRecord
+from airlock.queue.store import Store
 from airlock.redact import redact_url
 
 if TYPE_CHECKING:
@@ -52,20 +53,6 @@ STDERR_LOGGED = 500  # characters of a failing command's stderr put in the log
 _SECRET_ENV_PREFIXES = ("AIRLOCK_PIN",)
 
 
-class AlertStore(Protocol):
-    def note_alert(
-        self,
-        key: str,
-        message: str,
-        *,
-        severity: str = ...,
-        dedup_ms: int = ...,
-        item: str | None = ...,
-    ) -> tuple[AlertRecord, bool]: ...
-
-    def resolve_alert(self, key: str) -> bool: ...
-
-
 class AlertSink:
     """Raise, de-duplicate and deliver alerts.
 
@@ -77,7 +64,7 @@ class AlertSink:
 
     def __init__(
         self,
-        store: AlertStore,
+        store: Store,
         config: ServiceConfig,
         sign: Callable[[bytes], bytes] | None = None,
         metrics: Metrics | None = None,
@@ -119,7 +106,7 @@ class AlertSink:
         dedup_ms = round(self._config.alert_dedup_seconds * 1000)
         try:
             record, deliver = await asyncio.to_thread(
-                self._store.note_alert,
+                self._store.alerts.note,
                 key,
                 message,
                 severity=severity,
@@ -146,7 +133,7 @@ class AlertSink:
     def resolve(self, key: str) -> bool:
         """The condition is over: the next alert under ``key`` is delivered at once."""
         self._fallback_sent.pop(key, None)
-        return self._store.resolve_alert(key)
+        return self._store.alerts.resolve(key)
 
     def _fallback(
         self, key: str, message: str, severity: str, dedup_ms: int

@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from airlock.errors import ConfigError
 from airlock.queue.items import Kind
 from airlock.queue.states import LIVE, State
+from airlock.queue.store import Store
 
 if TYPE_CHECKING:
     from airlock.relays.health import HealthSnapshot
@@ -56,14 +57,6 @@ Checks = Mapping[str, CheckValue]
 ChecksFn = Callable[[], Checks | Awaitable[Checks]]
 
 
-class QueueCounts(Protocol):
-    """What the queue collector needs of the store."""
-
-    def counts_by_kind(self) -> list[tuple[str, str, int, int | None]]: ...
-
-    def now_ms(self) -> int: ...
-
-
 class _QueueCollector(Collector):
     """``airlock_queue_items`` and ``airlock_queue_oldest_item_seconds``, read at scrape.
 
@@ -72,7 +65,7 @@ class _QueueCollector(Collector):
     warning in the log, not a failed scrape (``/healthz`` reports the store separately).
     """
 
-    def __init__(self, store: QueueCounts) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
 
     def describe(self) -> list[GaugeMetricFamily]:
@@ -81,7 +74,7 @@ class _QueueCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         items, oldest = _items_family(), _oldest_family()
         try:
-            rows = self._store.counts_by_kind()
+            rows = self._store.items.counts_by_kind()
             now_ms = self._store.now_ms()
         except Exception as exc:
             log.warning("metrics: the queue could not be read (%s)", type(exc).__name__)
@@ -128,7 +121,7 @@ class Metrics:
 
     def __init__(
         self,
-        store: QueueCounts | None = None,
+        store: Store | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -370,7 +363,7 @@ async def run_checks(checks: ChecksFn | None) -> dict[str, Any]:
 
 
 def service_checks(
-    store: QueueCounts, metrics: Metrics, max_loop_gap_seconds: float = 60.0
+    store: Store, metrics: Metrics, max_loop_gap_seconds: float = 60.0
 ) -> Callable[[], dict[str, CheckValue]]:
     """The usual checks: the store answers a read, and the service loop called
     :meth:`Metrics.beat` within ``max_loop_gap_seconds``."""
@@ -378,7 +371,7 @@ def service_checks(
     def checks() -> dict[str, CheckValue]:
         out: dict[str, CheckValue] = {}
         try:
-            store.counts_by_kind()
+            store.items.counts_by_kind()
             out["store"] = (True, "readable")
         except Exception as exc:
             out["store"] = (False, f"unreadable: {type(exc).__name__}")

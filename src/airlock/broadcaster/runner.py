@@ -34,7 +34,8 @@ from typing import Any
 
 from airlock.broadcaster.alerts import AlertSink
 from airlock.broadcaster.metrics import Metrics, service_checks
-from airlock.broadcaster.service import Broadcaster, PassResult
+from airlock.broadcaster.results import PassResult
+from airlock.broadcaster.service import Broadcaster
 from airlock.broadcaster.venue import VenueBroadcaster, VenueResult
 from airlock.broadcaster.watch import Watch
 from airlock.config import FailoverConfig, ServiceConfig
@@ -212,7 +213,7 @@ class Service:
             (side.last_reconcile_ms for side in (self.evm, self.venue) if side is not None),
             default=0,
         )
-        self.store.set_notes(
+        self.store.notes.set_many(
             {
                 "broadcaster.heartbeat_ms": str(self._clock_ms()),
                 "broadcaster.pid": str(os.getpid()),

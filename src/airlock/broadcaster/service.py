@@ -16,19 +16,20 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airlock.audit import entries as audit_entries
 from airlock.broadcaster import decide
 from airlock.broadcaster.decide import ChainVerdict, SendVerdict
+from airlock.broadcaster.results import AlertHook, PassResult, Resigner, alert_key
 from airlock.clock import wall_clock_ms
 from airlock.config import BroadcasterConfig
 from airlock.queue.errors import PayloadTampered, StaleItems
 from airlock.queue.items import Item
 from airlock.queue.sends import Attempt, Lane, Mined, StoredVariant
 from airlock.queue.states import State
-from airlock.queue.store import ChainRecord, SendRecord, Store, VariantDraft
+from airlock.queue.store import ChainRecord, SendRecord, Store
 from airlock.relays.health import Change, LinkState, Monitor
 from airlock.relays.jsonrpc import (
     POOL_SIZE,
@@ -52,39 +53,6 @@ STOP_SECONDS = 10.0  # a stopping service finishes its round within this
 MINED_STATES = frozenset({State.CONFIRMED, State.REPLACED})  # settled by a receipt of ours
 ONCE_RECEIPT_GRACE_MS = 3_000  # --once waits this long for a fresh send's receipt
 ONCE_STALL_SECONDS = 30.0  # --once stops when only resends happened for this long
-
-
-AlertHook = Callable[[str, str, "str | None"], None]  # (key, message, item id)
-
-
-class Resigner(Protocol):
-    """Signs one more fee level once the pre-signed ladder has run out (HSM online)."""
-
-    def __call__(self, store: Store, item: Item) -> VariantDraft | None: ...
-
-
-@dataclass
-class PassResult:
-    """What one round changed; ``--once`` stops when a round changes nothing."""
-
-    sent: int = 0
-    settled: int = 0  # state changes decided from the chain
-    bumped: int = 0
-    expired: int = 0
-    alerts: list[str] = field(default_factory=list)
-    more: bool = False  # something went out: more may be due right now
-
-    @property
-    def progress(self) -> int:
-        return self.sent + self.settled + self.bumped + self.expired
-
-    def add(self, other: PassResult) -> None:
-        self.sent += other.sent
-        self.settled += other.settled
-        self.bumped += other.bumped
-        self.expired += other.expired
-        self.alerts += other.alerts
-        self.more = self.more or other.more
 
 
 class _Seen(NamedTuple):
@@ -234,12 +202,12 @@ class Broadcaster:
         now = self._clock_ms()
         due = [
             i.retry_ms
-            for i in self.store.list([State.SENDING])
+            for i in self.store.items.select([State.SENDING])
             if i.retry_ms is not None and self._has_relay(i)
         ]
         fresh = [
             i.sent_ms
-            for i in self.store.list([State.SENT])
+            for i in self.store.items.select([State.SENT])
             if i.sent_ms is not None and now - i.sent_ms < ONCE_RECEIPT_GRACE_MS
         ]
         if fresh and not due:
@@ -258,7 +226,7 @@ class Broadcaster:
         block, the periodic timer) — or, with ``settle``, as soon as nothing more is sent
         (``--once``). A backlog drains first; in-flight items are not re-read per wave."""
         result = PassResult()
-        result.expired = len(self.store.expire_due())
+        result.expired = len(self.store.items.expire_due())
         result.add(await self.dispatch())
         if force_reconcile or (settle and result.sent == 0) or self._reconcile_due():
             result.add(await self.reconcile())
@@ -289,7 +257,7 @@ class Broadcaster:
             if in_flight is not None:
                 sent_picks, answers = in_flight[0], await in_flight[1]
                 records, again = self._judge(sent_picks, answers, result)
-                await asyncio.to_thread(self.store.record_sends, records)  # next wave flies
+                await asyncio.to_thread(self.store.sends.record, records)  # next wave flies
                 result.sent += sum(1 for r in records if r.accepted)
                 if again:  # underpriced: the next fee level, at once
                     result.sent += await self._send(again, result)
@@ -307,21 +275,21 @@ class Broadcaster:
         busy = {(p.item.chain_id, p.item.account) for p in in_flight}
         due = [
             i
-            for i in self.store.dispatchable(self.wave + len(in_flight))
+            for i in self.store.sends.dispatchable(self.wave + len(in_flight))
             if (i.chain_id, i.account) not in busy and self._has_relay(i)
         ][: self.wave]
         picks = self._picks(due, result)
         if not picks:
             return []
         try:
-            self.store.begin_sends([(p.item, p.idx) for p in picks])
+            self.store.sends.begin([(p.item, p.idx) for p in picks])
         except StaleItems as exc:  # e.g. an operator cancelled one meanwhile
             log.info("wave not sent, read again next round: %s", exc)
             return []
         return [p.begun() for p in picks]
 
     def _picks(self, due: list[Item], result: PassResult) -> list[_Pick]:
-        stored = self.store.wave_variants([item.id for item in due])
+        stored = self.store.sends.wave_variants([item.id for item in due])
         picks = []
         for item in due:
             variants = stored[item.id]
@@ -337,7 +305,7 @@ class Broadcaster:
 
     def _pick(self, item: Item, variant: StoredVariant, result: PassResult) -> _Pick | None:
         try:
-            raw = self.store.open_variant(item, variant)
+            raw = self.store.sends.open_variant(item, variant)
         except PayloadTampered as exc:
             self._alert(result, f"item {item.id} quarantined: {exc}", item.id)
             return None
@@ -349,14 +317,14 @@ class Broadcaster:
         accepted = 0
         while picks:
             try:
-                self.store.begin_sends([(p.item, p.idx) for p in picks])
+                self.store.sends.begin([(p.item, p.idx) for p in picks])
             except StaleItems as exc:  # e.g. an operator cancelled one meanwhile
                 log.info("wave not sent, read again next round: %s", exc)
                 return accepted
             picks = [p.begun() for p in picks]
             answers = await self._fan_out(picks)
             records, again = self._judge(picks, answers, result)
-            self.store.record_sends(records)
+            self.store.sends.record(records)
             accepted += sum(1 for r in records if r.accepted)
             picks = again
         return accepted
@@ -431,14 +399,14 @@ class Broadcaster:
         return records, again
 
     def _next_pick(self, item: Item, idx: int, result: PassResult) -> _Pick | None:
-        variants = self.store.wave_variants([item.id])[item.id]
+        variants = self.store.sends.wave_variants([item.id])[item.id]
         following = decide.next_step([v.kind for v in variants], idx)
         if following is None and self._resigner is not None and variants[idx].kind == "step":
             draft = self._resigner(self.store, item)
             if draft is not None:
-                following = self.store.add_variant(item.id, draft)
+                following = self.store.sends.add_variant(item.id, draft)
                 log.info("item %s: re-signed variant %d in the HSM", item.id, following)
-                variants = self.store.wave_variants([item.id])[item.id]
+                variants = self.store.sends.wave_variants([item.id])[item.id]
         if following is None:
             return None
         return self._pick(item, variants[following], result)
@@ -450,7 +418,7 @@ class Broadcaster:
         result = PassResult()
         self.last_reconcile_ms = self._clock_ms()
         lanes_by_path: dict[tuple[int | None, bool], list[Lane]] = defaultdict(list)
-        for lane in self.store.lanes(self._watch_from()):
+        for lane in self.store.sends.lanes(self._watch_from()):
             lanes_by_path[(lane.item.chain_id, lane.item.private)].append(lane)
         for (chain_id, private), lanes in lanes_by_path.items():
             reader = self._reader(chain_id, private)
@@ -537,10 +505,10 @@ class Broadcaster:
         if records:
             # In a thread: SQLite lets go of the GIL while it writes, and the next wave's
             # reads (already in flight) are answered meanwhile.
-            await asyncio.to_thread(self.store.record_chain, records)
+            await asyncio.to_thread(self.store.sends.record_chain, records)
             result.settled += len(records)
             # Reorged items are `sent` again now: resend them as the store holds them.
-            resend = [replace(lane, item=self.store.get(lane.item.id)) for lane in resend]
+            resend = [replace(lane, item=self.store.items.get(lane.item.id)) for lane in resend]
         await self._bump_or_rebroadcast(pending, resend, head, result)
 
     @staticmethod
@@ -606,9 +574,9 @@ class Broadcaster:
                 else:
                     why = "no receipt and no higher fee level left: an operator decides"
                     self._alert(result, f"item {item.id}: {why}", item.id)
-                    self.store.transition(item.id, State.NEEDS_OPERATOR, why)
+                    self.store.items.transition(item.id, State.NEEDS_OPERATOR, why)
                     result.settled += 1
-        stored = self.store.wave_variants([lane.item.id for lane in resend])
+        stored = self.store.sends.wave_variants([lane.item.id for lane in resend])
         for lane in resend:
             pick = self._pick(lane.item, stored[lane.item.id][_active(lane.item)], result)
             if pick is not None:
@@ -675,7 +643,7 @@ class Broadcaster:
             change.new,
             change.reason,
         )
-        self.store.record_event(
+        self.store.audit.record(
             audit_entries.RELAY_HEALTH,
             {
                 "relay": change.relay,
@@ -701,14 +669,7 @@ class Broadcaster:
             self.alert_hook(key, message, item_id)
         else:  # the entry the service's delivery would write (docs/audit-format.md §1.4)
             data = {"key": key, "message": message, "severity": "warning"}
-            self.store.record_event(audit_entries.ALERT, data, item_id)
-
-
-def alert_key(side: str, item_id: str | None, message: str) -> str:
-    """A stable de-duplication key: per item when there is one, else the message's lead."""
-    if item_id is not None:
-        return f"{side}.item.{item_id}"
-    return f"{side}.{message.split(':')[0][:60]}"
+            self.store.audit.record(audit_entries.ALERT, data, item_id)
 
 
 def _active(item: Item) -> int:

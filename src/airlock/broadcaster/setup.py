@@ -11,8 +11,9 @@ import contextlib
 
 from airlock.broadcaster.alerts import AlertSink
 from airlock.broadcaster.metrics import Metrics
+from airlock.broadcaster.results import Resigner
 from airlock.broadcaster.runner import Service
-from airlock.broadcaster.service import Broadcaster, Resigner
+from airlock.broadcaster.service import Broadcaster
 from airlock.broadcaster.venue import VenueBroadcaster, VenueSettings
 from airlock.config import AirlockConfig, BybitConfig
 from airlock.errors import ConfigError
@@ -64,8 +65,8 @@ def resigner(keyring: KeyRing, cap: int, bump_pct: float) -> Resigner:
     def resign(store: Store, item: Item) -> VariantDraft | None:
         if item.signer is None:
             return None
-        intent = evm.intent_from_json(store.payload(item.id)["intent"])
-        steps = [v for v in store.variants(item.id) if v.kind == "step"]
+        intent = evm.intent_from_json(store.items.payload(item.id)["intent"])
+        steps = [v for v in store.items.variants(item.id) if v.kind == "step"]
         top = max(steps, key=lambda v: v.fee_per_gas)
         following = level_above(intent, top.fee_per_gas, top.tip_per_gas, bump_pct, cap)
         if following is None:

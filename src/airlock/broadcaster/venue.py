@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from airlock.audit import entries as audit_entries
 from airlock.broadcaster import venue_decide as decide
-from airlock.broadcaster.service import AlertHook, alert_key
+from airlock.broadcaster.results import AlertHook, alert_key
 from airlock.broadcaster.venue_decide import Step
 from airlock.errors import InvalidInput
 from airlock.queue.errors import PayloadTampered, StaleItems
@@ -159,7 +159,7 @@ class VenueBroadcaster:
         idle = 0
         while idle < max_idle_passes:
             result = VenueResult()
-            self.store.expire_due()
+            self.store.items.expire_due()
             result.add(await self.dispatch())
             result.add(await self.reconcile())
             total.add(result)
@@ -184,7 +184,7 @@ class VenueBroadcaster:
                 if reconcile or self._reconcile_due():
                     await self.reconcile()
                     reconcile = False
-                self.store.expire_due()
+                self.store.items.expire_due()
                 result = await self.dispatch(yield_to_reconcile=True)
                 if result.sent and not result.halted:
                     continue  # a backlog: keep going
@@ -216,10 +216,10 @@ class VenueBroadcaster:
             return False
         now = self._clock_ms()
         grace = self.settings.recv_window_ms + decide.LOOKUP_GRACE_MS
-        waits = [i.retry_ms for i, _ in self.store.venue_items([State.QUEUED]) if i.retry_ms]
+        waits = [i.retry_ms for i, _ in self.store.venue.in_states([State.QUEUED]) if i.retry_ms]
         waits += [
             (i.sent_ms or now) + grace + 1
-            for i, r in self.store.venue_items([State.SENDING])
+            for i, r in self.store.venue.in_states([State.SENDING])
             if r.action == "order"
         ]
         if not waits:
@@ -242,7 +242,7 @@ class VenueBroadcaster:
         the venue's rate limit must not hold back fills and status changes)."""
         result = VenueResult()
         while self._usable() and self._clock_ms() >= self._paused_until:
-            due = self.store.venue_due(DUE_BATCH)
+            due = self.store.venue.due(DUE_BATCH)
             if not due:
                 break
             moved = 0
@@ -271,7 +271,7 @@ class VenueBroadcaster:
                     self._record(item, wait, result)
                 return wait
         try:
-            sending = self.store.begin_venue(item, f"sending to bybit ({ref.action})")
+            sending = self.store.venue.begin(item, f"sending to bybit ({ref.action})")
         except StaleItems:
             return None
         if isinstance(checked, OrderIntent):
@@ -299,7 +299,7 @@ class VenueBroadcaster:
         """The item's intent if its signature verifies with the HSM's intent key and it
         matches the item; otherwise the item is quarantined (or already was) and alerted."""
         try:
-            payload = self.store.payload(item.id)
+            payload = self.store.items.payload(item.id)
         except PayloadTampered as exc:
             self._alert(result, f"item {item.id} quarantined: {exc}", item.id)
             result.quarantined += 1
@@ -308,7 +308,7 @@ class VenueBroadcaster:
         if isinstance(why, OrderIntent | CancelIntent):
             return why
         try:
-            self.store.record_venue(item, [State.QUARANTINED], f"intent refused: {why}")
+            self.store.venue.record(item, [State.QUARANTINED], f"intent refused: {why}")
         except StaleItems:
             return None
         result.quarantined += 1
@@ -316,14 +316,14 @@ class VenueBroadcaster:
         return None
 
     def _cancel_precheck(self, item: Item, ref: VenueRef) -> Step | None:
-        target = self.store.venue_order_by_link(ref.link_id)
+        target = self.store.venue.order_by_link(ref.link_id)
         if target is None:  # cancel_order never makes one: a human must look
             why = f"cancel of orderLinkId {ref.link_id}, which no queued order has"
             return Step((State.NEEDS_OPERATOR,), why, alert=why)
         order, _ = target
         if order.state is State.QUEUED:
             try:
-                self.store.cancel(order.id, "cancel-local: the order had not left")
+                self.store.items.cancel(order.id, "cancel-local: the order had not left")
             except IllegalTransition:  # taken by a send meanwhile: decide next pass
                 return Step(reason="the order is being sent; the cancel waits")
         return decide.cancel_before_send(order.state)
@@ -355,7 +355,7 @@ class VenueBroadcaster:
         if step.retry:
             retry_ms = self._clock_ms() + int(self.settings.backoff.delay(self._failures) * 1000)
         try:
-            self.store.record_venue(item, list(step.path), step.reason, seen, retry_ms=retry_ms)
+            self.store.venue.record(item, list(step.path), step.reason, seen, retry_ms=retry_ms)
         except StaleItems:
             return
         if step.path and settling:
@@ -406,7 +406,7 @@ class VenueBroadcaster:
         return result
 
     async def _resolve_sending(self, result: VenueResult) -> None:
-        for item, ref in self.store.venue_items([State.SENDING]):
+        for item, ref in self.store.venue.in_states([State.SENDING]):
             if ref.action == "cancel":
                 step = Step((State.QUEUED,), "cancel outcome unknown after a restart: sent again")
                 self._record(item, step, result)
@@ -424,7 +424,7 @@ class VenueBroadcaster:
     async def _follow_sent(self, result: VenueResult) -> None:
         live = [
             (i, r)
-            for i, r in self.store.venue_items([State.SENT, State.NEEDS_OPERATOR])
+            for i, r in self.store.venue.in_states([State.SENT, State.NEEDS_OPERATOR])
             if r.action == "order"
         ]
         if not live:
@@ -445,10 +445,10 @@ class VenueBroadcaster:
                 self._settle(item, decide.judge_order_row(item.state, row), row, result)
 
     def _settle_cancels(self, result: VenueResult) -> None:
-        for item, ref in self.store.venue_items([State.SENT]):
+        for item, ref in self.store.venue.in_states([State.SENT]):
             if ref.action != "cancel":
                 continue
-            target = self.store.venue_order_by_link(ref.link_id)
+            target = self.store.venue.order_by_link(ref.link_id)
             if target is None:
                 continue
             order, order_ref = target
@@ -463,20 +463,20 @@ class VenueBroadcaster:
         now = self.client.server_now_ms()
         start = self._fills_from
         if start is None:
-            start = decide.fills_window(now, self.store.latest_fill_ms(), self._oldest_sent())
-        categories = {r.category for _, r in self.store.venue_all(limit=1000)}
+            start = decide.fills_window(now, self.store.venue.latest_fill_ms(), self._oldest_sent())
+        categories = {r.category for _, r in self.store.venue.all(limit=1000)}
         rows = []
         for category in sorted(categories or {self.settings.category}):
             rows += await self.client.executions(category, start_ms=start, end_ms=now)
         links = sorted({str(r.get("orderLinkId") or "") for r in rows} - {""})
-        item_ids = self.store.venue_items_by_link(links)
+        item_ids = self.store.venue.items_by_link(links)
         found = [f for r in rows if (f := decide.fill_of(r, item_ids)) is not None]
-        new = self.store.record_fills(found)
+        new = self.store.venue.record_fills(found)
         result.fills += len(new)
         self._fills_from = max(start, now - decide.FILL_OVERLAP_MS)
 
     def _oldest_sent(self) -> int | None:
-        sent = [i.sent_ms for i, _ in self.store.venue_all() if i.sent_ms is not None]
+        sent = [i.sent_ms for i, _ in self.store.venue.all() if i.sent_ms is not None]
         return min(sent) if sent else None
 
     # -- alerts ------------------------------------------------------------------------
@@ -492,7 +492,7 @@ class VenueBroadcaster:
             self.alert_hook(key, message, item_id)
         else:  # the entry the service's delivery would write (docs/audit-format.md §1.4)
             data = {"key": key, "message": message, "severity": "warning"}
-            self.store.record_event(audit_entries.ALERT, data, item_id)
+            self.store.audit.record(audit_entries.ALERT, data, item_id)
 
     def alert_from_client(self, message: str) -> None:
         """The client's one alert when the key is refused (wired as its ``on_alert``)."""

@@ -169,7 +169,7 @@ class Watch:
         start = self._outage_wall_ms
         if start is None or self._on_persist is None:
             return
-        for item in self.store.list([State.QUEUED], limit=PERSIST_SCAN):
+        for item in self.store.items.select([State.QUEUED], limit=PERSIST_SCAN):
             if item.created_ms >= start and item.id not in self._persist_seen:
                 self._persist_seen.add(item.id)
                 self._on_persist((item.created_ms - start) / 1000)
@@ -177,7 +177,7 @@ class Watch:
     async def judge_queue(self) -> None:
         self._observe_persisted()
         waiting, oldest = 0, None
-        for _kind, state, count, created in self.store.counts_by_kind():
+        for _kind, state, count, created in self.store.items.counts_by_kind():
             if state in WAITING_STATES:
                 waiting += count
                 oldest = created if oldest is None else min(oldest, created)
@@ -200,7 +200,7 @@ class Watch:
     # -- records -------------------------------------------------------------------------
 
     def _decided(self, data: dict[str, Any]) -> None:
-        self.store.record_event(audit_entries.FAILOVER_DECISION, data)
+        self.store.audit.record(audit_entries.FAILOVER_DECISION, data)
 
     async def _alert_now(
         self, key: str, message: str, severity: str, details: dict[str, Any]

@@ -23,8 +23,8 @@ from airlock.queue.states import State
 from airlock.redact import redact_url
 
 if TYPE_CHECKING:
+    from airlock.broadcaster.results import PassResult
     from airlock.broadcaster.runner import Service
-    from airlock.broadcaster.service import PassResult
     from airlock.broadcaster.venue import VenueResult
     from airlock.config import AirlockConfig
     from airlock.hsm.keyring import KeyRing
@@ -69,7 +69,7 @@ def _with_service(
 
 
 def _counts(store: Store) -> dict[str, int]:
-    return {str(state): n for state in State if (n := store.count(state))}
+    return {str(state): n for state in State if (n := store.items.count(state))}
 
 
 def _summary(result: PassResult, counts: dict[str, int]) -> dict[str, Any]:
@@ -170,7 +170,7 @@ async def _serve(settings: AirlockConfig, service: Service, ring: KeyRing) -> No
 def reconcile(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
     """One reconcile pass — receipts, replacements, reorgs, bumps; Bybit order states and
     fills — with no new dispatch."""
-    from airlock.broadcaster.service import PassResult  # the service: aiohttp, prometheus
+    from airlock.broadcaster.results import PassResult
     from airlock.broadcaster.venue import VenueResult
 
     common.use_config(ctx, config_path)

@@ -187,8 +187,8 @@ def queue_cancel(ctx: click.Context, item_id: str, as_json: bool) -> None:
 def queue_verify(ctx: click.Context, as_json: bool) -> None:
     """Decrypt every live item; quarantine any that fail authentication."""
     with common.open_store(ctx) as (store, _):
-        checked = len(store.list(sorted(LIVE)))
-        problems = store.verify()
+        checked = len(store.items.select(sorted(LIVE)))
+        problems = store.items.verify()
     data = {
         "checked": checked,
         "quarantined_or_flagged": [{"id": i, "problem": p} for i, p in problems],
@@ -224,7 +224,7 @@ def queue_export(
     """
     wanted = None if everything else [State(s) for s in states] or sorted(LIVE)
     with common.open_store(ctx) as (store, _):
-        records = store.export(wanted)
+        records = store.items.export(wanted)
         if out is None:
             written, bad = _write_lines(records, click.get_text_stream("stdout"))
         else:
@@ -263,7 +263,7 @@ def nonce_group() -> None:
 def nonce_status(ctx: click.Context, as_json: bool) -> None:
     """Next nonce, live items and gaps for every sender the queue knows."""
     with common.open_store(ctx) as (store, _):
-        rows = store.nonce_status()
+        rows = store.nonces.status()
 
     def text() -> str:
         if not rows:
@@ -334,7 +334,7 @@ def keys_group() -> None:
 def keys_rotate(ctx: click.Context, as_json: bool) -> None:
     """Make a new primary data key; older ones are kept for reading."""
     with common.open_store(ctx) as (store, _):
-        key_id = store.rotate_key()
+        key_id = store.keys.rotate()
     common.emit(as_json, {"primary_key_id": key_id}, lambda: f"new primary data key {key_id}")
 
 
@@ -344,7 +344,7 @@ def keys_rotate(ctx: click.Context, as_json: bool) -> None:
 def keys_list(ctx: click.Context, as_json: bool) -> None:
     """Data keys: id, wrapping KEK, encryptions counted, why it was made."""
     with common.open_store(ctx) as (store, _):
-        rows = store.data_keys()
+        rows = store.keys.all()
     common.emit(
         as_json,
         rows,

@@ -164,9 +164,9 @@ def _bybit_row(settings: BybitConfig, probe: dict[str, Any] | None) -> dict[str,
 def _read_store(store: Store, now: int) -> dict[str, Any]:
     return {
         "queue": _queue(store, now),
-        "nonces": [_nonce_row(row.as_json(), now) for row in store.nonce_status()],
+        "nonces": [_nonce_row(row.as_json(), now) for row in store.nonces.status()],
         "broadcaster": _broadcaster(store, now),
-        "alerts": [_alert_row(a.as_json(), now) for a in store.open_alerts()],
+        "alerts": [_alert_row(a.as_json(), now) for a in store.alerts.open()],
     }
 
 
@@ -191,11 +191,11 @@ def _no_store(path: Path) -> dict[str, Any]:
 def _queue(store: Store, now: int) -> dict[str, Any]:
     by_kind: dict[str, dict[str, int]] = {}
     by_state: dict[str, int] = {}
-    for kind, state, count, _ in store.counts_by_kind():
+    for kind, state, count, _ in store.items.counts_by_kind():
         by_kind.setdefault(kind, {})[state] = count
         by_state[state] = by_state.get(state, 0) + count
     live_states = {str(s) for s in LIVE}
-    oldest = store.list(sorted(LIVE), limit=1)  # ids are ULIDs: creation order
+    oldest = store.items.select(sorted(LIVE), limit=1)  # ids are ULIDs: creation order
     return {
         "exists": True,
         "live": sum(n for s, n in by_state.items() if s in live_states),
@@ -234,7 +234,7 @@ def _broadcaster(store: Store, now: int) -> dict[str, Any]:
 
 
 def _int_note(store: Store, key: str) -> int | None:
-    raw = store.note(key)
+    raw = store.notes.get(key)
     try:
         return None if raw is None else int(raw)
     except ValueError:

@@ -74,7 +74,7 @@ def enqueue_order(
     idempotency key answers with that item whatever the policy says now (an IOC queued
     while the venue was up is not "refused" by a retry during the outage that followed).
     ``options`` are :func:`prepare_order`'s (``account`` is required)."""
-    return store.enqueue(*prepare_order(store, request, decision, intent_key, **options))
+    return store.items.enqueue(*prepare_order(store, request, decision, intent_key, **options))
 
 
 def prepare_order(
@@ -89,7 +89,7 @@ def prepare_order(
     signature: Callable[[], bytes] | None = None,
 ) -> tuple[Draft, Builder]:
     """What :func:`enqueue_order` stores, without storing it (so that several orders can go
-    in one transaction, :meth:`Store.enqueue_many`). A refusal is audited and raised here,
+    in one transaction, ``store.items.enqueue_many``). A refusal is audited and raised here,
     unless the key already names a queued item (then the draft finds that item).
 
     ``asked`` is the request as the caller gave it when a rule rewrote it into
@@ -98,9 +98,9 @@ def prepare_order(
     intents in one HSM job); by default it is started here, before the write lock."""
     asked = asked or request
     if decision.action != "queue" or decision.intent is None:
-        if store.by_idempotency_key(request.idempotency_key) is not None:
+        if store.items.by_key(request.idempotency_key) is not None:
             return _retry_draft(asked, account, strategy), _never_built
-        store.record_event(
+        store.audit.record(
             audit_entries.ORDER_REFUSED,
             {"request": _request_json(request), "decision": decision.as_json()},
         )
@@ -160,7 +160,7 @@ def cancel_order(
     broadcaster takes the order between the read and the local cancel, the local cancel
     is refused by the state machine and a venue cancel is queued instead.
     """
-    pair = store.venue_item(order.id)
+    pair = store.venue.of_item(order.id)
     if order.kind is not Kind.BYBIT_ORDER or pair is None:
         raise InvalidInput(f"item {order.id} is not a Bybit order")
     _, ref = pair
@@ -168,9 +168,9 @@ def cancel_order(
     if order.state is State.QUEUED:
         decision = decide_cancel(request, sent=False)
         try:
-            local = store.cancel(order.id, f"{decision.rule}: {decision.message}")
+            local = store.items.cancel(order.id, f"{decision.rule}: {decision.message}")
         except IllegalTransition:
-            order = store.get(order.id)  # taken by the broadcaster meanwhile
+            order = store.items.get(order.id)  # taken by the broadcaster meanwhile
         else:
             return CancelOutcome("local", decision.rule, decision.message, local.item, local=local)
     decision = decide_cancel(request, sent=True)
@@ -200,7 +200,7 @@ def cancel_order(
         }
         return Built(payload=signed, audit=signed)
 
-    queued = store.enqueue(draft, build)
+    queued = store.items.enqueue(draft, build)
     return CancelOutcome("queued", decision.rule, decision.message, order, cancel=queued)
 
 

@@ -40,3 +40,11 @@ class NonceConflict(QueueError, InvalidInput):
 class StaleItems(QueueError):
     """Items changed state since they were read (another process moved them); nothing
     was written. Read them again."""
+
+
+class IllegalTransition(QueueError):
+    """A state change the table does not allow; nothing was written."""
+
+
+class AuditIntegrityError(QueueError):
+    """The stored log no longer matches what was signed; airlock refuses to sign more."""

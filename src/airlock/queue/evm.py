@@ -27,7 +27,7 @@ def enqueue_transaction(
     """Sign ``fields`` (the :func:`airlock.signer.evm.make_intent` arguments except the
     nonce) at every ladder level and store it durably; ``options`` are
     :func:`prepare_transaction`'s (``nonce=None`` allocates one)."""
-    return store.enqueue(*prepare_transaction(key, fields, **options))
+    return store.items.enqueue(*prepare_transaction(key, fields, **options))
 
 
 def prepare_transaction(
@@ -45,7 +45,7 @@ def prepare_transaction(
     """Validate everything (before any lock is taken) and return what the store needs:
     the draft, and the callback that signs the ladder once the nonce is allocated. Apart
     so that several transactions can be stored in one transaction
-    (:meth:`Store.enqueue_many`)."""
+    (``store.items.enqueue_many``)."""
     ladder = ladder or LadderSpec()
     explicit = None if nonce is None else evm.make_intent(**fields, nonce=nonce).nonce
     base = evm.make_intent(**fields, nonce=explicit or 0)  # validation, before any lock

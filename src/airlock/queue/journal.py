@@ -15,11 +15,7 @@ from typing import Any
 
 from airlock.audit import entries, merkle
 from airlock.queue.envelope import Envelope
-from airlock.queue.errors import PayloadTampered, QueueError
-
-
-class AuditIntegrityError(QueueError):
-    """The stored log no longer matches what was signed; airlock refuses to sign more."""
+from airlock.queue.errors import AuditIntegrityError, PayloadTampered
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from airlock.errors import AirlockError
+from airlock.queue.errors import IllegalTransition
 
 
 class State(StrEnum):
@@ -60,10 +60,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 TERMINAL: frozenset[State] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 # Items in these states may still put bytes on the network, or already have.
 LIVE: frozenset[State] = frozenset({State.QUEUED, State.SENDING, State.SENT, State.NEEDS_OPERATOR})
-
-
-class IllegalTransition(AirlockError):
-    """A state change the table does not allow; nothing was written."""
 
 
 def check_transition(current: State | str, target: State | str) -> tuple[State, State]:

@@ -35,7 +35,7 @@ from aiohttp import web
 from airlock.clock import wall_clock_ms
 from airlock.encoding.jsonlimit import loads_limited
 from airlock.sim import bybit_engine as eng
-from airlock.sim.bybit_engine import BybitError
+from airlock.sim.bybit_engine import VenueRefusal
 from airlock.sim.loopthread import LoopThread, reset_connection
 
 CREATE = "/v5/order/create"
@@ -292,7 +292,7 @@ class BybitSim(LoopThread):
                     answer = handler(params, self._clock())
             answer.headers.update(headers)
             return answer
-        except BybitError as exc:
+        except VenueRefusal as exc:
             return _Answer(ret_code=exc.code, ret_msg=exc.message, result={})
 
     def _authenticate(self, headers: Mapping[str, str], payload: bytes) -> None:
@@ -302,7 +302,7 @@ class BybitSim(LoopThread):
         with self._lock:
             revoked = self._revoked
         if key != self.api_key or revoked:
-            raise BybitError(eng.INVALID_KEY, "API key is invalid.")
+            raise VenueRefusal(eng.INVALID_KEY, "API key is invalid.")
         timestamp = headers.get("X-BAPI-TIMESTAMP")
         window = headers.get("X-BAPI-RECV-WINDOW")
         eng.check_timestamp(self._clock(), timestamp, window)
@@ -315,7 +315,7 @@ class BybitSim(LoopThread):
             assert self._rsa is not None
             good = eng.verify_rsa(self._rsa, signed, signature)
         if not good:
-            raise BybitError(eng.SIGN_ERROR, "error sign! origin_string[" + signed.decode() + "]")
+            raise VenueRefusal(eng.SIGN_ERROR, "error sign! origin_string[" + signed.decode() + "]")
 
     def _rate(self, path: str, units: int) -> tuple[dict[str, str], bool]:
         """Per-account, per-endpoint rolling second; headers on every answer, 10006 past it."""
@@ -365,7 +365,7 @@ class BybitSim(LoopThread):
             try:
                 order = self._engine.create(eng.validate_order(item_map, category), now)
                 order_id, code, msg = order.order_id, eng.OK, "OK"
-            except BybitError as exc:
+            except VenueRefusal as exc:
                 order_id, code, msg = "", exc.code, exc.message
             results.append(
                 {
@@ -383,7 +383,7 @@ class BybitSim(LoopThread):
         category, symbol = _category(params), params.get("symbol")
         order_id, link_id = params.get("orderId") or "", params.get("orderLinkId") or ""
         if not isinstance(symbol, str) or not (order_id or link_id):
-            raise BybitError(eng.PARAM_ERROR, "symbol and orderId or orderLinkId are required")
+            raise VenueRefusal(eng.PARAM_ERROR, "symbol and orderId or orderLinkId are required")
         order = self._engine.cancel(category, symbol, str(order_id), str(link_id), now)
         return _Answer(
             result={"orderId": order.order_id, "orderLinkId": order.request.order_link_id}
@@ -427,17 +427,17 @@ def _batch_size(params: Mapping[str, Any]) -> int:
     category = params.get("category")
     items = params.get("request")
     if category not in eng.CATEGORIES or not isinstance(items, list) or not items:
-        raise BybitError(eng.PARAM_ERROR, "category and a non-empty request list needed")
+        raise VenueRefusal(eng.PARAM_ERROR, "category and a non-empty request list needed")
     maximum = eng.BATCH_MAX_SPOT if category == "spot" else eng.BATCH_MAX
     if len(items) > maximum:
-        raise BybitError(eng.PARAM_ERROR, f"at most {maximum} orders per batch")
+        raise VenueRefusal(eng.PARAM_ERROR, f"at most {maximum} orders per batch")
     return len(items)
 
 
 def _category(params: Mapping[str, Any]) -> str:
     category = params.get("category")
     if category not in eng.CATEGORIES:
-        raise BybitError(eng.PARAM_ERROR, f"category must be one of {sorted(eng.CATEGORIES)}")
+        raise VenueRefusal(eng.PARAM_ERROR, f"category must be one of {sorted(eng.CATEGORIES)}")
     return str(category)
 
 
@@ -449,9 +449,9 @@ def _post_params(body: bytes) -> dict[str, Any]:
     try:
         payload = loads_limited(body)  # never plain json.loads: see airlock.encoding.jsonlimit
     except ValueError as exc:
-        raise BybitError(eng.PARAM_ERROR, f"request body is not JSON: {exc}") from None
+        raise VenueRefusal(eng.PARAM_ERROR, f"request body is not JSON: {exc}") from None
     if not isinstance(payload, dict):
-        raise BybitError(eng.PARAM_ERROR, "request body must be a JSON object")
+        raise VenueRefusal(eng.PARAM_ERROR, "request body must be a JSON object")
     return payload
 
 

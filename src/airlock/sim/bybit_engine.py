@@ -24,6 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from airlock.errors import AirlockError
+
 OK = 0
 PARAM_ERROR = 10001
 TIMESTAMP_ERROR = 10002
@@ -55,7 +57,7 @@ _LINK_ID = re.compile(r"[0-9A-Za-z_-]{1,36}")
 _SYMBOL = re.compile(r"[0-9A-Z]{1,32}")
 
 
-class BybitError(Exception):
+class VenueRefusal(AirlockError):
     """A refusal answered as a V5 envelope with this retCode (HTTP 200, as Bybit does)."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -105,11 +107,11 @@ def check_timestamp(server_ms: int, timestamp: str | None, recv_window: str | No
     """Accept iff ``server - window <= ts < server + 1000``; otherwise 10002 naming all three
     numbers, so a client can see whether its clock or its window is off."""
     if timestamp is None or not timestamp.isdigit():
-        raise BybitError(TIMESTAMP_ERROR, "invalid request, please check your timestamp")
+        raise VenueRefusal(TIMESTAMP_ERROR, "invalid request, please check your timestamp")
     window = DEFAULT_RECV_WINDOW if recv_window is None else _positive_int(recv_window)
     ts = int(timestamp)
     if not server_ms - window <= ts < server_ms + FUTURE_TOLERANCE_MS:
-        raise BybitError(
+        raise VenueRefusal(
             TIMESTAMP_ERROR,
             "invalid request, please check your server timestamp or recv_window param. "
             f"req_timestamp[{ts}],server_timestamp[{server_ms}],recv_window[{window}]",
@@ -118,7 +120,7 @@ def check_timestamp(server_ms: int, timestamp: str | None, recv_window: str | No
 
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
-        raise BybitError(PARAM_ERROR, f"recv_window must be a positive integer, got {text!r}")
+        raise VenueRefusal(PARAM_ERROR, f"recv_window must be a positive integer, got {text!r}")
     return int(text)
 
 
@@ -144,10 +146,10 @@ def check_link_id(value: Any, *, required: bool) -> str:
     except for options)."""
     if value is None or value == "":
         if required:
-            raise BybitError(PARAM_ERROR, "orderLinkId is required for options")
+            raise VenueRefusal(PARAM_ERROR, "orderLinkId is required for options")
         return ""
     if not isinstance(value, str) or not _LINK_ID.fullmatch(value):
-        raise BybitError(PARAM_ERROR, "orderLinkId must be 1-36 characters of [0-9A-Za-z_-]")
+        raise VenueRefusal(PARAM_ERROR, "orderLinkId must be 1-36 characters of [0-9A-Za-z_-]")
     return value
 
 
@@ -155,18 +157,18 @@ def validate_order(params: Mapping[str, Any], category: str | None = None) -> Or
     """Refuse a malformed create request with 10001, before anything is stored."""
     category = category if category is not None else params.get("category")
     if category not in CATEGORIES:
-        raise BybitError(PARAM_ERROR, f"category must be one of {sorted(CATEGORIES)}")
+        raise VenueRefusal(PARAM_ERROR, f"category must be one of {sorted(CATEGORIES)}")
     symbol = params.get("symbol")
     if not isinstance(symbol, str) or not _SYMBOL.fullmatch(symbol):
-        raise BybitError(PARAM_ERROR, "symbol must be upper case, e.g. BTCUSDT")
+        raise VenueRefusal(PARAM_ERROR, "symbol must be upper case, e.g. BTCUSDT")
     side, order_type = params.get("side"), params.get("orderType")
     if side not in SIDES:
-        raise BybitError(PARAM_ERROR, "side must be Buy or Sell")
+        raise VenueRefusal(PARAM_ERROR, "side must be Buy or Sell")
     if order_type not in ORDER_TYPES:
-        raise BybitError(PARAM_ERROR, "orderType must be Market or Limit")
+        raise VenueRefusal(PARAM_ERROR, "orderType must be Market or Limit")
     tif = params.get("timeInForce") or "GTC"
     if tif not in TIME_IN_FORCE:
-        raise BybitError(PARAM_ERROR, f"timeInForce must be one of {sorted(TIME_IN_FORCE)}")
+        raise VenueRefusal(PARAM_ERROR, f"timeInForce must be one of {sorted(TIME_IN_FORCE)}")
     qty = _positive_decimal(params.get("qty"), "qty")
     price = None
     if order_type == "Limit":
@@ -178,13 +180,13 @@ def validate_order(params: Mapping[str, Any], category: str | None = None) -> Or
 def _positive_decimal(value: Any, name: str) -> Decimal:
     """Bybit takes numbers as strings; a JSON number or anything non-positive is refused."""
     if not isinstance(value, str):
-        raise BybitError(PARAM_ERROR, f"{name} must be a decimal string")
+        raise VenueRefusal(PARAM_ERROR, f"{name} must be a decimal string")
     try:
         number = Decimal(value)
     except InvalidOperation:
-        raise BybitError(PARAM_ERROR, f"{name} is not a number: {value!r}") from None
+        raise VenueRefusal(PARAM_ERROR, f"{name} is not a number: {value!r}") from None
     if not number.is_finite() or number <= 0:
-        raise BybitError(PARAM_ERROR, f"{name} must be positive")
+        raise VenueRefusal(PARAM_ERROR, f"{name} must be positive")
     return number
 
 
@@ -192,7 +194,7 @@ def parse_limit(value: str | None, default: int, maximum: int) -> int:
     if value is None or value == "":
         return default
     if not value.isdigit() or not 1 <= int(value) <= maximum:
-        raise BybitError(PARAM_ERROR, f"limit must be 1-{maximum}")
+        raise VenueRefusal(PARAM_ERROR, f"limit must be 1-{maximum}")
     return int(value)
 
 
@@ -217,7 +219,7 @@ def decode_cursor(kind: str, cursor: str | None) -> int | None:
         text = decoded
     match = re.fullmatch(rf"{kind}=(\d+)&page=next", text)
     if match is None:
-        raise BybitError(PARAM_ERROR, "invalid cursor")
+        raise VenueRefusal(PARAM_ERROR, "invalid cursor")
     return int(match.group(1))
 
 
@@ -250,7 +252,7 @@ def time_range(
     if lo is None:
         lo = hi - default_span
     if hi < lo or hi - lo > MAX_SPAN_MS:
-        raise BybitError(PARAM_ERROR, "startTime and endTime must span at most 7 days")
+        raise VenueRefusal(PARAM_ERROR, "startTime and endTime must span at most 7 days")
     return lo, hi
 
 
@@ -258,7 +260,7 @@ def _opt_ms(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
     if not value.isdigit():
-        raise BybitError(PARAM_ERROR, f"{name} must be milliseconds")
+        raise VenueRefusal(PARAM_ERROR, f"{name} must be milliseconds")
     return int(value)
 
 
@@ -389,7 +391,7 @@ class Engine:
     def create(self, req: OrderRequest, now_ms: int) -> Order:
         """Store, then match: the order exists (and keeps its link id) whatever happens next."""
         if req.order_link_id and req.order_link_id in self.by_link:
-            raise BybitError(DUPLICATE_LINK_ID, "OrderLinkedID is duplicate")
+            raise VenueRefusal(DUPLICATE_LINK_ID, "OrderLinkedID is duplicate")
         order = Order(self._next(), str(uuid.uuid4()), req, now_ms, now_ms)
         self.orders[order.order_id] = order
         if req.order_link_id:
@@ -433,11 +435,11 @@ class Engine:
         """orderId wins over orderLinkId; finished orders answer 110008/110010."""
         order = self.find(order_id, link_id)
         if order is None or order.request.symbol != symbol or order.request.category != category:
-            raise BybitError(ORDER_NOT_EXISTS, "order not exists or too late to cancel")
+            raise VenueRefusal(ORDER_NOT_EXISTS, "order not exists or too late to cancel")
         if order.status == "Cancelled":
-            raise BybitError(ORDER_CANCELLED, "order has been cancelled")
+            raise VenueRefusal(ORDER_CANCELLED, "order has been cancelled")
         if not order.is_open:
-            raise BybitError(ORDER_FINISHED, "order has been finished")
+            raise VenueRefusal(ORDER_FINISHED, "order has been finished")
         self._close(order, "Cancelled", now_ms, "EC_PerCancelRequest")
         return order
 

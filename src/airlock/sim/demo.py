@@ -87,7 +87,7 @@ def run_demo(say: Callable[[str], None]) -> dict[str, object]:
             keys = _senders(ring, anvil, say)
             anvil.rpc("evm_setAutomine", [False])  # blocks come from the drill's chain loop
             queued, persist_ms = _queue_offline(store, keys, anvil, say)
-            cancelled = store.cancel(queued.pop()).item.id
+            cancelled = store.items.cancel(queued.pop()).item.id
             say(f"links down: item {cancelled} cancelled locally, nothing sent")
             drill = asyncio.run(_drain_when_back(store, anvil, [link_a, link_b], queued, say))
             evm_duplicates, evm_lost = _evm_count(store, anvil, queued, keys)
@@ -96,7 +96,9 @@ def run_demo(say: Callable[[str], None]) -> dict[str, object]:
             audit = verify_export(
                 export(store, audit_key, home / "audit").out, audit_key.pem.encode()
             )
-            states = {str(s): len(store.list([s])) for s in State if store.list([s])}
+            states = {
+                str(s): len(store.items.select([s])) for s in State if store.items.select([s])
+            }
         result: dict[str, Any] = {
             "senders": [evm.address_from_public_key(k.public_key) for k in keys],
             "queued": TRANSFERS,
@@ -186,13 +188,13 @@ async def _drain_when_back(
         EvmRelay(RelayConfig(name=f"rpc-{n}", kind="evm-rpc", url=link.url, chain_id=31337))
         for n, link in zip("ab", links, strict=True)
     ]
-    first_fee = int(store.variants(ids[0])[0].fee_per_gas)
-    second_fee = int(store.variants(ids[0])[1].fee_per_gas)
+    first_fee = int(store.items.variants(ids[0])[0].fee_per_gas)
+    second_fee = int(store.items.variants(ids[0])[1].fee_per_gas)
     spike = (first_fee + second_fee) // 2
     stop_chain = asyncio.Event()
 
     def spiking() -> bool:
-        return not all(store.fates(i).get(1) is not None for i in ids)
+        return not all(store.sends.fates(i).get(1) is not None for i in ids)
 
     async def chain() -> None:
         """A block every BLOCK_SECONDS; the base fee spikes until every item was bumped."""
@@ -204,7 +206,7 @@ async def _drain_when_back(
 
     async with started(relays), Broadcaster(store, relays, DRILL).serving() as broadcaster:
         await until(lambda: broadcaster.monitor.snapshots()["rpc-a"].last_error is not None)
-        if any(store.attempts(i) for i in ids):
+        if any(store.sends.attempts(i) for i in ids):
             raise DemoFailed("something was sent while every link was down")
         say("broadcaster running, both links down: nothing sent")
         miner = asyncio.create_task(chain())
@@ -213,19 +215,21 @@ async def _drain_when_back(
             return_ms = store.now_ms()
             links[1].set_mode("pass")
             say("link b back (link a still down): dispatching in nonce order")
-            await until(lambda: any(store.attempts(i) for i in ids))
+            await until(lambda: any(store.sends.attempts(i) for i in ids))
             links[0].set_mode("slow", delay_ms=SLOW_LINK_MS)
             say(f"link a back, slow ({SLOW_LINK_MS} ms a request): both links carry sends")
             await until(lambda: not spiking())
             say("every stuck transfer bumped to its next pre-signed fee level; spike over")
-            await until(lambda: all(store.get(i).state is State.CONFIRMED for i in ids))
+            await until(lambda: all(store.items.get(i).state is State.CONFIRMED for i in ids))
         finally:
             stop_chain.set()
             await miner
-    first_send = min(a.at_ms for i in ids for _, a in store.attempts(i) if a.outcome == "accepted")
+    first_send = min(
+        a.at_ms for i in ids for _, a in store.sends.attempts(i) if a.outcome == "accepted"
+    )
     mined, bumped = [], 0
     for item_id in ids:
-        item = store.get(item_id)
+        item = store.items.get(item_id)
         bumped += item.active_idx is not None and item.active_idx > 0
         mined.append(str(item.mined_hash))
     say(f"{len(mined)} transfers mined in nonce order, {bumped} of them at a bumped level")
@@ -239,7 +243,7 @@ def _evm_count(
     items) and lost items (confirmed items whose hash has no receipt), from the chain."""
     duplicates = lost = 0
     for item_id in ids:
-        hashes = [v.tx_hash for v in store.variants(item_id)]
+        hashes = [v.tx_hash for v in store.items.variants(item_id)]
         receipts = [h for h in hashes if anvil.rpc("eth_getTransactionReceipt", [h])]
         duplicates += max(0, len(receipts) - 1)
         lost += not receipts

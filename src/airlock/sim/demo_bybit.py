@@ -50,7 +50,7 @@ def bybit_drill(ring: KeyRing, store: Store, say: Callable[[str], None]) -> dict
     port = free_port()
     queued, refused = _queue_in_outage(store, intent_key, say)
     withdrawn = queued.pop()
-    cancel_order(store, store.get(withdrawn), intent_key)
+    cancel_order(store, store.items.get(withdrawn), intent_key)
     say(f"venue down: order {withdrawn} cancelled locally, nothing sent")
     settings = BybitConfig(
         base_url=f"http://127.0.0.1:{port}",
@@ -73,13 +73,13 @@ def bybit_drill(ring: KeyRing, store: Store, say: Callable[[str], None]) -> dict
         )
     finally:
         sim.stop()
-    links = [store.venue_item(i)[1].link_id for i in queued]
+    links = [store.venue.of_item(i)[1].link_id for i in queued]
     duplicates = sum(n - 1 for n in placed.values()) + len(set(placed) - set(links))
     lost = len(set(links) - set(placed))
     if duplicates or lost:
         raise DemoFailed(f"orders not placed exactly once: {placed}")
-    if len(store.fills()) != fills:
-        raise DemoFailed(f"{fills} fills on the venue, {len(store.fills())} reconciled")
+    if len(store.venue.fills()) != fills:
+        raise DemoFailed(f"{fills} fills on the venue, {len(store.venue.fills())} reconciled")
     say(f"{len(links)} orders placed exactly once; {fills} fills reconciled, each once")
     return {
         "orders_placed": len(links),
@@ -145,11 +145,11 @@ async def _drain_when_back(
             await asyncio.to_thread(sim.start)
             back_ms = time.time_ns() // 1_000_000
             say("venue back (clock 3 s behind, one answer will be lost): sending")
-            await until(lambda: all(store.get(i).state is State.SENT for i in ids))
+            await until(lambda: all(store.items.get(i).state is State.SENT for i in ids))
             say(f"venue clock offset learned: {venue.client.offset_ms:+d} ms")
             sim.set_mark_price(SYMBOL, "59000")
             say("mark moved to 59000 while nobody watched: resting buys filled")
-            await until(lambda: all(store.get(i).state is State.CONFIRMED for i in ids))
+            await until(lambda: all(store.items.get(i).state is State.CONFIRMED for i in ids))
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)

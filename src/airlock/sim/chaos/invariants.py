@@ -45,13 +45,13 @@ def check_invariants(
        for a placed order, none for a withdrawn or queued one, none under an unknown id;
     3. nothing lost: a confirmed EVM item's own hash has a successful receipt; a
        ``replaced`` one has its cancel mined; every fill on the venue is stored once;
-    4. no nonce gap (``store.nonce_status()``);
+    4. no nonce gap (``store.nonces.status()``);
     5. the audit log exports and verifies offline with the public key only.
     """
     out, anvil = sc.out, sc.rig.anvil
     for side, ids in (("evm", sc.evm_ids), ("bybit", sc.order_ids)):
         for item_id in ids:
-            out.states[f"{side} {store.get(item_id).state}"] += 1
+            out.states[f"{side} {store.items.get(item_id).state}"] += 1
     mined_by_sender: Counter[str] = Counter()
     for item_id in sc.evm_ids:
         account, mined = _check_evm_item(out, anvil, store, item_id)
@@ -59,7 +59,7 @@ def check_invariants(
     _check_senders(out, anvil, sc.senders, mined_by_sender)
     _check_orders(out, store, sim, sc.order_ids)
     _check_fills(out, store, sim)
-    for status in store.nonce_status():
+    for status in store.nonces.status():
         if status.gaps:
             out.fail(f"nonce gap for {status.sender}: {status.gaps}")
     _check_audit(sc, store)
@@ -73,9 +73,9 @@ def check_invariants(
 
 def _check_evm_item(out: Outcome, anvil: Anvil, store: Store, item_id: str) -> tuple[str, bool]:
     """Invariants 1-3 for one EVM item; returns its sender and whether a variant is mined."""
-    item = store.get(item_id)
+    item = store.items.get(item_id)
     state = str(item.state)
-    variants = store.variants(item_id)
+    variants = store.items.variants(item_id)
     mined = []
     for v in variants:
         receipt = anvil.rpc("eth_getTransactionReceipt", [v.tx_hash])
@@ -133,7 +133,7 @@ def _check_orders(out: Outcome, store: Store, sim: BybitSim, order_ids: list[str
     placed = Counter(o["orderLinkId"] for o in sim.orders())
     ours = set()
     for item_id in order_ids:
-        item, ref = store.venue_item(item_id)
+        item, ref = store.venue.of_item(item_id)
         state = str(item.state)
         ours.add(ref.link_id)
         n = placed.get(ref.link_id, 0)
@@ -157,9 +157,11 @@ def _check_orders(out: Outcome, store: Store, sim: BybitSim, order_ids: list[str
 def _check_fills(out: Outcome, store: Store, sim: BybitSim) -> None:
     """Every fill on the venue is stored exactly once."""
     fills = len(sim.executions())
-    stored = len({f.exec_id for f in store.fills()})
-    if stored != fills or len(store.fills()) != fills:
-        out.fail(f"fills: {fills} on the venue, {len(store.fills())} stored ({stored} distinct)")
+    stored = len({f.exec_id for f in store.venue.fills()})
+    if stored != fills or len(store.venue.fills()) != fills:
+        out.fail(
+            f"fills: {fills} on the venue, {len(store.venue.fills())} stored ({stored} distinct)"
+        )
 
 
 def _check_audit(sc: Scenario, store: Store) -> None:

@@ -151,7 +151,7 @@ proxies and a fresh Bybit simulator per scenario.
    unplaced one, and no order carries an orderLinkId airlock never derived.
 3. **Nothing lost.** A `confirmed` item's own hash has a successful receipt; a `replaced`
    one has one of its variants mined; every fill on the venue is stored exactly once.
-4. **No nonce gap** in `store.nonce_status()`.
+4. **No nonce gap** in `store.nonces.status()`.
 5. **The audit log exports and verifies offline** with the audit public key only.
 
 Duplicates, losses and *phantoms* (the chain or the venue has something the store says

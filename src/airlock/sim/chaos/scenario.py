@@ -300,7 +300,7 @@ class Scenario:
         """Until the service wrote its pid: the timeline starts with a running service."""
         assert self.process is not None and store is not None
         deadline = time.monotonic() + UP_TIMEOUT_S
-        while store.note("broadcaster.pid") != str(self.process.pid):
+        while store.notes.get("broadcaster.pid") != str(self.process.pid):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the broadcaster did not start ({self.process.poll()})")
             time.sleep(0.02)
@@ -418,7 +418,7 @@ class Scenario:
     def _operator_cancel(self, store: Store, pick: float) -> None:
         item_id = self.evm_ids[int(pick * len(self.evm_ids))]
         try:
-            result = store.cancel(item_id, "chaos: cancelled by the operator")
+            result = store.items.cancel(item_id, "chaos: cancelled by the operator")
         except AirlockError as exc:  # no longer queued: it may have left already
             self.out.findings.append(f"operator cancel refused: {type(exc).__name__}")
             return
@@ -430,7 +430,7 @@ class Scenario:
         anvil = self.rig.anvil
         head = int(anvil.rpc("eth_blockNumber"), 16)
         depth = min(int(event.params["depth"]), head - self.funded_block)
-        confirmed = any(store.get(i).state is State.CONFIRMED for i in self.evm_ids)
+        confirmed = any(store.items.get(i).state is State.CONFIRMED for i in self.evm_ids)
         if not confirmed or depth < 1:
             return Event(event.at + 0.1, event.kind, event.params)
         anvil.rpc("anvil_reorg", [depth, []])

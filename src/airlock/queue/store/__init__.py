@@ -1,0 +1,112 @@
+"""The durable, encrypted queue: the one object the rest of airlock writes items through.
+
+A :class:`Store` is one queue database, reached through parts that each keep one job,
+the way sqlite-utils reaches ``db["table"]``::
+
+    store.items     queue (one, or a batch all or nothing), read, move, cancel, export
+    store.sends     the EVM broadcaster's waves, attempts, receipts and variants
+    store.venue     Bybit items: venue references, what the venue said, fills
+    store.nonces    nonce counters per (chain, sender) and their sync with a node
+    store.keys      the data keys the HSM's key-encryption key wraps
+    store.alerts    alerts, counted and de-duplicated across restarts
+    store.notes     the service's notes for ``airlock status``
+    store.audit     the tamper-evident log: entries, leaves, signed checkpoints
+    store.events    the numbered stream of creations, state changes and fills
+
+Every change is one ``BEGIN IMMEDIATE`` transaction on a WAL database with
+``synchronous=FULL``: when a method returns, its change is on disk, together with its
+history row, its event and its audit entry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airlock.clock import ClockMs, wall_clock_ms
+from airlock.queue import schema
+from airlock.queue.envelope import DEFAULT_ROTATE_AFTER, Envelope, Kek
+from airlock.queue.store.audit import Audit
+from airlock.queue.store.core import Core
+from airlock.queue.store.events import Events
+from airlock.queue.store.items import Items
+from airlock.queue.store.keys import Keys
+from airlock.queue.store.nonces import Nonces
+from airlock.queue.store.notes import Alerts, Notes
+from airlock.queue.store.records import (
+    Builder,
+    Built,
+    CancelResult,
+    ChainRecord,
+    Draft,
+    Enqueued,
+    SendRecord,
+    Variant,
+    VariantDraft,
+)
+from airlock.queue.store.sends import Sends
+from airlock.queue.store.venue import Venue
+
+__all__ = [
+    "Builder",
+    "Built",
+    "CancelResult",
+    "ChainRecord",
+    "Draft",
+    "Enqueued",
+    "SendRecord",
+    "Store",
+    "Variant",
+    "VariantDraft",
+]
+
+
+class Store:
+    """One queue database. Safe to share between threads; several processes may open it."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.path = core.path
+        self.items = Items(core)
+        self.sends = Sends(core)
+        self.venue = Venue(core)
+        self.nonces = Nonces(core)
+        self.keys = Keys(core)
+        self.alerts = Alerts(core)
+        self.notes = Notes(core)
+        self.audit = Audit(core)
+        self.events = Events(core)
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        kek: Kek,
+        *,
+        clock_ms: ClockMs = wall_clock_ms,
+        rotate_after: int = DEFAULT_ROTATE_AFTER,
+    ) -> Store:
+        """Open (creating or migrating) the queue at ``path``; prove the KEK works."""
+        conn = schema.connect(path)
+        try:
+            schema.migrate(conn, path)
+            envelope = Envelope(conn, kek, clock_ms, rotate_after)
+            core = Core(path, conn, envelope, clock_ms)
+            with core.transaction():
+                envelope.ensure_primary()
+        except BaseException:
+            conn.close()
+            raise
+        return cls(core)
+
+    def close(self) -> None:
+        self.core.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def now_ms(self) -> int:
+        """The store's clock: the time every change it writes is stamped with."""
+        return self.core.clock_ms()

@@ -20,6 +20,9 @@ demo: deps
 
 test: deps
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/python scripts/check_imports.py
+	$(VENV)/bin/python scripts/check_sizes.py
 	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 # The quick part alone, for a developer between edits: no subprocess, kill or chaos tests.
@@ -36,9 +39,14 @@ bench: deps
 chaos: deps
 	$(VENV)/bin/python -m airlock.sim.chaos run --seeds 1-200 --report docs/reliability.md
 
+# ruff, mypy (configured in pyproject.toml: --strict), the import rules
+# and the size limits of docs/architecture.md.
 lint: deps
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/python scripts/check_imports.py
+	$(VENV)/bin/python scripts/check_sizes.py
 
 deps: system-deps anvil $(STAMP)
 

@@ -96,7 +96,7 @@ RECIPIENT = "0x" + "22" * 20
 GWEI = 10**9
 LADDER = LadderSpec(levels=1)
 MINED_TIMEOUT = 120.0
-STALL_SECONDS = 0.02  # no nonce moved for this long with a non-empty pool: anvil stalled
+STALL_S = 0.02  # no nonce moved for this long with a non-empty pool: anvil stalled
 DRAIN_TIMEOUT = 900.0
 
 TARGET_VS_BATCHED = 0.5  # airlock drain items/s over (a)
@@ -188,7 +188,7 @@ def wait_mined(rpc: KeepAlive, expected: dict[str, int], timeout: float = MINED_
 
     anvil's automine can stall with transactions ready in its pool (seen under batched
     load: thousands left pending, no new block for minutes, until something else arrives).
-    When no nonce has moved for STALL_SECONDS and the pool is not empty, one ``evm_mine``
+    When no nonce has moved for STALL_S and the pool is not empty, one ``evm_mine``
     takes the next block; the calls are counted, and the time is the caller's.
     """
     senders = sorted(expected)
@@ -207,7 +207,7 @@ def wait_mined(rpc: KeepAlive, expected: dict[str, int], timeout: float = MINED_
         now = time.monotonic()
         if sum(counts) != last_total:
             last_total, last_move = sum(counts), now
-        elif now - last_move >= STALL_SECONDS:
+        elif now - last_move >= STALL_S:
             (pool,) = rpc.results([("txpool_status", [])])
             if int(pool["pending"], 16) + int(pool["queued"], 16):
                 rpc.results([("evm_mine", [])])
@@ -221,7 +221,7 @@ def wait_mined(rpc: KeepAlive, expected: dict[str, int], timeout: float = MINED_
         time.sleep(0.002)
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_s(pid: int) -> float:
     """User + system CPU time of another process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -237,11 +237,11 @@ class Clocks:
 @contextmanager
 def clocks(anvil: Anvil) -> Iterator[Clocks]:
     out = Clocks()
-    w0, c0, a0 = time.perf_counter(), time.process_time(), cpu_seconds(anvil.process.pid)
+    w0, c0, a0 = time.perf_counter(), time.process_time(), cpu_s(anvil.process.pid)
     yield out
     out.wall = time.perf_counter() - w0
     out.cpu_self = time.process_time() - c0
-    out.cpu_anvil = cpu_seconds(anvil.process.pid) - a0
+    out.cpu_anvil = cpu_s(anvil.process.pid) - a0
 
 
 @contextmanager

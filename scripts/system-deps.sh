@@ -15,10 +15,25 @@ fail() { printf 'system-deps: %s\n' "$*" >&2; exit 1; }
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
-# PostgreSQL's server programs live outside PATH on Debian (/usr/lib/postgresql/N/bin).
+# PostgreSQL's server programs, all three in one directory: pg_ctl's own (PATH first), else
+# Debian's /usr/lib/postgresql/N/bin, which stock Debian keeps off PATH (the same search as
+# airlock.sim.postgres). As root, the tests run them as the postgres user, which Debian's
+# package creates: without that user the server cannot run here either.
+pg_programs_in() { [[ -x $1/initdb && -x $1/pg_ctl && -x $1/postgres ]]; }
+
 have_postgres() {
-    have initdb && have pg_ctl && return 0
-    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+    if [ "$(id -u)" -eq 0 ] && ! getent passwd postgres >/dev/null; then
+        return 1
+    fi
+    local dir
+    if have pg_ctl; then
+        dir=$(dirname "$(readlink -f "$(command -v pg_ctl)")")
+        pg_programs_in "$dir" && return 0
+    fi
+    for dir in /usr/lib/postgresql/*/bin; do
+        pg_programs_in "$dir" && return 0
+    done
+    return 1
 }
 
 # Is the node on this machine Debian's own nodejs package (the only one Debian's npm fits)?

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import settings
 from tests.kits import anvil as anvil_kit
 from tests.kits.labels import unique_label
+from tests.kits.postgres import pg_cluster, pg_url  # noqa: F401 (fixtures)
 
 from airlock.config import HsmConfig, embedded_paths, load_config
 from airlock.hsm.keyring import HsmEcdsaKey, KeyRing

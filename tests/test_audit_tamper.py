@@ -97,7 +97,7 @@ def log(tmp_path_factory, keyring, kek) -> Iterator[Log]:
         store.items.transition(a1.id, State.CONFIRMED, "mined in block 1234")  # 7
         checkpoint(store, audit_key)  # size 8
         assert store.items.cancel(b1.id).action == "cancelled"  # 8
-        queue_tx(store, keys[1], ttl_seconds=1)  # 9
+        queue_tx(store, keys[1], ttl_s=1)  # 9
         clock.now += 5_000
         assert [r.action for r in store.items.expire_due()] == ["expired"]  # 10
         store.nonces.sync(31337, {a1.account: 1, b1.account: 0})  # 11, 12

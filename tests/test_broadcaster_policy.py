@@ -63,7 +63,7 @@ async def test_expired_item_with_later_nonces_sends_its_cancel_and_the_rest_foll
     (sender,) = make_senders(keyring, anvil, 1)
     fields = fee_fields(anvil)
     ladder = LadderSpec(levels=2, with_cancel=True)
-    first = enqueue_transaction(timed_store, sender.key, fields, ladder=ladder, ttl_seconds=60)
+    first = enqueue_transaction(timed_store, sender.key, fields, ladder=ladder, ttl_s=60)
     later = [
         enqueue_transaction(timed_store, sender.key, dict(fields, value=n + 2), ladder=ladder)
         for n in range(2)
@@ -89,7 +89,7 @@ async def test_expired_item_without_later_nonces_never_leaves(timed_store, keyri
         sender.key,
         fee_fields(anvil),
         ladder=LadderSpec(with_cancel=True),
-        ttl_seconds=5,
+        ttl_s=5,
     )
     clock.offset_ms = 6_000
     await once(timed_store, anvil, clock=clock)

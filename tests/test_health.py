@@ -422,7 +422,7 @@ async def test_report_send_feeds_health_and_kicks_on_failure() -> None:
 async def test_a_hanging_probe_is_bounded_by_the_guard_and_counts_as_failure() -> None:
     relay = FakeRelay("r1")
     relay.script = relay.hang
-    monitor = Monitor([relay], FAST_PROBES, guard_seconds=0.05)
+    monitor = Monitor([relay], FAST_PROBES, guard_s=0.05)
     snaps = await asyncio.wait_for(monitor.probe_all(), BOUND)
     assert relay.cancelled
     assert snaps["r1"].state is DOWN and snaps["r1"].consecutive_failures == 1
@@ -432,7 +432,7 @@ async def test_a_hanging_probe_is_bounded_by_the_guard_and_counts_as_failure() -
 async def test_a_hanging_probe_does_not_stall_the_watch_loop() -> None:
     relay = FakeRelay("r1")
     relay.script = relay.hang
-    monitor = Monitor([relay], FAST_PROBES, guard_seconds=0.02)
+    monitor = Monitor([relay], FAST_PROBES, guard_s=0.02)
     task = asyncio.create_task(monitor.run())
     await until(lambda: monitor.snapshots()["r1"].consecutive_failures >= 2)
     relay.script = relay.ok

@@ -197,7 +197,7 @@ async def test_wrong_labels_are_refused() -> None:
 async def test_healthz_is_200_when_every_check_passes_and_503_otherwise(store: Store) -> None:
     now = [100.0]
     metrics = Metrics(store, clock=lambda: now[0])
-    state: dict[str, Any] = {"checks": service_checks(store, metrics, max_loop_gap_seconds=30)}
+    state: dict[str, Any] = {"checks": service_checks(store, metrics, max_loop_gap_s=30)}
 
     def checks() -> Any:
         return state["checks"]()

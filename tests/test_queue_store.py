@@ -410,7 +410,7 @@ def test_cancel_of_the_top_nonce_lowers_the_counter(store: Store, eth_key):
 def test_ttl_expiry(tmp_path: Path, kek: HsmKek, eth_key):
     clock = FakeClock()
     with Store.open(tmp_path / "q.db", kek, clock_ms=clock) as store:
-        item = queue_tx(store, eth_key, ttl_seconds=10).item
+        item = queue_tx(store, eth_key, ttl_s=10).item
         assert item.expires_ms == clock.now + 10_000
         clock.now += 9_999
         assert store.items.expire_due() == []
@@ -426,7 +426,7 @@ def test_ttl_expiry(tmp_path: Path, kek: HsmKek, eth_key):
 def test_expiry_with_later_nonces_switches_to_the_cancel(tmp_path: Path, kek: HsmKek, eth_key):
     clock = FakeClock()
     with Store.open(tmp_path / "q.db", kek, clock_ms=clock) as store:
-        first = queue_tx(store, eth_key, ttl_seconds=5, ladder=LadderSpec(with_cancel=True)).item
+        first = queue_tx(store, eth_key, ttl_s=5, ladder=LadderSpec(with_cancel=True)).item
         later = queue_tx(store, eth_key).item
         clock.now += 6_000
         [result] = store.items.expire_due()
@@ -440,7 +440,7 @@ def test_bad_ttl_and_keys_are_refused(store: Store, eth_key):
     from airlock.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="TTL"):
-        queue_tx(store, eth_key, ttl_seconds=0)
+        queue_tx(store, eth_key, ttl_s=0)
     with pytest.raises(InvalidInput, match="idempotency key"):
         queue_tx(store, eth_key, idempotency_key=" padded ")
     with pytest.raises(InvalidInput, match="strategy"):

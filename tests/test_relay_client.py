@@ -44,7 +44,7 @@ from airlock.sim.anvil import Anvil, free_port
 DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 DEAD = "0x000000000000000000000000000000000000dEaD"
 ANVIL_PER_MODULE = True  # one node for the module (the conftest fixture)
-WAIT_SECONDS = 30.0  # bound of every poll in this file (it only matters when one fails)
+WAIT_S = 30.0  # bound of every poll in this file (it only matters when one fails)
 
 # --------------------------------------------------------------------------- the fake relay
 
@@ -140,7 +140,7 @@ class ForwardProxy:
 async def proxy() -> AsyncIterator[ForwardProxy]:
     """A tiny HTTP forward proxy: it takes absolute-URI requests and forwards them."""
     state = ForwardProxy()
-    timeout = aiohttp.ClientTimeout(total=WAIT_SECONDS)
+    timeout = aiohttp.ClientTimeout(total=WAIT_S)
     async with aiohttp.ClientSession(timeout=timeout) as upstream:
 
         async def forward(request: web.BaseRequest) -> web.StreamResponse:
@@ -375,12 +375,12 @@ async def test_chunks_go_out_concurrently_and_never_more_than_the_pool(fake):
         most = max(most, in_flight)
         if in_flight >= POOL_SIZE:
             gate.set()
-        await asyncio.wait_for(gate.wait(), WAIT_SECONDS)
+        await asyncio.wait_for(gate.wait(), WAIT_S)
         in_flight -= 1
         return web.json_response({"jsonrpc": "2.0", "id": payload["id"], "result": "0x1"})
 
     fake.respond = hold
-    async with EvmRelay(config(fake.url, batch_size=1, timeout_seconds=WAIT_SECONDS)) as relay:
+    async with EvmRelay(config(fake.url, batch_size=1, timeout_seconds=WAIT_S)) as relay:
         replies = await relay.batch([("eth_blockNumber", [])] * (3 * POOL_SIZE))
     assert all(r.result == "0x1" for r in replies)
     assert most == POOL_SIZE
@@ -511,7 +511,7 @@ async def test_connection_refused_is_a_transport_error():
 
 async def test_a_hanging_relay_times_out(fake):
     async def hang(request: web.BaseRequest, payload: Any) -> web.StreamResponse:
-        await asyncio.wait_for(fake.release.wait(), WAIT_SECONDS)
+        await asyncio.wait_for(fake.release.wait(), WAIT_S)
         return web.json_response(ok(payload["id"]))
 
     fake.respond = hang
@@ -519,7 +519,7 @@ async def test_a_hanging_relay_times_out(fake):
     async with EvmRelay(config(fake.url, timeout_seconds=0.3)) as relay:
         with pytest.raises(RelayTransportError, match=r"no complete answer .* within 0\.3 s"):
             await relay.call("eth_chainId", [])
-    assert time.monotonic() - started < WAIT_SECONDS / 2
+    assert time.monotonic() - started < WAIT_S / 2
 
 
 async def test_an_unstarted_relay_refuses_calls(fake):
@@ -827,12 +827,12 @@ def signed_transfers(anvil: Anvil, count: int, **overrides: Any) -> list[RawTx]:
 
 
 async def wait_for_receipts(relay: EvmRelay, hashes: list[str]) -> dict[str, Receipt | None]:
-    deadline = time.monotonic() + WAIT_SECONDS
+    deadline = time.monotonic() + WAIT_S
     while True:
         receipts = await relay.receipts(hashes)
         if all(receipts.get(h) is not None for h in hashes):
             return receipts
-        assert time.monotonic() < deadline, f"no receipts within {WAIT_SECONDS} s: {receipts}"
+        assert time.monotonic() < deadline, f"no receipts within {WAIT_S} s: {receipts}"
         await asyncio.sleep(0.05)
 
 

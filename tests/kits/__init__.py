@@ -15,6 +15,8 @@ never another test module.
 - ``fuzz``: fuzz budgets, the hang guard, and nasty inputs (numbers, JSON, bodies).
 - ``jsonrpc``: JSON-RPC over plain urllib, to see what a node or proxy puts on the wire.
 - ``labels``: key labels that never collide on the shared token.
+- ``postgres``: the private PostgreSQL of the ``pg_cluster`` / ``pg_url`` fixtures (one
+  cluster per worker, a fresh database per test; skipped unless installed or required).
 - ``queue``: a valid transfer (``FIELDS``) and ``queue_tx`` to queue it.
 - ``waiting``: bounded polls (``wait_until``), never a bare sleep.
 """

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 FUZZ_EXAMPLES_ENV = "AIRLOCK_FUZZ_EXAMPLES"
-HANG_SECONDS = 10.0
+HANG_S = 10.0
 """Hard bound of one example: far above any honest parse, far below a CI timeout."""
 
 
@@ -63,11 +63,11 @@ def fuzz(examples: int, *, deadline_ms: int | None = 2000) -> settings:
 
 
 class Hang(BaseException):
-    """An example ran longer than :data:`HANG_SECONDS`."""
+    """An example ran longer than :data:`HANG_S`."""
 
 
 @contextlib.contextmanager
-def no_hang(seconds: float = HANG_SECONDS) -> Iterator[None]:
+def no_hang(seconds: float = HANG_S) -> Iterator[None]:
     """Raise :class:`Hang` in the main thread if the block runs longer than ``seconds``."""
     if threading.current_thread() is not threading.main_thread():  # pragma: no cover
         yield

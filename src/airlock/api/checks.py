@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airlock.api import txparams
 from airlock.errors import InvalidInput
@@ -18,6 +18,8 @@ from airlock.queue.states import State
 
 if TYPE_CHECKING:
     from airlock.hsm.keyring import HsmEcdsaKey
+
+T = TypeVar("T")
 
 TX_OPTIONS = frozenset(
     {"key", "nonce", "ladder", "bump_pct", "max_fee_cap", "with_cancel", "ttl"}
@@ -63,7 +65,7 @@ def check_from(tx: Mapping[str, Any] | None, key: HsmEcdsaKey) -> None:
         )
 
 
-def field_errors(call: Callable[[], Any]) -> Any:
+def field_errors(call: Callable[[], T]) -> T:
     """Name an error's field the way the caller spelt it (``max_fee``, not
     ``max_fee_per_gas``)."""
     try:

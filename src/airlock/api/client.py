@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airlock.api import checks, orders, txparams, waiting
-from airlock.api.records import Cancelled, Event, Item, Queued
+from airlock.api.records import CancelAction, Cancelled, Event, Item, Queued
 from airlock.api.waiting import WaitTimeout
 from airlock.config import AirlockConfig, BybitConfig, load_config
 from airlock.errors import ConfigError, InvalidInput
 from airlock.hsm import errors as hsm_errors
 from airlock.queue.errors import ItemNotFound
 from airlock.queue.items import Kind
+from airlock.queue.payloads import SignedIntent
 from airlock.queue.states import State
 from airlock.queue.store import Builder, Draft, Enqueued, Store
 
@@ -214,7 +215,7 @@ class Airlock:
                 txparams.intent_arguments(merged),
                 nonce=merged.get("nonce"),
                 ladder=spec,
-                ttl_seconds=merged.get("ttl"),
+                ttl_s=merged.get("ttl"),
                 idempotency_key=merged.get("idempotency_key"),
                 strategy=merged.get("strategy", "default"),
                 private=checks.flag("private", merged.get("private", False)),
@@ -326,8 +327,8 @@ class Airlock:
             self._decide_order(settings, reach, options, index if batched else None)
             for index, options in enumerate(batch)
         ]
-        queued = [d for d in decided if d.decision.intent is not None]
-        signatures = iter(start_intent_signatures(key.key, [d.decision.intent for d in queued]))
+        intents = [d.decision.intent for d in decided if d.decision.intent is not None]
+        signatures = iter(start_intent_signatures(key.key, intents))
         prepared = []
         for index, d in enumerate(decided):
             with checks.at_index(index if batched else None), checks.order_fields():
@@ -429,14 +430,13 @@ class Airlock:
         from airlock.signer.bybit import intent_dict
 
         if done.existing:
-            stored = self.store.items.payload(done.item.id)
-            policy = stored.get("policy", {})
+            stored = SignedIntent.of(self.store.items.payload(done.item.id))
             warnings += (
                 f"idempotency key already queued as {done.item.id} (now {done.item.state}); "
                 "nothing new stored",
             )
-            item, rule, message = self.item(done.item.id), policy.get("rule"), policy.get("message")
-            intent = stored.get("intent")
+            item, rule, message = self.item(done.item.id), stored.policy.rule, stored.policy.message
+            intent = stored.intent
         else:
             assert draft.venue is not None and decision.intent is not None
             v = draft.venue
@@ -511,7 +511,7 @@ class Airlock:
         if item.kind is Kind.BYBIT_CANCEL:
             raise InvalidInput(f"item {item_id} is itself a cancel; it cannot be cancelled")
         result = self.store.items.cancel(item_id)
-        action = "presigned" if result.action == "cancel_requested" else "local"
+        action: CancelAction = "presigned" if result.action == "cancel_requested" else "local"
         return Cancelled(action=action, message=result.message, item=self.item(item_id))
 
     # -- reading ------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from airlock.api import problems
 from airlock.api.client import Airlock
@@ -251,7 +252,7 @@ async def _problems_middleware(request: web.Request, handler: Handler) -> web.St
         return _problem(problems.internal(reference))
 
 
-def _bearer(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _bearer(token: str) -> Middleware:
     expected = token.encode()
 
     @web.middleware

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
+from typing import Any
 
 from airlock.audit import entries as audit_entries
 from airlock.broadcaster.failover import Mode, ModeState, critical_order
@@ -28,7 +29,7 @@ from airlock.config import BybitConfig, FailoverConfig, redact_url
 from airlock.errors import AirlockError, InvalidInput
 from airlock.hsm import errors as hsm_errors
 from airlock.hsm.keyring import KeyRing
-from airlock.hsm.keys import KeyKind
+from airlock.hsm.kinds import KeyKind
 from airlock.queue.bybit import IntentKey
 from airlock.queue.policy import OrderRequest
 from airlock.queue.store import Store
@@ -115,19 +116,19 @@ def _probe(settings: BybitConfig) -> Reachability:
     return Reachability(True, elapsed * 1000, note)
 
 
-def _run_coroutine(make: Callable[[], object]) -> float:
+def _run_coroutine(make: Callable[[], Coroutine[Any, Any, float]]) -> float:
     """Run the probe on a loop of its own, also when the caller is inside one (a bot's
     asyncio code calling the blocking library): then on a short-lived thread."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(make())  # type: ignore[arg-type]
+        return asyncio.run(make())
     result: list[float] = []
     error: list[BaseException] = []
 
     def run() -> None:
         try:
-            result.append(asyncio.run(make()))  # type: ignore[arg-type]
+            result.append(asyncio.run(make()))
         except BaseException as exc:  # re-raised in the caller's thread
             error.append(exc)
 

@@ -14,8 +14,7 @@ from typing import Any
 
 from airlock.errors import AirlockError, ConfigError, InvalidInput
 from airlock.queue.bybit import OrderRefused
-from airlock.queue.errors import IdempotencyConflict, ItemNotFound
-from airlock.queue.states import IllegalTransition
+from airlock.queue.errors import IdempotencyConflict, IllegalTransition, ItemNotFound
 
 CONTENT_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:airlock:problem:"

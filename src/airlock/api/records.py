@@ -18,8 +18,10 @@ from airlock.queue.items import Item as QueueItem
 from airlock.queue.items import Kind
 from airlock.queue.states import State
 from airlock.queue.store import Variant as StoredVariant
+from airlock.queue.store import VariantKind
 from airlock.queue.venue import Fill as StoredFill
 from airlock.queue.venue import VenueRef
+from airlock.vocab import Category
 
 __all__ = ["Cancelled", "Event", "Fill", "Item", "Queued", "Variant"]
 
@@ -39,7 +41,7 @@ class Variant:
     """One pre-signed transaction of an EVM item: a fee level (``step``) or its cancel."""
 
     idx: int
-    kind: Literal["step", "cancel"]
+    kind: VariantKind
     hash: str
     fee_per_gas: int
     tip_per_gas: int | None
@@ -47,7 +49,7 @@ class Variant:
     @classmethod
     def of(cls, stored: StoredVariant) -> Variant:
         tip = None if stored.tip_per_gas is None else int(stored.tip_per_gas)
-        return cls(stored.idx, stored.kind, stored.tx_hash, int(stored.fee_per_gas), tip)  # type: ignore[arg-type]
+        return cls(stored.idx, stored.kind, stored.tx_hash, int(stored.fee_per_gas), tip)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -124,7 +126,7 @@ class Item:
     mined_hash: str | None = None
     mined_block: int | None = None
     mined_block_hash: str | None = None
-    category: str | None = None
+    category: Category | None = None
     symbol: str | None = None
     order_link_id: str | None = None
     venue_order_id: str | None = None

@@ -20,7 +20,8 @@ from typing import Any
 
 import coincurve
 import rlp
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from airlock.audit.errors import AuditError
 from airlock.encoding.canonical import MAX_SAFE_INTEGER

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from airlock.audit.checkpoint import make_note
 from airlock.hsm import errors as hsm_errors
 from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
-from airlock.hsm.keys import KeyKind
+from airlock.hsm.kinds import KeyKind
 from airlock.queue.journal import CheckpointRecord
 from airlock.queue.store import Store
 

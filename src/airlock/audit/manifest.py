@@ -155,7 +155,7 @@ def _hashes(value: Any, what: str) -> tuple[bytes, ...]:
 def _note_names(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
         raise ManifestError("checkpoints must be a list of file names")
-    ids = []
+    ids: list[int] = []
     for name in value:
         found = note_id(name)
         if found is None:

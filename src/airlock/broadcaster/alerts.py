@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Airlock-Signature"
 TIMESTAMP_HEADER = "X-Airlock-Timestamp"
-RETRY_DELAY_SECONDS = 0.25  # before the one retry after a connection failure
+RETRY_DELAY_S = 0.25  # before the one retry after a connection failure
 STDERR_LOGGED = 500  # characters of a failing command's stderr put in the log
 # environment variables an alert command never inherits: the HSM PIN
 _SECRET_ENV_PREFIXES = ("AIRLOCK_PIN",)
@@ -181,7 +181,7 @@ class AlertSink:
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
                 if attempt == 1:
                     log.info("alert %s: %s unreachable (%s), retrying", key, shown, _why(exc))
-                    await asyncio.sleep(RETRY_DELAY_SECONDS)
+                    await asyncio.sleep(RETRY_DELAY_S)
                     continue
                 log.error("alert %s: webhook %s unreachable (%s)", key, shown, _why(exc))
                 self._count_failure("webhook")
@@ -342,14 +342,19 @@ def _safe_extra(name: str, value: Any) -> Any:
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _Handler(logging.StreamHandler[TextIO]):
+    """The handler :func:`configure_logging` installs, marked so a later call replaces it."""
+
+    _airlock = True
+
+
 def configure_logging(format: str = "text", verbose: bool = False) -> logging.Handler:
     """Log to stderr as text or JSON lines (``[service] log_format``); INFO with
     ``verbose``, else WARNING. Replaces a handler an earlier call installed."""
     if format not in LOG_FORMATS:
         raise ConfigError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {format!r}")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Handler(sys.stderr)
     handler.setFormatter(JsonFormatter() if format == "json" else logging.Formatter(TEXT_FORMAT))
-    handler._airlock = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_airlock", False):

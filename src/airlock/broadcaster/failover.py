@@ -40,18 +40,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
-from airlock.config import RELAY_ROLES, FailoverConfig
+from airlock.config import FailoverConfig
 from airlock.errors import InvalidInput
 from airlock.queue.items import Priority
 from airlock.queue.policy import capped_limit_price, parse_bps
-from airlock.vocab import Side
+from airlock.vocab import ORDER_TYPES, RELAY_ROLES, SIDES, RelayRole
 
-Role = Literal["primary", "backup"]
-RouteLinks = Literal["primary", "backup", "none"]
+RouteLinks = RelayRole | Literal["none"]  # the relays a send may use now, or none
 CriticalAction = Literal["send", "limit", "refuse"]
-
-ORDER_TYPES = ("Market", "Limit")
-SIDES = ("Buy", "Sell")
 
 RULES: Mapping[str, str] = {
     # judge_mode
@@ -130,7 +126,7 @@ class LinkView:
     """
 
     name: str
-    role: Role
+    role: RelayRole
     last_ack_ms: int | None
     missed_acks: int
     latency_ms: float | None = None
@@ -385,9 +381,8 @@ def critical_order(
     if ref_price is None:
         return Critical("refuse", "slow-backup-refuse", inputs)
     bps: Decimal = parse_bps(config.critical_slippage_bps)
-    typed_side: Side = "Buy" if side == "Buy" else "Sell"
     try:
-        price = capped_limit_price(typed_side, ref_price, bps)
+        price = capped_limit_price(side, ref_price, bps)
     except InvalidInput as exc:
         return Critical("refuse", "invalid-ref-price", {**inputs, "error": str(exc)})
     return Critical("limit", "slow-backup-limit", inputs, limit_price=price)

@@ -50,7 +50,7 @@ PERSIST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 FAILOVER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 SIGN_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-HEALTH_TIMEOUT_SECONDS = 5.0  # a check that takes longer counts as failed
+HEALTH_TIMEOUT_S = 5.0  # a check that takes longer counts as failed
 
 CheckValue = bool | tuple[bool, str]
 Checks = Mapping[str, CheckValue]
@@ -116,7 +116,7 @@ class Metrics:
     """The broadcaster's metrics; one per service, each with its own registry.
 
     ``store`` (optional) feeds the queue gauges at scrape time. ``clock`` is the
-    monotonic clock :meth:`beat` and :meth:`loop_age_seconds` use.
+    monotonic clock :meth:`beat` and :meth:`loop_age_s` use.
     """
 
     def __init__(
@@ -256,7 +256,7 @@ class Metrics:
         """The service loop ran (for the ``loop`` health check)."""
         self._last_beat = self._clock()
 
-    def loop_age_seconds(self) -> float:
+    def loop_age_s(self) -> float:
         return max(0.0, self._clock() - self._last_beat)
 
     def render(self) -> bytes:
@@ -342,7 +342,7 @@ async def run_checks(checks: ChecksFn | None) -> dict[str, Any]:
     if checks is None:
         return {"status": "ok", "checks": {}}
     try:
-        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
             if inspect.iscoroutinefunction(checks):
                 raw = await checks()
             else:
@@ -350,7 +350,7 @@ async def run_checks(checks: ChecksFn | None) -> dict[str, Any]:
                 if inspect.isawaitable(raw):
                     raw = await raw
     except TimeoutError:
-        raw = {"checks": (False, f"the checks took longer than {HEALTH_TIMEOUT_SECONDS:g} s")}
+        raw = {"checks": (False, f"the checks took longer than {HEALTH_TIMEOUT_S:g} s")}
     except Exception as exc:
         log.warning("health checks failed", exc_info=True)
         raw = {"checks": (False, f"the checks raised {type(exc).__name__}")}
@@ -363,10 +363,10 @@ async def run_checks(checks: ChecksFn | None) -> dict[str, Any]:
 
 
 def service_checks(
-    store: Store, metrics: Metrics, max_loop_gap_seconds: float = 60.0
+    store: Store, metrics: Metrics, max_loop_gap_s: float = 60.0
 ) -> Callable[[], dict[str, CheckValue]]:
     """The usual checks: the store answers a read, and the service loop called
-    :meth:`Metrics.beat` within ``max_loop_gap_seconds``."""
+    :meth:`Metrics.beat` within ``max_loop_gap_s``."""
 
     def checks() -> dict[str, CheckValue]:
         out: dict[str, CheckValue] = {}
@@ -375,8 +375,8 @@ def service_checks(
             out["store"] = (True, "readable")
         except Exception as exc:
             out["store"] = (False, f"unreadable: {type(exc).__name__}")
-        age = metrics.loop_age_seconds()
-        out["loop"] = (age <= max_loop_gap_seconds, f"last pass {age:.1f} s ago")
+        age = metrics.loop_age_s()
+        out["loop"] = (age <= max_loop_gap_s, f"last pass {age:.1f} s ago")
         return out
 
     return checks

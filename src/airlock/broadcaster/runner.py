@@ -6,11 +6,11 @@ What it adds to the two sides:
 - **Stopping.** A stop is a request: each side finishes the step it is in (a wave already
   marked ``sending`` is sent and recorded; a Bybit pass stops before its next item) and
   returns; whatever is still ``sending`` when the process ends is resolved by the
-  reconcile that every start runs first. After ``STOP_SECONDS`` the rest is cancelled:
+  reconcile that every start runs first. After ``STOP_S`` the rest is cancelled:
   at worst an answer is not recorded, which is exactly the crash case, and crashes are
   safe by construction.
 - **Notes for ``airlock status``.** A heartbeat, the pid and the time of the last
-  reconcile, written at most every ``NOTE_SECONDS`` (one small transaction, not one per
+  reconcile, written at most every ``NOTE_S`` (one small transaction, not one per
   loop turn).
 - **One failure stops the whole.** If a side ends with an error (a refused Bybit key at
   start), the other side is stopped too and the error reaches the caller: an operator
@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +44,8 @@ from airlock.relays.jsonrpc import started
 
 log = logging.getLogger("airlock.broadcaster")
 
-STOP_SECONDS = 15.0  # a stopping service finishes its steps within this, then cancels
-NOTE_SECONDS = 2.0
+STOP_S = 15.0  # a stopping service finishes its steps within this, then cancels
+NOTE_S = 2.0
 
 
 @dataclass
@@ -169,8 +169,9 @@ class Service:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                failure = None if task.cancelled() else task.exception()
+                if failure is not None:
+                    raise failure
         finally:
             stop.set()
             await self._finish(tasks)
@@ -188,12 +189,12 @@ class Service:
         if self.venue is not None:
             self.metrics.set_link("bybit", self.venue.supervisor.is_connected)
 
-    async def _finish(self, tasks: list[asyncio.Future[None]]) -> None:
+    async def _finish(self, tasks: Sequence[asyncio.Future[None]]) -> None:
         pending = [t for t in tasks if not t.done()]
         if pending:
-            _, late = await asyncio.wait(pending, timeout=STOP_SECONDS)
+            _, late = await asyncio.wait(pending, timeout=STOP_S)
             for task in late:
-                log.warning("stopping: a step did not finish in %.0f s; cancelled", STOP_SECONDS)
+                log.warning("stopping: a step did not finish in %.0f s; cancelled", STOP_S)
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         for task in tasks:  # retrieve every outcome so none is reported as never awaited
@@ -204,7 +205,7 @@ class Service:
         while not stop.is_set():
             self.write_notes()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(NOTE_SECONDS):  # not wait_for: see broadcaster.md
+                async with asyncio.timeout(NOTE_S):  # not wait_for: see broadcaster.md
                     await stop.wait()
 
     def write_notes(self) -> None:

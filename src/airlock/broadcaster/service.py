@@ -41,6 +41,7 @@ from airlock.relays.jsonrpc import (
 from airlock.relays.outcomes import Classified, Outcome, Receipt
 
 if TYPE_CHECKING:
+    from airlock.broadcaster.failover import RouteLinks
     from airlock.broadcaster.metrics import Metrics
 
 log = logging.getLogger("airlock.broadcaster")
@@ -48,11 +49,11 @@ log = logging.getLogger("airlock.broadcaster")
 UNKNOWN_HEAD = 1 << 62  # a block number no chain reaches: "watch no confirmed item"
 MAX_WAVE = 1000  # items per wave at most, however large the relays' batches
 PIPELINE_WAVES = 4  # waves per dispatch pass before reconcile gets a turn
-IDLE_TICK_SECONDS = 0.2  # how often an idle broadcaster looks for new work in the queue
-STOP_SECONDS = 10.0  # a stopping service finishes its round within this
+IDLE_TICK_S = 0.2  # how often an idle broadcaster looks for new work in the queue
+STOP_S = 10.0  # a stopping service finishes its round within this
 MINED_STATES = frozenset({State.CONFIRMED, State.REPLACED})  # settled by a receipt of ours
 ONCE_RECEIPT_GRACE_MS = 3_000  # --once waits this long for a fresh send's receipt
-ONCE_STALL_SECONDS = 30.0  # --once stops when only resends happened for this long
+ONCE_STALL_S = 30.0  # --once stops when only resends happened for this long
 
 
 class _Seen(NamedTuple):
@@ -98,7 +99,7 @@ class Broadcaster:
         self.last_reconcile_ms = 0
         self._last_head: dict[int, int] = {}
         self.alerts: list[str] = []
-        self.router: Callable[[int], str] | None = None  # priority -> relay role or "none"
+        self.router: Callable[[int], RouteLinks] | None = None  # priority -> relay role or none
         self.alert_hook: AlertHook | None = None  # the service's alert delivery, if any
         self.metrics: Metrics | None = None
         # A wave is what every relay takes in one go over its connection pool. At most two
@@ -113,7 +114,7 @@ class Broadcaster:
         """Probe every relay once, then run rounds until one changes nothing.
 
         Resending alone is not progress for ever: when no item has changed state for
-        ``ONCE_STALL_SECONDS`` (a transaction no node will mine, rebroadcast on a short
+        ``ONCE_STALL_S`` (a transaction no node will mine, rebroadcast on a short
         timer), the run ends and leaves it to the service."""
         total = PassResult()
         await self._first_probes()
@@ -123,10 +124,8 @@ class Broadcaster:
             total.add(result)
             if result.sent or result.settled or result.expired:
                 last_change = time.monotonic()
-            elif time.monotonic() - last_change > ONCE_STALL_SECONDS:
-                log.warning(
-                    "--once: nothing changed state for %.0f s; stopping", ONCE_STALL_SECONDS
-                )
+            elif time.monotonic() - last_change > ONCE_STALL_S:
+                log.warning("--once: nothing changed state for %.0f s; stopping", ONCE_STALL_S)
                 break
             if result.progress == 0 and not result.more and not await self._retry_soon():
                 break
@@ -161,7 +160,7 @@ class Broadcaster:
             yield self
         finally:
             stop.set()
-            async with asyncio.timeout(STOP_SECONDS):
+            async with asyncio.timeout(STOP_S):
                 await task
 
     async def _first_probes(self) -> None:
@@ -179,9 +178,7 @@ class Broadcaster:
             asyncio.ensure_future(stop.wait()),
         ]
         try:
-            await asyncio.wait(
-                waiters, timeout=IDLE_TICK_SECONDS, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(waiters, timeout=IDLE_TICK_S, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
@@ -211,7 +208,7 @@ class Broadcaster:
             if i.sent_ms is not None and now - i.sent_ms < ONCE_RECEIPT_GRACE_MS
         ]
         if fresh and not due:
-            await asyncio.sleep(IDLE_TICK_SECONDS)
+            await asyncio.sleep(IDLE_TICK_S)
             return True
         if not due:
             return False

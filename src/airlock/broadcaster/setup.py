@@ -19,6 +19,7 @@ from airlock.config import AirlockConfig, BybitConfig
 from airlock.errors import ConfigError
 from airlock.hsm.keyring import KeyRing
 from airlock.queue.items import Item
+from airlock.queue.payloads import TxPayload
 from airlock.queue.store import Store, VariantDraft
 from airlock.relays.bybit import BackoffPolicy, BybitClient
 from airlock.relays.jsonrpc import EvmRelay, FlashbotsAuth
@@ -65,7 +66,7 @@ def resigner(keyring: KeyRing, cap: int, bump_pct: float) -> Resigner:
     def resign(store: Store, item: Item) -> VariantDraft | None:
         if item.signer is None:
             return None
-        intent = evm.intent_from_json(store.items.payload(item.id)["intent"])
+        intent = evm.intent_from_json(TxPayload.of(store.items.payload(item.id)).intent)
         steps = [v for v in store.items.variants(item.id) if v.kind == "step"]
         top = max(steps, key=lambda v: v.fee_per_gas)
         following = level_above(intent, top.fee_per_gas, top.tip_per_gas, bump_pct, cap)
@@ -129,8 +130,8 @@ def build_venue(
         intent_pem,
         VenueSettings(
             recv_window_ms=settings.recv_window_ms,
-            probe_seconds=settings.probe_seconds,
-            reconcile_seconds=settings.reconcile_seconds,
+            probe_s=settings.probe_seconds,
+            reconcile_s=settings.reconcile_seconds,
             backoff=backoff,
             category=settings.category,
         ),

@@ -28,9 +28,10 @@ from airlock.broadcaster import venue_decide as decide
 from airlock.broadcaster.results import AlertHook, alert_key
 from airlock.broadcaster.venue_decide import Step
 from airlock.errors import InvalidInput
-from airlock.queue.errors import PayloadTampered, StaleItems
+from airlock.queue.errors import IllegalTransition, PayloadTampered, StaleItems
 from airlock.queue.items import Item, Kind
-from airlock.queue.states import IllegalTransition, State
+from airlock.queue.payloads import SignedIntent
+from airlock.queue.states import State
 from airlock.queue.store import Store
 from airlock.queue.venue import VenueRef, VenueSeen
 from airlock.relays.bybit import (
@@ -48,6 +49,7 @@ from airlock.signer.bybit import (
     order_link_id_for,
     verify_intent,
 )
+from airlock.vocab import Category
 
 if TYPE_CHECKING:
     from airlock.broadcaster.metrics import Metrics
@@ -55,8 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("airlock.broadcaster.bybit")
 
 DUE_BATCH = 100  # queued items read per dispatch step
-IDLE_TICK_SECONDS = 0.2  # how often an idle service looks for new work in the queue
-STOP_SECONDS = 10.0
+IDLE_TICK_S = 0.2  # how often an idle service looks for new work in the queue
+STOP_S = 10.0
 ONCE_WAIT_MS = 15_000  # --once waits for a retry or an unresolved send this long at most
 
 
@@ -91,10 +93,10 @@ class VenueSettings:
     """The service's timing (``[bybit]`` in airlock.toml)."""
 
     recv_window_ms: int = 5000
-    probe_seconds: float = 5.0
-    reconcile_seconds: float = 30.0
+    probe_s: float = 5.0
+    reconcile_s: float = 30.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
-    category: str = "linear"
+    category: Category = "linear"
 
 
 class VenueBroadcaster:
@@ -118,7 +120,7 @@ class VenueBroadcaster:
             client,
             settings.backoff,
             on_reconnect=self._on_reconnect,
-            interval_s=settings.probe_seconds,
+            interval_s=settings.probe_s,
             category=settings.category,
         )
         self.reconnected = asyncio.Event()
@@ -188,7 +190,7 @@ class VenueBroadcaster:
                 result = await self.dispatch(yield_to_reconcile=True)
                 if result.sent and not result.halted:
                     continue  # a backlog: keep going
-                await _wait_any(stop, self.reconnected, IDLE_TICK_SECONDS)
+                await _wait_any(stop, self.reconnected, IDLE_TICK_S)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -207,7 +209,7 @@ class VenueBroadcaster:
 
     def _reconcile_due(self) -> bool:
         elapsed = self._clock_ms() - self.last_reconcile_ms
-        return elapsed >= self.settings.reconcile_seconds * 1000
+        return elapsed >= self.settings.reconcile_s * 1000
 
     async def _retry_soon(self) -> bool:
         """In ``--once`` runs: wait (a few seconds at most) for items backing off and for
@@ -227,7 +229,7 @@ class VenueBroadcaster:
         wait_ms = min(waits) - now
         if wait_ms > ONCE_WAIT_MS:
             return False
-        await asyncio.sleep(max(wait_ms / 1000, IDLE_TICK_SECONDS / 2))
+        await asyncio.sleep(max(wait_ms / 1000, IDLE_TICK_S / 2))
         return True
 
     def _usable(self) -> bool:
@@ -504,16 +506,16 @@ def _intent_problem(
 ) -> OrderIntent | CancelIntent | str:
     """The verified intent, or why it is refused."""
     try:
+        signed = SignedIntent.of(payload)
         if item.kind is Kind.BYBIT_ORDER:
-            intent: OrderIntent | CancelIntent = intent_from_dict(payload.get("intent"))
+            intent: OrderIntent | CancelIntent = intent_from_dict(signed.intent)
             expected_link = order_link_id_for(item.idempotency_key)
         else:
-            intent = cancel_from_dict(payload.get("intent"))
+            intent = cancel_from_dict(signed.intent)
             expected_link = ref.link_id
-        signature = bytes.fromhex(str(payload.get("intent_signature", "")))
     except (InvalidInput, ValueError) as exc:
         return f"malformed: {exc}"
-    if not verify_intent(trusted_pem, intent, signature):
+    if not verify_intent(trusted_pem, intent, signed.signature):
         return "signature does not verify with the HSM intent key"
     if intent.order_link_id != expected_link or intent.order_link_id != ref.link_id:
         return "orderLinkId does not match the item"

@@ -188,8 +188,8 @@ def fill_of(row: Any, item_ids: Mapping[str, str]) -> Fill | None:
     (each a non-empty string, execTime a whole number of milliseconds)."""
     if not isinstance(row, Mapping):
         return None
-    values = [row.get(key) for key in _FILL_TEXT]
-    if not all(isinstance(v, str) and v for v in values):
+    values = [v for key in _FILL_TEXT if isinstance(v := row.get(key), str) and v]
+    if len(values) != len(_FILL_TEXT):
         return None
     try:
         exec_time = int(str(row.get("execTime")))

@@ -1,6 +1,6 @@
 """The service's watch: applies the failover rules to what the links and the queue say.
 
-Every ``WATCH_SECONDS`` it judges the link mode (:func:`failover.judge_mode` over the EVM
+Every ``WATCH_S`` it judges the link mode (:func:`failover.judge_mode` over the EVM
 relays' health), checks the escalation rules against the queue, refreshes the link
 metrics and beats the health check. It also answers the EVM broadcaster's routing
 question (which relay role may carry a send of this priority now) through :meth:`route`.
@@ -22,7 +22,7 @@ from typing import Any
 
 from airlock.audit import entries as audit_entries
 from airlock.broadcaster import failover
-from airlock.broadcaster.failover import LinkView, Mode, ModeState
+from airlock.broadcaster.failover import LinkView, Mode, ModeState, RouteLinks
 from airlock.broadcaster.service import Broadcaster
 from airlock.config import FailoverConfig
 from airlock.queue.states import State
@@ -30,8 +30,8 @@ from airlock.queue.store import Store
 
 log = logging.getLogger("airlock.broadcaster.failover")
 
-WATCH_SECONDS = 0.5
-REPEAT_SECONDS = 30.0  # an escalation that holds is raised again this often (the sink
+WATCH_S = 0.5
+REPEAT_S = 30.0  # an escalation that holds is raised again this often (the sink
 # de-duplicates delivery; this only bounds how often the queue counts it)
 WAITING_STATES = ("queued", "sending")  # the escalation rules count what still waits
 PERSIST_SCAN = 1000  # queued items looked at per pass for the outage-to-persist metric
@@ -80,7 +80,7 @@ class Watch:
             if tick is not None:
                 tick()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(WATCH_SECONDS):
+                async with asyncio.timeout(WATCH_S):
                     await stop.wait()
 
     async def check(self) -> None:
@@ -136,12 +136,12 @@ class Watch:
                     self._resolve("outage")
         return state
 
-    def route(self, priority: int) -> str:
+    def route(self, priority: int) -> RouteLinks:
         """The relay role a send of ``priority`` may use now ("primary", "backup" or
         "none"); the EVM broadcaster's ``router``."""
         now = self._link_now()
         mode = self.mode
-        if mode is None or now - self._judged_at >= WATCH_SECONDS * 1000:
+        if mode is None or now - self._judged_at >= WATCH_S * 1000:
             mode = self.judge_links()  # --once runs have no watch loop: judge when stale
         backups = self._backups_usable()
         decision = failover.route(priority, mode, now, self.config, backups)
@@ -180,7 +180,8 @@ class Watch:
         for _kind, state, count, created in self.store.items.counts_by_kind():
             if state in WAITING_STATES:
                 waiting += count
-                oldest = created if oldest is None else min(oldest, created)
+                if created is not None:  # never NULL in a group of rows (created_ms NOT NULL)
+                    oldest = created if oldest is None else min(oldest, created)
         age = None if oldest is None else self._clock_ms() - oldest
         now = self._clock_ms()
         raised = {e.key: e for e in failover.escalations(waiting, age, self.config)}
@@ -188,7 +189,7 @@ class Watch:
             last = self._escalated.get(key)
             if last is None:
                 self._decided(escalation.as_json())
-            if last is None or now - last >= REPEAT_SECONDS * 1000:
+            if last is None or now - last >= REPEAT_S * 1000:
                 self._escalated[key] = now
                 await self._alert_now(key, escalation.message, "critical", escalation.inputs)
         for key in sorted(set(self._escalated) - set(raised)):

@@ -91,6 +91,7 @@ def bybit_group() -> None:
 @click.pass_context
 def bybit_order(
     ctx: click.Context,
+    /,
     config_path: Path | None,
     venue_mode: str,
     as_json: bool,

@@ -163,7 +163,7 @@ def evm_address(ctx: click.Context, label: str) -> None:
 @tx_options(nonce_required=True)
 @click.option("--json", "as_json", is_flag=True, help="Also print hash, sender and type.")
 @click.pass_context
-def evm_sign(ctx: click.Context, label: str, as_json: bool, **options: Any) -> None:
+def evm_sign(ctx: click.Context, /, label: str, as_json: bool, **options: Any) -> None:
     """Sign a transaction in the HSM and print it as 0x-hex. Touches no queue, no network."""
     from airlock.signer import evm  # rlp, eth_utils, coincurve
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,7 +56,7 @@ _STATES = click.Choice([s.value for s in State])
 )
 @click.option("--json", "as_json", is_flag=True, help="Print id, nonce and every variant hash.")
 @click.pass_context
-def evm_queue(ctx: click.Context, label: str, as_json: bool, **options: Any) -> None:
+def evm_queue(ctx: click.Context, /, label: str, as_json: bool, **options: Any) -> None:
     """Sign a transaction (and its fee ladder) in the HSM and queue it durably.
 
     Nothing touches the network. Prints the item id once it is on disk.
@@ -226,7 +227,9 @@ def queue_export(
     with common.open_store(ctx) as (store, _):
         records = store.items.export(wanted)
         if out is None:
-            written, bad = _write_lines(records, click.get_text_stream("stdout"))
+            # sys.stdout, not click.get_text_stream (deprecated in click 8.5): the lines are
+            # ASCII JSON, so no encoding fix-up is needed
+            written, bad = _write_lines(records, sys.stdout)
         else:
             fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with open(fd, "w") as handle:

@@ -85,7 +85,7 @@ async def _probe_relays(settings: AirlockConfig, ring: KeyRing) -> dict[str, Hea
     )
     relays = build_relays(dataclasses.replace(settings, relays=quick), ring)
     async with started(relays):
-        monitor = Monitor(relays, settings.broadcaster.health, guard_seconds=GUARD_S)
+        monitor = Monitor(relays, settings.broadcaster.health, guard_s=GUARD_S)
         return await monitor.probe_all()
 
 

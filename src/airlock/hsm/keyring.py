@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pkcs11
 from cryptography.hazmat.primitives import serialization
@@ -19,9 +19,13 @@ from pkcs11 import Mechanism, ObjectClass
 
 from airlock.config import HsmConfig
 from airlock.hsm import errors, keys
-from airlock.hsm.keys import KeyInfo, KeyKind
+from airlock.hsm.keys import KeyInfo
+from airlock.hsm.kinds import KeyKind
 from airlock.hsm.pin import Prompt, resolve_pin
 from airlock.hsm.worker import Connection, HsmWorker
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 T = TypeVar("T")
 
@@ -204,6 +208,7 @@ class KeyRing:
         info = self.info(label)
         if info.public_key is None:
             raise errors.WrongKeyType(f"key {label!r} is a secret key; it has no public key")
+        public: PublicKeyTypes
         if info.kind in _CURVES:
             public = ec.EllipticCurvePublicKey.from_encoded_point(
                 _CURVES[info.kind], info.public_key

@@ -15,9 +15,11 @@ from typing import Any
 
 from airlock.audit import entries as audit_entries
 from airlock.errors import InvalidInput
+from airlock.queue.errors import IllegalTransition
 from airlock.queue.items import Item, Kind
+from airlock.queue.payloads import PolicyNote, SignedIntent
 from airlock.queue.policy import CancelRequest, Decision, OrderRequest, decide_cancel
-from airlock.queue.states import IllegalTransition, State
+from airlock.queue.states import State
 from airlock.queue.store import Builder, Built, CancelResult, Draft, Enqueued, Store
 from airlock.queue.venue import VenueDraft
 from airlock.signer.bybit import (
@@ -106,6 +108,7 @@ def prepare_order(
         )
         raise OrderRefused(decision)
     intent = decision.intent
+    assert decision.priority is not None  # every "queue" decision names one (queue/policy.py)
     if signature is None:
         signature = start_intent_signature(intent_key.key, intent)  # before the write lock
     draft = Draft(
@@ -121,12 +124,12 @@ def prepare_order(
     )
 
     def build(_: int | None) -> Built:
-        signed = {
-            "intent": intent_dict(intent),
-            "intent_signature": signature().hex(),
-            "intent_key_pem": intent_key.public_pem,
-            "policy": {"rule": decision.rule, "message": decision.message},
-        }
+        signed = SignedIntent(
+            intent_dict(intent),
+            signature(),
+            intent_key.public_pem,
+            PolicyNote(decision.rule, decision.message),
+        ).as_json()
         return Built(payload=signed, audit=signed)
 
     return draft, build
@@ -192,12 +195,12 @@ def cancel_order(
     )
 
     def build(_: int | None) -> Built:
-        signed = {
-            "intent": cancel_dict(intent),
-            "intent_signature": sign_intent(intent_key.key, intent).hex(),
-            "intent_key_pem": intent_key.public_pem,
-            "policy": {"rule": decision.rule, "message": decision.message},
-        }
+        signed = SignedIntent(
+            cancel_dict(intent),
+            sign_intent(intent_key.key, intent),
+            intent_key.public_pem,
+            PolicyNote(decision.rule, decision.message),
+        ).as_json()
         return Built(payload=signed, audit=signed)
 
     queued = store.items.enqueue(draft, build)

@@ -91,9 +91,9 @@ class Envelope:
     def rotate(self, reason: str) -> int:
         """Create a new primary data key; old keys remain for decryption."""
         dek = AESGCM.generate_key(bit_length=256)
-        key_id = self._conn.execute(
-            "SELECT coalesce(max(key_id), 0) + 1 FROM data_keys"
-        ).fetchone()[0]
+        key_id = int(
+            self._conn.execute("SELECT coalesce(max(key_id), 0) + 1 FROM data_keys").fetchone()[0]
+        )
         wrap_nonce = os.urandom(NONCE_BYTES)
         wrapped = self._kek.wrap(wrap_nonce, dek, _wrap_aad(key_id, self._kek.label))
         self._conn.execute(

@@ -41,9 +41,11 @@ def after(
     conn: sqlite3.Connection, event_id: int, limit: int, item_id: str | None = None
 ) -> list[EventRow]:
     """Events with an id above ``event_id``, oldest first, at most ``limit``."""
-    sql, params = _SELECT + " WHERE e.id > ?", [event_id]
+    sql = _SELECT + " WHERE e.id > ?"
+    params: list[int | str] = [event_id]
     if item_id is not None:
-        sql, params = sql + " AND e.item_id = ?", [*params, item_id]
+        sql += " AND e.item_id = ?"
+        params.append(item_id)
     rows = conn.execute(sql + " ORDER BY e.id LIMIT ?", [*params, limit]).fetchall()
     return [_event(r) for r in rows]
 

@@ -14,11 +14,12 @@ from typing import Any
 from airlock.errors import InvalidInput
 from airlock.hsm.interface import EcdsaSigningKey
 from airlock.queue.items import Kind, Priority
+from airlock.queue.payloads import TxPayload
 from airlock.queue.store import Builder, Built, Draft, Enqueued, Store, VariantDraft
 from airlock.signer import evm
 from airlock.signer.ladder import LadderSpec, build_ladder, fee_of
 
-MAX_TTL_SECONDS = 365 * 24 * 3600
+MAX_TTL_S = 365 * 24 * 3600
 
 
 def enqueue_transaction(
@@ -36,7 +37,7 @@ def prepare_transaction(
     *,
     nonce: Any = None,
     ladder: LadderSpec | None = None,
-    ttl_seconds: int | None = None,
+    ttl_s: int | None = None,
     idempotency_key: str | None = None,
     strategy: str = "default",
     private: bool = False,
@@ -56,9 +57,9 @@ def prepare_transaction(
         account=sender,
         strategy=check_strategy(strategy),
         idempotency_key=_idempotency_key(idempotency_key),
-        request=_request(base, explicit, key.label, ladder, ttl_seconds, private, priority),
+        request=_request(base, explicit, key.label, ladder, ttl_s, private, priority),
         priority=priority,
-        ttl_ms=_ttl_ms(ttl_seconds),
+        ttl_ms=_ttl_ms(ttl_s),
         chain_id=base.chain_id,
         wants_nonce=True,
         explicit_nonce=explicit,
@@ -73,7 +74,7 @@ def _request(
     explicit: int | None,
     label: str,
     ladder: LadderSpec,
-    ttl_seconds: int | None,
+    ttl_s: int | None,
     private: bool,
     priority: int,
 ) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def _request(
             "max_fee_cap": None if ladder.max_fee_cap is None else str(ladder.max_fee_cap),
             "with_cancel": ladder.with_cancel,
         },
-        "ttl_seconds": ttl_seconds,
+        "ttl_seconds": ttl_s,
         "private": private,
         "priority": int(priority),
     }
@@ -114,28 +115,18 @@ def _ladder_builder(
             )
             for i, (intent_i, tx) in enumerate(zip(to_sign, signed, strict=True))
         )
-        payload = {
-            "intent": evm.intent_as_json(intent),
-            "sender": sender,
-            "ladder_truncated": plan.truncated,
-        }
-        return Built(payload=payload, variants=variants)
+        payload = TxPayload(evm.intent_as_json(intent), sender, plan.truncated)
+        return Built(payload=payload.as_json(), variants=variants)
 
     return build
 
 
-def _ttl_ms(ttl_seconds: int | None) -> int | None:
-    if ttl_seconds is None:
+def _ttl_ms(ttl_s: int | None) -> int | None:
+    if ttl_s is None:
         return None
-    if (
-        isinstance(ttl_seconds, bool)
-        or not isinstance(ttl_seconds, int)
-        or not 1 <= ttl_seconds <= MAX_TTL_SECONDS
-    ):
-        raise InvalidInput(
-            f"TTL must be 1..{MAX_TTL_SECONDS} seconds, got {ttl_seconds!r}", field="ttl"
-        )
-    return ttl_seconds * 1000
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= MAX_TTL_S:
+        raise InvalidInput(f"TTL must be 1..{MAX_TTL_S} seconds, got {ttl_s!r}", field="ttl")
+    return ttl_s * 1000
 
 
 def _idempotency_key(key: str | None) -> str:

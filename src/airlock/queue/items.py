@@ -6,6 +6,7 @@ import sqlite3
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
+from airlock.encoding.records import from_row
 from airlock.queue.errors import ItemNotFound
 from airlock.queue.states import State, check_transition
 
@@ -59,32 +60,15 @@ class Item:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Item:
         return cls(
-            id=row["id"],
-            kind=Kind(row["kind"]),
-            account=row["account"],
-            strategy=row["strategy"],
-            seq=row["seq"],
-            idempotency_key=row["idempotency_key"],
-            priority=row["priority"],
-            state=State(row["state"]),
-            state_reason=row["state_reason"],
-            created_ms=row["created_ms"],
-            updated_ms=row["updated_ms"],
-            expires_ms=row["expires_ms"],
-            chain_id=row["chain_id"],
-            nonce=row["nonce"],
-            holds_nonce=bool(row["holds_nonce"]),
-            private=bool(row["private"]),
-            cancel_requested=bool(row["cancel_requested"]),
-            signer=row["signer"],
-            key_id=row["key_id"],
-            active_idx=row["active_idx"],
-            sent_ms=row["sent_ms"],
-            sent_block=row["sent_block"],
-            retry_ms=row["retry_ms"],
-            mined_hash=row["mined_hash"],
-            mined_block=row["mined_block"],
-            mined_block_hash=row["mined_block_hash"],
+            **from_row(
+                cls,
+                row,
+                kind=Kind(row["kind"]),
+                state=State(row["state"]),
+                holds_nonce=bool(row["holds_nonce"]),
+                private=bool(row["private"]),
+                cancel_requested=bool(row["cancel_requested"]),
+            )
         )
 
     def as_json(self) -> dict[str, object]:

@@ -69,7 +69,9 @@ class Journal:
 
     @staticmethod
     def origin(conn: sqlite3.Connection) -> str:
-        return conn.execute("SELECT value FROM meta WHERE key = 'audit_origin'").fetchone()[0]
+        row = conn.execute("SELECT value FROM meta WHERE key = 'audit_origin'").fetchone()
+        origin: str = row[0]
+        return origin
 
     @staticmethod
     def size(conn: sqlite3.Connection) -> int:

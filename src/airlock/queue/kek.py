@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from airlock.hsm import errors as hsm_errors
 from airlock.hsm.keyring import KeyRing
-from airlock.hsm.keys import KeyKind
+from airlock.hsm.kinds import KeyKind
 from airlock.queue.errors import KekError
 
 DEFAULT_KEK_LABEL = "airlock-kek"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
+from airlock.encoding.records import plain
 from airlock.queue.errors import NonceConflict
 from airlock.queue.items import Item
 from airlock.queue.states import LIVE
@@ -40,17 +41,7 @@ class NonceStatus:
     gaps: list[int] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "chain_id": self.chain_id,
-            "sender": self.sender,
-            "next_nonce": self.next_nonce,
-            "base_nonce": self.base_nonce,
-            "chain_pending": self.chain_pending,
-            "synced_ms": self.synced_ms,
-            "live": self.live,
-            "lowest_live": self.lowest_live,
-            "gaps": self.gaps,
-        }
+        return plain(self)
 
 
 @dataclass(frozen=True)
@@ -76,17 +67,19 @@ class SyncResult:
 
 
 def _row(conn: sqlite3.Connection, chain_id: int, sender: str) -> sqlite3.Row | None:
-    return conn.execute(
+    row: sqlite3.Row | None = conn.execute(
         "SELECT * FROM nonces WHERE chain_id = ? AND sender = ?", (chain_id, sender)
     ).fetchone()
+    return row
 
 
 def _holder(conn: sqlite3.Connection, chain_id: int, sender: str, nonce: int) -> sqlite3.Row | None:
-    return conn.execute(
+    row: sqlite3.Row | None = conn.execute(
         "SELECT id, state FROM items WHERE holds_nonce = 1 AND chain_id = ? AND account = ?"
         " AND nonce = ?",
         (chain_id, sender, nonce),
     ).fetchone()
+    return row
 
 
 def _held(conn: sqlite3.Connection, chain_id: int, sender: str) -> list[int]:

@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from airlock.encoding.records import plain
 from airlock.queue import items
 from airlock.queue.errors import StaleItems
 from airlock.queue.items import Item
@@ -28,13 +29,7 @@ class Attempt:
     at_ms: int
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "relay": self.relay,
-            "outcome": self.outcome,
-            "rule": self.rule,
-            "message": self.message,
-            "at_ms": self.at_ms,
-        }
+        return plain(self)
 
 
 @dataclass(frozen=True)

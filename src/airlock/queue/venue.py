@@ -16,10 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from airlock.encoding.records import from_row, plain
 from airlock.queue import items
 from airlock.queue.items import Item
+from airlock.vocab import Category
 
 Action = Literal["order", "cancel"]
+# A venue reference's JSON names (what `airlock bybit orders` and the audit log show).
+_VENUE_NAMES = {"link_id": "order_link_id", "status": "venue_status", "cum_qty": "cum_exec_qty"}
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class VenueDraft:
     """The venue reference of a Bybit item being queued."""
 
     action: Action
-    category: str
+    category: Category
     symbol: str
     link_id: str
 
@@ -38,7 +42,7 @@ class VenueRef:
 
     item_id: str
     action: Action
-    category: str
+    category: Category
     symbol: str
     link_id: str
     order_id: str | None = None
@@ -49,31 +53,10 @@ class VenueRef:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> VenueRef:
-        return cls(
-            item_id=row["item_id"],
-            action=row["action"],
-            category=row["category"],
-            symbol=row["symbol"],
-            link_id=row["link_id"],
-            order_id=row["order_id"],
-            status=row["status"],
-            cum_qty=row["cum_qty"],
-            avg_price=row["avg_price"],
-            seen_ms=row["seen_ms"],
-        )
+        return cls(**from_row(cls, row))
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "category": self.category,
-            "symbol": self.symbol,
-            "order_link_id": self.link_id,
-            "order_id": self.order_id,
-            "venue_status": self.status,
-            "cum_exec_qty": self.cum_qty,
-            "avg_price": self.avg_price,
-            "seen_ms": self.seen_ms,
-        }
+        return plain(self, _VENUE_NAMES, drop=("item_id",))
 
 
 @dataclass(frozen=True)
@@ -86,12 +69,7 @@ class VenueSeen:
     avg_price: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "order_id": self.order_id,
-            "status": self.status,
-            "cum_exec_qty": self.cum_qty,
-            "avg_price": self.avg_price,
-        }
+        return plain(self, {"cum_qty": "cum_exec_qty"})
 
 
 @dataclass(frozen=True)
@@ -109,17 +87,7 @@ class Fill:
     item_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "exec_id": self.exec_id,
-            "item": self.item_id,
-            "order_link_id": self.link_id,
-            "order_id": self.order_id,
-            "symbol": self.symbol,
-            "side": self.side,
-            "exec_qty": self.exec_qty,
-            "exec_price": self.exec_price,
-            "exec_time_ms": self.exec_time_ms,
-        }
+        return plain(self, {"item_id": "item", "link_id": "order_link_id"})
 
 
 _JOINED = ", ".join(f"i.{c.strip()}" for c in items.COLUMNS.split(","))

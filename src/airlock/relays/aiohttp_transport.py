@@ -56,7 +56,7 @@ class AiohttpTransport:
             local_addr=(self._source, 0) if self._source else None,
         )
         timeout = aiohttp.ClientTimeout(
-            total=self._timeouts.total_seconds, sock_connect=self._timeouts.connect
+            total=self._timeouts.total_s, sock_connect=self._timeouts.connect
         )
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
 

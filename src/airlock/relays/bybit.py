@@ -70,11 +70,11 @@ from airlock.relays.errors import (
 from airlock.relays.http import AsyncTransport, HttpClient, Request, Timeouts
 from airlock.signer.bybit import (
     OrderIntent,
-    SignType,
     auth_headers,
     create_order_body,
     signing_payload,
 )
+from airlock.vocab import Category, SignType
 
 __all__ = [
     "BackoffPolicy",
@@ -263,7 +263,7 @@ class BybitClient(HttpClient):
         """Send one order (the exact :func:`create_order_body` bytes, signed now)."""
         return await self._place("POST", CREATE, create_order_body(intent), intent.order_link_id)
 
-    async def cancel_order(self, category: str, symbol: str, order_link_id: str) -> Placement:
+    async def cancel_order(self, category: Category, symbol: str, order_link_id: str) -> Placement:
         """Cancel by orderLinkId. 110008/110010 (already finished/cancelled) come back as
         REJECTED with rules ``order-finished``: the order is in a final state."""
         body = _compact({"category": category, "symbol": symbol, "orderLinkId": order_link_id})
@@ -295,12 +295,12 @@ class BybitClient(HttpClient):
 
     # -- reads (raise BybitError) ------------------------------------------------------
 
-    async def probe_auth(self, category: str = "linear") -> None:
+    async def probe_auth(self, category: Category = "linear") -> None:
         """The cheapest authenticated read (realtime, limit=1): proves key and link."""
         await self._read("GET", REALTIME, {"category": category, "limit": "1"}, retry=False)
 
     async def order_by_link_id(
-        self, category: str, order_link_id: str, *, symbol: str | None = None
+        self, category: Category, order_link_id: str, *, symbol: str | None = None
     ) -> dict[str, Any] | None:
         """The order with this orderLinkId: realtime first (open and recently closed), then
         history (which may lag); None when neither knows it."""
@@ -314,7 +314,7 @@ class BybitClient(HttpClient):
 
     async def open_orders(
         self,
-        category: str,
+        category: Category,
         *,
         symbol: str | None = None,
         settle_coin: str | None = None,
@@ -326,7 +326,7 @@ class BybitClient(HttpClient):
 
     async def history(
         self,
-        category: str,
+        category: Category,
         *,
         symbol: str | None = None,
         start_ms: int | None = None,
@@ -346,7 +346,7 @@ class BybitClient(HttpClient):
 
     async def executions(
         self,
-        category: str,
+        category: Category,
         *,
         symbol: str | None = None,
         start_ms: int | None = None,

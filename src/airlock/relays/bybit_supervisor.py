@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from airlock.relays.backoff import BackoffPolicy
 from airlock.relays.bybit_codes import SERVER_TIME
 from airlock.relays.errors import BybitAuthError, BybitError
+from airlock.vocab import Category
 
 if TYPE_CHECKING:  # the client module re-exports this one: no import back at run time
     from airlock.relays.bybit import BybitClient
@@ -41,7 +42,7 @@ class ConnectionSupervisor:
         *,
         on_reconnect: Callable[[], Awaitable[None]],
         interval_s: float = 5.0,
-        category: str = "linear",
+        category: Category = "linear",
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._client = client

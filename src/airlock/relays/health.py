@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from airlock.config import HealthConfig
 from airlock.errors import ConfigError
@@ -287,8 +287,11 @@ class ProbeTarget(Protocol):
     """A relay the monitor can probe; the relay client implements it (with its own
     connect and request timeouts). ``probe`` raises any :class:`Exception` on failure."""
 
-    name: str
-    chain_id: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def chain_id(self) -> int: ...
 
     async def probe(self) -> Any: ...
 
@@ -297,10 +300,10 @@ def monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
-def guard_timeout(interval_seconds: float) -> float:
+def guard_timeout(interval_s: float) -> float:
     """The outer bound of one probe: the target's own timeouts should fire long before,
     this only keeps a target with a bug (or none) from freezing its relay's health."""
-    return max(interval_seconds, 1.0) * GUARD_FACTOR
+    return max(interval_s, 1.0) * GUARD_FACTOR
 
 
 class Monitor:
@@ -318,7 +321,7 @@ class Monitor:
         *,
         on_change: Callable[[Change], None] | None = None,
         clock_ms: Callable[[], int] = monotonic_ms,
-        guard_seconds: float | None = None,
+        guard_s: float | None = None,
     ) -> None:
         if config.probe_seconds <= 0 or config.probe_down_seconds <= 0:
             raise ConfigError("health: probe_seconds and probe_down_seconds must be > 0")
@@ -332,7 +335,7 @@ class Monitor:
         self._config = config
         self._on_change = on_change
         self._clock_ms = clock_ms
-        self._guard_seconds = guard_seconds
+        self._guard_s = guard_s
         self._running = False
         self.returned = asyncio.Event()
         self.changed = asyncio.Event()
@@ -447,7 +450,7 @@ class Monitor:
             self._emit(health.probe_ok(now - started, chain_id, now, block_number=block_number))
 
     async def _bounded_probe(self, name: str) -> tuple[int, int | None]:
-        guard = self._guard_seconds or guard_timeout(self._interval(name))
+        guard = self._guard_s or guard_timeout(self._interval(name))
         scope = asyncio.timeout(guard)
         try:
             async with scope:
@@ -488,7 +491,7 @@ def _read_result(result: Any) -> tuple[int, int | None]:
     return chain_id, block_number
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

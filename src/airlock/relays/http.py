@@ -43,24 +43,24 @@ READ_CHUNK = 1 << 16
 class Timeouts:
     """How long one request may take.
 
-    ``total_seconds`` bounds all of it: connecting, sending, and the whole answer.
-    ``connect_seconds`` bounds the TCP (or proxy) connect alone and defaults to the total;
+    ``total_s`` bounds all of it: connecting, sending, and the whole answer.
+    ``connect_s`` bounds the TCP (or proxy) connect alone and defaults to the total;
     a short one tells a dead link apart from a slow server quickly.
     """
 
-    total_seconds: float
-    connect_seconds: float | None = None
+    total_s: float
+    connect_s: float | None = None
 
     def __post_init__(self) -> None:
-        if not self.total_seconds > 0:
-            raise ValueError(f"total_seconds must be positive, got {self.total_seconds!r}")
-        if self.connect_seconds is not None and not self.connect_seconds > 0:
-            raise ValueError(f"connect_seconds must be positive, got {self.connect_seconds!r}")
+        if not self.total_s > 0:
+            raise ValueError(f"total_s must be positive, got {self.total_s!r}")
+        if self.connect_s is not None and not self.connect_s > 0:
+            raise ValueError(f"connect_s must be positive, got {self.connect_s!r}")
 
     @property
     def connect(self) -> float:
-        """The connect timeout in force (``connect_seconds``, else the total)."""
-        return self.total_seconds if self.connect_seconds is None else self.connect_seconds
+        """The connect timeout in force (``connect_s``, else the total)."""
+        return self.total_s if self.connect_s is None else self.connect_s
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ class HttpClient:
 class UrllibTransport:
     """The blocking network, standard library only, for one request at a time.
 
-    urllib has one socket timeout, not a total: ``timeouts.total_seconds`` bounds the
+    urllib has one socket timeout, not a total: ``timeouts.total_s`` bounds the
     connect and each read (as the helper always did). The default opener is kept, with
     its environment proxies and redirect handling: the helper calls a URL the operator
     typed (``--rpc``), like curl would, not a configured link.
@@ -224,7 +224,7 @@ class UrllibTransport:
             request.url, data=request.body, headers=dict(request.headers), method=request.method
         )
         try:
-            answer = urllib.request.urlopen(wire, timeout=self._timeouts.total_seconds)
+            answer = urllib.request.urlopen(wire, timeout=self._timeouts.total_s)
         except urllib.error.HTTPError as exc:  # a non-2xx status: an answer, not a failure
             with exc:
                 body = _error_body(exc, request)

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from airlock.encoding.jsonlimit import loads_limited
 from airlock.errors import ConfigError

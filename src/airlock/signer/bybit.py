@@ -21,12 +21,14 @@ Decisions (see also the function docstrings):
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -47,6 +49,8 @@ from airlock.vocab import (
     SignType,
     TimeInForce,
 )
+
+Word = TypeVar("Word", bound=str)  # a word of one of the closed sets in airlock.vocab
 
 INTENT_VERSION = 1
 INTENT_TYPE = "bybit.order"
@@ -104,11 +108,14 @@ class OrderIntent:
 # ----------------------------------------------------------------------------- validation
 
 
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        wanted = " | ".join(choices)
-        raise InvalidInput(f"{name} must be one of {wanted}, got {value!r}", field=name)
-    return value
+def _choice(name: str, value: Any, choices: tuple[Word, ...]) -> Word:
+    """``value`` as the word of ``choices`` it spells (typed as that closed set)."""
+    if isinstance(value, str):
+        for choice in choices:
+            if value == choice:
+                return choice
+    wanted = " | ".join(choices)
+    raise InvalidInput(f"{name} must be one of {wanted}, got {value!r}", field=name)
 
 
 def _symbol(value: Any) -> str:
@@ -184,7 +191,7 @@ def _fields(raw: Mapping[str, Any]) -> None:
         raise InvalidInput(f"missing order field(s): {', '.join(missing)}")
 
 
-def _price(order_type: str, value: Any) -> str | None:
+def _price(order_type: OrderType, value: Any) -> str | None:
     if order_type == "Market":
         if value is not None:
             raise InvalidInput(
@@ -196,7 +203,7 @@ def _price(order_type: str, value: Any) -> str | None:
     return canonical_decimal("price", value)
 
 
-def _time_in_force(order_type: str, value: Any) -> str:
+def _time_in_force(order_type: OrderType, value: Any) -> TimeInForce:
     """Market orders always execute IOC on Bybit; say so rather than sign a fiction.
 
     Accepting GTC (or FOK, PostOnly) on a Market order would give the same order two
@@ -213,7 +220,7 @@ def _time_in_force(order_type: str, value: Any) -> str:
     return "GTC" if value is None else _choice("time_in_force", value, TIMES_IN_FORCE)
 
 
-def _reduce_only(category: str, value: Any) -> bool:
+def _reduce_only(category: Category, value: Any) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
@@ -236,13 +243,13 @@ def make_order_intent(**raw: Any) -> OrderIntent:
     category = _choice("category", raw["category"], CATEGORIES)
     order_type = _choice("order_type", raw["order_type"], ORDER_TYPES)
     return OrderIntent(
-        category=cast(Category, category),
+        category=category,
         symbol=_symbol(raw["symbol"]),
-        side=cast(Side, _choice("side", raw["side"], SIDES)),
-        order_type=cast(OrderType, order_type),
+        side=_choice("side", raw["side"], SIDES),
+        order_type=order_type,
         qty=canonical_decimal("qty", raw["qty"]),
         price=_price(order_type, raw.get("price")),
-        time_in_force=cast(TimeInForce, _time_in_force(order_type, raw.get("time_in_force"))),
+        time_in_force=_time_in_force(order_type, raw.get("time_in_force")),
         reduce_only=_reduce_only(category, raw.get("reduce_only")),
         order_link_id=_order_link_id(raw["order_link_id"]),
     )
@@ -340,15 +347,20 @@ def start_intent_signature(
 
 
 def start_intent_signatures(
-    key: DigestSigner, intents: list[OrderIntent | CancelIntent]
+    key: DigestSigner, intents: Sequence[OrderIntent | CancelIntent]
 ) -> list[Callable[[], bytes]]:
     """:func:`start_intent_signature` for a batch, as one job for a key that takes a list
     (``submit_digests``): one hand-off to the HSM worker instead of one per order."""
     submit = getattr(key, "submit_digests", None)
     if submit is None or not intents:
         return [start_intent_signature(key, intent) for intent in intents]
-    future = submit([intent_digest(intent) for intent in intents])
-    return [lambda i=i: _der(future.result()[i]) for i in range(len(intents))]
+    future: Future[list[bytes]] = submit([intent_digest(intent) for intent in intents])
+    return [functools.partial(_nth_der, future, i) for i in range(len(intents))]
+
+
+def _nth_der(future: Future[list[bytes]], index: int) -> bytes:
+    """The DER form of the ``index``-th raw signature of a batch, once the batch is signed."""
+    return _der(future.result()[index])
 
 
 def _der(raw: bytes) -> bytes:
@@ -394,7 +406,7 @@ class CancelIntent:
 
 def make_cancel_intent(category: Any, symbol: Any, order_link_id: Any) -> CancelIntent:
     return CancelIntent(
-        cast(Category, _choice("category", category, CATEGORIES)),
+        _choice("category", category, CATEGORIES),
         _symbol(symbol),
         _order_link_id(order_link_id),
     )
@@ -540,7 +552,7 @@ def rsa_signature(sign: Callable[[bytes], bytes], payload: bytes) -> str:
     return base64.b64encode(bytes(signature)).decode("ascii")
 
 
-def _check_signature(signature: Any, sign_type: str) -> str:
+def _check_signature(signature: Any, sign_type: SignType) -> str:
     if not isinstance(signature, str):
         raise InvalidInput("signature must be a str")
     if sign_type == "hmac" and not _HEX64_RE.fullmatch(signature):

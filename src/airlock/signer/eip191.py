@@ -22,7 +22,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 if TYPE_CHECKING:
     from airlock.hsm.interface import EcdsaSigningKey
@@ -100,7 +100,8 @@ async def _raw_signature(key: EcdsaSigningKey, digest: bytes) -> bytes:
     """
     sign_async = getattr(key, "sign_digest_async", None)
     if sign_async is not None:
-        return await sign_async(digest)
+        raw: bytes = await sign_async(digest)
+        return raw
     return await asyncio.to_thread(key.sign_digest, digest)
 
 

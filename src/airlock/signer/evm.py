@@ -27,7 +27,8 @@ from typing import Any
 
 import rlp
 from coincurve import PublicKey
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from airlock.errors import AirlockError
 from airlock.hsm.interface import EcdsaSigningKey
@@ -191,8 +192,8 @@ def signing_payload(intent: TxIntent) -> bytes:
     """
     fields = _unsigned_fields(intent)
     if intent.tx_type == 0:
-        return rlp.encode([*fields, intent.chain_id, 0, 0])
-    return bytes([intent.tx_type]) + rlp.encode(fields)
+        return _rlp([*fields, intent.chain_id, 0, 0])
+    return bytes([intent.tx_type]) + _rlp(fields)
 
 
 def signing_digest(intent: TxIntent) -> bytes:
@@ -203,8 +204,14 @@ def signing_digest(intent: TxIntent) -> bytes:
 def _signed_envelope(intent: TxIntent, v: int, r: int, s: int) -> bytes:
     fields = [*_unsigned_fields(intent), v, r, s]
     if intent.tx_type == 0:
-        return rlp.encode(fields)
-    return bytes([intent.tx_type]) + rlp.encode(fields)
+        return _rlp(fields)
+    return bytes([intent.tx_type]) + _rlp(fields)
+
+
+def _rlp(fields: list[Any]) -> bytes:
+    """``rlp.encode``, typed: pyrlp ships no annotations, so its result is ``Any``."""
+    encoded: bytes = rlp.encode(fields)
+    return encoded
 
 
 # --------------------------------------------------------------------------- signatures

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from airlock.encoding.jsonlimit import loads_limited
 from airlock.errors import InvalidInput

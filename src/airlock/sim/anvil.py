@@ -43,7 +43,8 @@ def find_anvil() -> str:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def rpc(url: str, method: str, params: list[Any], timeout: float = RPC_TIMEOUT) -> Any:
@@ -75,7 +76,7 @@ class Anvil:
     def wait_for_receipt(self, tx_hash: str, timeout: float = 15.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            receipt = self.rpc("eth_getTransactionReceipt", [tx_hash])
+            receipt: dict[str, Any] | None = self.rpc("eth_getTransactionReceipt", [tx_hash])
             if receipt is not None:
                 return receipt
             time.sleep(0.05)
@@ -156,13 +157,14 @@ class _PortReader(threading.Thread):
         self.start()
 
     def run(self) -> None:
-        assert self._stdout is not None
-        for line in self._stdout:
+        stdout = self._stdout
+        assert stdout is not None
+        for line in stdout:
             match = _LISTENING.search(line)
             if match:
                 self.port.set(int(match.group(1)))
                 break
-        for _ in iter(lambda: self._stdout.read(65536), b""):
+        for _ in iter(lambda: stdout.read(65536), b""):
             pass
 
 

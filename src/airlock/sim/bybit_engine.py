@@ -245,10 +245,8 @@ def time_range(
     7 days (or 7 days from the one given)."""
     lo = _opt_ms(start, "startTime")
     hi = _opt_ms(end, "endTime")
-    if lo is None and hi is None:
-        hi = now_ms
     if hi is None:
-        hi = lo + default_span  # type: ignore[operator]
+        hi = now_ms if lo is None else lo + default_span
     if lo is None:
         lo = hi - default_span
     if hi < lo or hi - lo > MAX_SPAN_MS:

@@ -51,7 +51,7 @@ PER_SENDER = 10
 TRANSFERS = SENDERS * PER_SENDER
 BYBIT_FILLED = 3  # two GTC limits and a market order made a limit at its slippage cap
 SLOW_LINK_MS = 150
-BLOCK_SECONDS = 0.25  # the drill's chain mines a block this often
+BLOCK_S = 0.25  # the drill's chain mines a block this often
 DRILL = BroadcasterConfig(
     confirmations=1,
     reconcile_seconds=0.3,
@@ -96,9 +96,7 @@ def run_demo(say: Callable[[str], None]) -> dict[str, object]:
             audit = verify_export(
                 export(store, audit_key, home / "audit").out, audit_key.pem.encode()
             )
-            states = {
-                str(s): len(store.items.select([s])) for s in State if store.items.select([s])
-            }
+            states = _state_counts(store)
         result: dict[str, Any] = {
             "senders": [evm.address_from_public_key(k.public_key) for k in keys],
             "queued": TRANSFERS,
@@ -129,6 +127,11 @@ def run_demo(say: Callable[[str], None]) -> dict[str, object]:
         if failed:
             raise DemoFailed(f"demo invariant failed: {result} {audit.problem or ''}")
         return result
+
+
+def _state_counts(store: Store) -> dict[str, int]:
+    """How many items end in each state, for the states that hold any."""
+    return {str(s): len(store.items.select([s])) for s in State if store.items.select([s])}
 
 
 def _senders(ring: KeyRing, anvil: Anvil, say: Callable[[str], None]) -> list[HsmEcdsaKey]:
@@ -165,7 +168,7 @@ def _queue_offline(
             keys[n % SENDERS],
             fields,
             ladder=LadderSpec(levels=3, with_cancel=True),
-            ttl_seconds=600,
+            ttl_s=600,
         )
         persist_ms.append((time.perf_counter() - started_at) * 1000)
         ids.append(result.item.id)
@@ -197,12 +200,12 @@ async def _drain_when_back(
         return not all(store.sends.fates(i).get(1) is not None for i in ids)
 
     async def chain() -> None:
-        """A block every BLOCK_SECONDS; the base fee spikes until every item was bumped."""
+        """A block every BLOCK_S; the base fee spikes until every item was bumped."""
         while not stop_chain.is_set():
             if spiking():
                 await asyncio.to_thread(anvil.rpc, "anvil_setNextBlockBaseFeePerGas", [hex(spike)])
             await asyncio.to_thread(anvil.rpc, "evm_mine", [])
-            await asyncio.sleep(BLOCK_SECONDS)
+            await asyncio.sleep(BLOCK_S)
 
     async with started(relays), Broadcaster(store, relays, DRILL).serving() as broadcaster:
         await until(lambda: broadcaster.monitor.snapshots()["rpc-a"].last_error is not None)

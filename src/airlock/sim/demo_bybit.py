@@ -73,7 +73,7 @@ def bybit_drill(ring: KeyRing, store: Store, say: Callable[[str], None]) -> dict
         )
     finally:
         sim.stop()
-    links = [store.venue.of_item(i)[1].link_id for i in queued]
+    links = [_link_id(store, i) for i in queued]
     duplicates = sum(n - 1 for n in placed.values()) + len(set(placed) - set(links))
     lost = len(set(links) - set(placed))
     if duplicates or lost:
@@ -89,6 +89,13 @@ def bybit_drill(ring: KeyRing, store: Store, say: Callable[[str], None]) -> dict
         "lost": lost,
         "return_to_first_send_ms": first_ms - back_ms,
     }
+
+
+def _link_id(store: Store, item_id: str) -> str:
+    found = store.venue.of_item(item_id)
+    if found is None:
+        raise DemoFailed(f"queued order {item_id} has no venue reference")
+    return found[1].link_id
 
 
 def _skewed_clock() -> int:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from airlock.errors import AirlockError
 
 DRILL_TIMEOUT_S = 60
-POLL_SECONDS = 0.05
+POLL_S = 0.05
 
 
 class DemoFailed(AirlockError):
@@ -22,4 +22,4 @@ async def until(check: Callable[[], bool], timeout_s: float = DRILL_TIMEOUT_S) -
     while not check():
         if time.monotonic() > deadline:
             raise DemoFailed(f"the drill did not get there within {timeout_s} s")
-        await asyncio.sleep(POLL_SECONDS)
+        await asyncio.sleep(POLL_S)

@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from airlock.encoding.jsonlimit import loads_limited
 from airlock.sim.loopthread import HOST, LoopThread, reset_connection
@@ -384,7 +384,8 @@ class FaultProxy(LoopThread):
         if fault.mode is not Mode.FLAKY:
             return fault
         if self._rng.random() < float(fault.params["p"]):
-            return self._rng.choice(fault.params["faults"])
+            choices: Sequence[Fault] = fault.params["faults"]
+            return self._rng.choice(choices)
         return PASS
 
     # -- request handling --------------------------------------------------------------

@@ -51,7 +51,7 @@ from aiohttp import web
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_keys.exceptions import BadSignature
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 from eth_utils.exceptions import ValidationError
 
 from airlock.encoding.jsonlimit import loads_limited

@@ -42,6 +42,7 @@ from airlock.queue.store.records import (
     SendRecord,
     Variant,
     VariantDraft,
+    VariantKind,
 )
 from airlock.queue.store.sends import Sends
 from airlock.queue.store.venue import Venue
@@ -57,6 +58,7 @@ __all__ = [
     "Store",
     "Variant",
     "VariantDraft",
+    "VariantKind",
 ]
 
 

@@ -162,7 +162,8 @@ class Core:
         plain = self.guarded(
             item, lambda: self.envelope.open("items", item.id, "payload", item.key_id, blob)
         )
-        return json.loads(plain)
+        payload: dict[str, Any] = json.loads(plain)
+        return payload
 
     def guarded(self, item: Item, decrypt: Callable[[], bytes]) -> bytes:
         """Run ``decrypt``; a ciphertext that fails authentication quarantines the item."""

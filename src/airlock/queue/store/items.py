@@ -7,6 +7,7 @@ it or none of it: a nonce is never burned and never handed out twice.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -16,9 +17,14 @@ from typing import Any
 from airlock.audit import entries as audit_entries
 from airlock.errors import InvalidInput
 from airlock.queue import items, nonces, sends, venue
-from airlock.queue.errors import IdempotencyConflict, PayloadTampered, StoreUnavailable
+from airlock.queue.errors import (
+    IdempotencyConflict,
+    IllegalTransition,
+    PayloadTampered,
+    StoreUnavailable,
+)
 from airlock.queue.items import Item, Kind, Transition
-from airlock.queue.states import LIVE, TERMINAL, IllegalTransition, State
+from airlock.queue.states import LIVE, TERMINAL, State
 from airlock.queue.store.core import Core, json_bytes
 from airlock.queue.store.records import (
     Builder,
@@ -235,8 +241,13 @@ class Items:
         for meta, row in zip(metas, rows, strict=True):
             raw = self._core.guarded(
                 item,
-                lambda r=row: envelope.open(
-                    "variants", f"{item_id}/{r['idx']}", "raw", r["key_id"], r["raw"]
+                functools.partial(
+                    envelope.open,
+                    "variants",
+                    f"{item_id}/{row['idx']}",
+                    "raw",
+                    row["key_id"],
+                    row["raw"],
                 ),
             )
             out.append((meta, raw))

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from airlock.queue import items, venue
 from airlock.queue.items import Item, Kind
 from airlock.queue.sends import Attempt, Mined
 from airlock.queue.states import State
+
+VariantKind = Literal["step", "cancel"]  # a fee level of the ladder, or its cancel
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Draft:
 
 @dataclass(frozen=True)
 class VariantDraft:
-    kind: str  # "step" or "cancel"
+    kind: VariantKind
     tx_hash: str
     fee_per_gas: int
     tip_per_gas: int | None
@@ -54,7 +56,7 @@ class Built:
 @dataclass(frozen=True)
 class Variant:
     idx: int
-    kind: str
+    kind: VariantKind
     tx_hash: str
     fee_per_gas: int
     tip_per_gas: int | None

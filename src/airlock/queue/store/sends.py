@@ -12,9 +12,10 @@ import sqlite3
 
 from airlock.audit import entries as audit_entries
 from airlock.queue import items, nonces, sends
+from airlock.queue.errors import IllegalTransition
 from airlock.queue.items import Item
 from airlock.queue.sends import Attempt, Lane, Move, StoredVariant
-from airlock.queue.states import IllegalTransition, State
+from airlock.queue.states import State
 from airlock.queue.store.core import Core
 from airlock.queue.store.items import variant_entry
 from airlock.queue.store.records import ChainRecord, SendRecord, VariantDraft

@@ -133,7 +133,11 @@ def _check_orders(out: Outcome, store: Store, sim: BybitSim, order_ids: list[str
     placed = Counter(o["orderLinkId"] for o in sim.orders())
     ours = set()
     for item_id in order_ids:
-        item, ref = store.venue.of_item(item_id)
+        found = store.venue.of_item(item_id)
+        if found is None:
+            out.fail(f"order {item_id} has no venue reference")
+            continue
+        item, ref = found
         state = str(item.state)
         ours.add(ref.link_id)
         n = placed.get(ref.link_id, 0)

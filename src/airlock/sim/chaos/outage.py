@@ -29,7 +29,8 @@ from airlock.broadcaster.setup import build_service
 from airlock.config import AirlockConfig, load_config
 from airlock.hsm.errors import TokenUnavailable
 from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
-from airlock.hsm.keys import KeyInfo, KeyKind
+from airlock.hsm.keys import KeyInfo
+from airlock.hsm.kinds import KeyKind
 from airlock.hsm.pin import terminal_prompt
 from airlock.hsm.worker import HsmWorker
 from airlock.queue.kek import HsmKek

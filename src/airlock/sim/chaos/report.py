@@ -234,39 +234,36 @@ def _faults_by_kind(s: dict[str, Any]) -> list[str]:
 
 def _faulted_requests(s: dict[str, Any]) -> list[str]:
     """The faults as the wire saw them: a planned fault no request met is not here."""
-    lines = [
-        "",
-        "### Faulted requests, as the wire saw them",
-        "",
+    return _split_table(
+        "Faulted requests, as the wire saw them",
         "Relays: requests a fault proxy answered with its fault (`down` counts only "
         "requests that raced the port closing; connections refused while a link is down "
         "never reach it). Venue: answers lost after accept and every non-zero retCode the "
         "simulator gave (the injected ones, 10002 after a clock jump, any other).",
-        "",
-        "| link | mode | requests |",
-        "|---|---|---|",
-    ]
-    for key, n in s["faulted_requests"].items():
-        link, _, mode = key.partition(" ")
-        lines.append(f"| {link} | {mode} | {n} |")
-    return lines
+        ("link", "mode", "requests"),
+        s["faulted_requests"],
+    )
 
 
 def _final_states(s: dict[str, Any]) -> list[str]:
-    lines = [
-        "",
-        "### Final states of all items",
-        "",
+    return _split_table(
+        "Final states of all items",
         "EVM items end mined (`confirmed`, or `replaced` by their own pre-signed cancel) "
         "or withdrawn; a Bybit order that was placed and rests on the book stays `sent` "
         "(`confirmed` once filled).",
-        "",
-        "| side | state | items |",
-        "|---|---|---|",
-    ]
-    for key, n in s["final_states"].items():
-        side, _, state = key.partition(" ")
-        lines.append(f"| {side} | {state} | {n} |")
+        ("side", "state", "items"),
+        s["final_states"],
+    )
+
+
+def _split_table(
+    title: str, blurb: str, header: tuple[str, str, str], counts: dict[str, int]
+) -> list[str]:
+    """A section whose table rows come from ``"<first> <second>"`` keys and their counts."""
+    lines = ["", f"### {title}", "", blurb, "", f"| {' | '.join(header)} |", "|---|---|---|"]
+    for key, n in counts.items():
+        first, _, second = key.partition(" ")
+        lines.append(f"| {first} | {second} | {n} |")
     return lines
 
 

@@ -55,7 +55,7 @@ UP_TIMEOUT_S = 30.0
 # The timelines are seconds long: the rebroadcast timer (120 s by default) is scaled down
 # with them. It is what brings back a transaction a reorg dropped before airlock saw it
 # mined (airlock cannot tell that from a slow pool: the chain only says "no receipt").
-REBROADCAST_SECONDS = 1.0
+REBROADCAST_S = 1.0
 PLUG = ("down", "pass")  # with --netns, rpc-a's down/pass are its veth interface
 PRESTART = ("mode", "cancel", "bybit_fault")  # event kinds applied before the start when at 0
 
@@ -224,7 +224,7 @@ class Scenario:
                     "max_priority_fee_per_gas": 10**9,
                 }
                 ladder = LadderSpec(levels=3, with_cancel=True)
-                queued = enqueue_transaction(store, key, fields, ladder=ladder, ttl_seconds=3600)
+                queued = enqueue_transaction(store, key, fields, ladder=ladder, ttl_s=3600)
                 self.evm_ids.append(queued.item.id)
 
     def _queue_orders(self, store: Store) -> None:
@@ -258,7 +258,7 @@ class Scenario:
             db=db,
             kek_label=self.rig.kek.label,
             relays=relays,
-            rebroadcast=REBROADCAST_SECONDS,
+            rebroadcast=REBROADCAST_S,
             venue=urls["venue"],
             api_key=API_KEY,
             secret_label=self.rig.secret_label,

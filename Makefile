@@ -18,12 +18,15 @@ TEST_WORKERS ?= auto
 demo: deps
 	$(VENV)/bin/airlock demo
 
+# The tests need PostgreSQL's server programs too (each test process runs a private
+# cluster); missing, they are installed, and a PostgreSQL test that cannot run fails.
 test: deps
+	@scripts/system-deps.sh postgresql
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python scripts/check_imports.py
 	$(VENV)/bin/python scripts/check_sizes.py
-	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
+	AIRLOCK_REQUIRE_POSTGRES=1 $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 # The quick part alone, for a developer between edits: no subprocess, kill or chaos tests.
 test-quick: deps

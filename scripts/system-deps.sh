@@ -99,6 +99,15 @@ for p in "${packages[@]}"; do
     say "installing $p with apt-get (${why[$p]})"
 done
 
+# Debian's postgresql creates and starts a system cluster ("main", port 5432) unless told
+# not to; the tests and drills start private clusters of their own, so ask for none (a
+# drop-in that postgresql-common's createcluster.conf reads; nothing of the package's).
+if [[ " ${packages[*]} " == *" postgresql "* && ! -e /etc/postgresql-common/createcluster.conf ]]; then
+    "${sudo[@]}" mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false  # airlock: tests run private clusters" \
+        | "${sudo[@]}" tee /etc/postgresql-common/createcluster.d/airlock.conf >/dev/null
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 if ! "${sudo[@]}" apt-get update -qq >"$log" 2>&1; then

@@ -20,7 +20,6 @@ import pytest
 from hypothesis import settings
 from tests.kits import anvil as anvil_kit
 from tests.kits.labels import unique_label
-from tests.kits.postgres import pg_cluster, pg_url  # noqa: F401 (fixtures)
 
 from airlock.config import HsmConfig, embedded_paths, load_config
 from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
@@ -29,6 +28,10 @@ from airlock.hsm.softhsm import init_embedded
 from airlock.queue.kek import HsmKek
 from airlock.queue.store import Store
 from airlock.sim.anvil import Anvil
+
+# Fixtures kept beside their helpers: pg_cluster and pg_url; queue_backend and
+# queue_location (and both engines for a module that sets BACKENDS).
+pytest_plugins = ["tests.kits.postgres", "tests.kits.backends"]
 
 settings.register_profile("airlock", deadline=None)  # no test fails on how long it took
 settings.load_profile("airlock")
@@ -77,9 +80,10 @@ def kek(keyring: KeyRing) -> HsmKek:
 
 
 @pytest.fixture
-def store(tmp_path: Path, kek: HsmKek) -> Iterator[Store]:
-    """A fresh queue database in a temporary directory."""
-    with Store.open(tmp_path / "queue.db", kek) as opened:
+def store(queue_location: Path | str, kek: HsmKek) -> Iterator[Store]:
+    """A fresh queue: a file in a temporary directory, or a fresh PostgreSQL database in a
+    module that sets ``BACKENDS`` (tests/kits/backends.py)."""
+    with Store.open(queue_location, kek) as opened:
         yield opened
 
 

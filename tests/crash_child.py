@@ -1,6 +1,7 @@
 """Child process for tests/test_queue_crash.py: enqueue signed transactions until killed.
 
-Usage: crash_child.py DB_PATH KEY_LABEL KEK_LABEL ROTATE_AFTER. AIRLOCK_HOME names the
+Usage: crash_child.py QUEUE KEY_LABEL KEK_LABEL ROTATE_AFTER (QUEUE: a file or a
+postgresql:// URL). AIRLOCK_HOME names the
 token home and AIRLOCK_PIN carries the user PIN (never argv). Prints "ready" once the
 token is open and the store is open, then one line "<item id> <nonce>" after each
 enqueue returns (when it returns, the item is committed). Runs until SIGKILLed.
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from airlock.config import load_config
 from airlock.hsm.keyring import KeyRing
+from airlock.queue.db import is_postgres
 from airlock.queue.evm import enqueue_transaction
 from airlock.queue.kek import HsmKek
 from airlock.queue.store import Store
@@ -35,7 +37,8 @@ def main(argv: list[str]) -> int:
     hsm = load_config(env={"AIRLOCK_HOME": os.environ["AIRLOCK_HOME"]}).hsm
     ring = KeyRing.open(hsm, pin=pin)
     key = ring.ecdsa_key(key_label, curve="secp256k1")
-    store = Store.open(Path(db_path), HsmKek(ring, kek_label), rotate_after=int(rotate_after))
+    location = db_path if is_postgres(db_path) else Path(db_path)
+    store = Store.open(location, HsmKek(ring, kek_label), rotate_after=int(rotate_after))
     out = sys.stdout
     out.write("ready\n")
     out.flush()

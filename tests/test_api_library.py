@@ -687,6 +687,7 @@ def test_migrating_a_file_without_events_numbers_its_history_once(
     for trigger in ("events_created", "events_state", "events_fill"):
         conn.execute(f"DROP TRIGGER {trigger}")
     conn.execute("DROP TABLE events")
+    conn.execute("DROP TABLE leases")
     conn.execute("PRAGMA user_version=6")
     conn.close()
     with Store.open(path, kek) as store:

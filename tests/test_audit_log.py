@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 
 import pytest
+from tests.kits.backends import BOTH, raw_db, stored_bytes
 from tests.kits.clocks import FakeClock
 from tests.kits.labels import unique_label
 from tests.kits.queue import queue_tx
@@ -21,6 +21,8 @@ from airlock.queue.errors import NonceConflict
 from airlock.queue.journal import AuditIntegrityError
 from airlock.queue.states import IllegalTransition, State
 from airlock.signer.ladder import LadderSpec
+
+BACKENDS = BOTH
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +56,13 @@ def test_every_change_is_one_entry(store, eth_key):
         assert bytes.fromhex(variant["raw"][2:]) == signed[variant["hash"]]
 
 
-def test_entries_are_chained_and_encrypted(store, eth_key):
+def test_entries_are_chained_and_encrypted(store, eth_key, request):
     for _ in range(3):
         queue_tx(store, eth_key)
     bodies = list(store.audit.entries())
     for before, after in itertools.pairwise(bodies):
         assert json.loads(after)["prev"] == entries.entry_hash(before).hex()
-    raw_file = store.path.read_bytes() + (store.path.parent / "queue.db-wal").read_bytes()
+    raw_file = stored_bytes(store, request)
     for body in bodies:
         assert body not in raw_file
         for variant in json.loads(body)["data"]["variants"]:
@@ -95,7 +97,7 @@ def test_never_signs_over_a_rewritten_history(store, eth_key, audit_key):
     queue_tx(store, eth_key)
     checkpoint(store, audit_key)
     queue_tx(store, eth_key)
-    conn = sqlite3.connect(store.path, isolation_level=None)
+    conn = raw_db(store)
     conn.execute("UPDATE audit_entries SET leaf_hash = ? WHERE seq = 0", (b"\x00" * 32,))
     conn.close()
     with pytest.raises(AuditIntegrityError, match="no longer hash to the root"):
@@ -103,11 +105,11 @@ def test_never_signs_over_a_rewritten_history(store, eth_key, audit_key):
     assert len(store.audit.checkpoints()) == 1
 
 
-def test_checkpoint_when_due(tmp_path, kek, eth_key, audit_key):
+def test_checkpoint_when_due(queue_location, kek, eth_key, audit_key):
     from airlock.queue.store import Store
 
     clock = FakeClock()
-    with Store.open(tmp_path / "q.db", kek, clock_ms=clock) as store:
+    with Store.open(queue_location, kek, clock_ms=clock) as store:
         assert checkpoint_if_due(store, audit_key) is None  # empty log
         queue_tx(store, eth_key)
         assert checkpoint_if_due(store, audit_key, max_entries=3).size == 1  # the first one

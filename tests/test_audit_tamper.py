@@ -19,8 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from eth_account import Account
 from eth_utils import keccak
+from tests.kits.backends import BOTH
 from tests.kits.clocks import FakeClock
 from tests.kits.labels import unique_label
+from tests.kits.postgres import fresh_name
 from tests.kits.queue import FIELDS, queue_tx
 
 from airlock.audit import entries, merkle
@@ -72,9 +74,14 @@ class Log:
     ranged: Path  # entries 3..9: checkpoint of size 8 inside, size 13 as the tail
 
 
-@pytest.fixture(scope="module")
-def log(tmp_path_factory, keyring, kek) -> Iterator[Log]:
+@pytest.fixture(scope="module", params=BOTH)
+def log(request, tmp_path_factory, keyring, kek) -> Iterator[Log]:
+    """The log, written once per engine: the verifier must not care which one wrote it."""
     base = tmp_path_factory.mktemp("audit-tamper")
+    location: Path | str = base / "queue.db"
+    if request.param == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        location = cluster.create_database(fresh_name())
     clock = FakeClock(tick_ms=7)
     keys = []
     for _ in range(2):
@@ -83,7 +90,7 @@ def log(tmp_path_factory, keyring, kek) -> Iterator[Log]:
         keys.append(keyring.ecdsa_key(label, curve="secp256k1"))
     audit_key = AuditKey(keyring, unique_label("tamper-audit"))
     ladder = LadderSpec(levels=3, with_cancel=True)
-    with Store.open(base / "queue.db", kek, clock_ms=clock) as store:
+    with Store.open(location, kek, clock_ms=clock) as store:
         a1 = queue_tx(store, keys[0], ladder=ladder).item  # entry 0
         a2 = queue_tx(store, keys[0], ladder=ladder).item  # 1
         b1 = enqueue_transaction(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.kits.cli import command_line, run
+from tests.kits.cli import TRANSFER, command_line, run
 
 pytestmark = pytest.mark.slow
 
@@ -27,15 +27,7 @@ class Audited:
 
 
 def queue_args(**overrides: str) -> list[str]:
-    options = {
-        "chain-id": "31337",
-        "to": "0x000000000000000000000000000000000000dead",
-        "value": "1000",
-        "gas": "21000",
-        "max-fee": "3000000000",
-        "priority-fee": "1000000000",
-        "ladder": "2",
-    }
+    options = {**TRANSFER, "ladder": "2"}
     command = command_line(["evm", "queue", "--key", "audit-eth"], options, overrides)
     return [*command, "--with-cancel", "--json"]
 

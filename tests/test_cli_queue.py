@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
-from tests.kits.cli import command_line, run
+from tests.kits.cli import TRANSFER, command_line, run
 
 pytestmark = pytest.mark.slow
 ANVIL_PER_MODULE = True
@@ -24,14 +24,7 @@ def home(tmp_path_factory) -> Path:
 
 
 def queue_args(*extra: str, **overrides: str) -> list[str]:
-    options = {
-        "chain-id": "31337",
-        "to": "0x000000000000000000000000000000000000dead",
-        "value": "1000",
-        "gas": "21000",
-        "max-fee": "3000000000",
-        "priority-fee": "1000000000",
-    }
+    options = TRANSFER
     return [*command_line(["evm", "queue", "--key", "q"], options, overrides), *extra]
 
 

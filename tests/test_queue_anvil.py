@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tests.kits.backends import BOTH
 from tests.kits.labels import unique_label
 
 from airlock.queue.evm import enqueue_transaction
@@ -15,6 +16,9 @@ pytestmark = pytest.mark.anvil
 ANVIL_PER_MODULE = True
 ANVIL_AUTOMINE = False  # keep transactions pending so they can be replaced
 RECIPIENT = "0x" + "22" * 20
+
+
+BACKENDS = BOTH
 
 
 @pytest.fixture

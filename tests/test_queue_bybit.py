@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.kits.backends import BOTH
 from tests.kits.labels import unique_label
 
 from airlock.audit.export import export
@@ -18,6 +19,8 @@ from airlock.queue.policy import OrderRequest, PolicyConfig, decide_order
 from airlock.queue.states import State
 from airlock.queue.store import Store
 from airlock.signer.bybit import intent_dict, load_intent_public_key, make_order_intent, sign_intent
+
+BACKENDS = BOTH
 
 
 @pytest.fixture(scope="module")

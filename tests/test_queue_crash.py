@@ -6,7 +6,9 @@ after each enqueue returns. The test kills it with SIGKILL at random moments —
 HSM signs, while SQLite commits, between the two — at least ``KILLS`` times, with
 automatic data-key rotation every few items so rotation is killed too. After each kill:
 
-- ``PRAGMA integrity_check`` is ok (and no foreign key dangles);
+- ``PRAGMA integrity_check`` is ok (and no foreign key dangles) on SQLite; PostgreSQL
+  enforces its foreign keys itself, and a killed client's open transaction is rolled back
+  by the server;
 - every item the child reported is present, queued, holds the reported nonce, and its
   payload and all four signed variants decrypt; each variant's hash is the keccak of its
   signed bytes, which carry the item's nonce and recover to the sender (so do the items
@@ -14,6 +16,8 @@ automatic data-key rotation every few items so rotation is killed too. After eac
 - the nonces held by all stored items are exactly 0..count-1: none twice, none skipped;
   the nonce counter is at ``count`` with no gaps;
 - no data key encrypted more fields than its counter allows.
+
+Both engines (``BACKENDS``); PostgreSQL with fewer kills, each one the same kind of moment.
 
 Set AIRLOCK_CRASH_SEED to replay a run's random choices (the timing is never the same).
 """
@@ -24,7 +28,6 @@ import os
 import queue
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -37,6 +40,7 @@ import pytest
 import rlp
 from eth_account import Account
 from eth_utils import keccak
+from tests.kits.backends import BOTH, RawDb
 from tests.kits.labels import unique_label
 
 from airlock.hsm.keyring import KeyRing
@@ -49,7 +53,8 @@ pytestmark = pytest.mark.slow
 
 CHILD = Path(__file__).with_name("crash_child.py")
 ROOT = Path(__file__).resolve().parent.parent
-KILLS = 50
+BACKENDS = BOTH
+KILLS = {"sqlite": 50, "postgres": 25}
 ROTATE_AFTER = 50  # with 5 sealed fields per item: a new data key every 10 items
 CHAIN_ID = 31337
 MAX_ITEMS_BEFORE_KILL = 8
@@ -168,25 +173,31 @@ def _rlp_nonce(raw: bytes) -> int:
 
 
 def check_database(
-    db: Path, kek: HsmKek, reported: dict[str, int], sender: str, recovered: set[str], why: str
+    db: Path | str,
+    kek: HsmKek,
+    reported: dict[str, int],
+    sender: str,
+    recovered: set[str],
+    why: str,
 ) -> tuple[int, int]:
     """Every invariant the issue asks for after a kill. Returns (items, data keys).
 
     Signatures are recovered once per item (``recovered`` remembers which); everything
     else is checked again for every item after every kill.
     """
-    raw = sqlite3.connect(db, isolation_level=None)
+    raw = RawDb(db)
     try:
-        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)], why
-        assert raw.execute("PRAGMA foreign_key_check").fetchall() == [], why
+        if not raw.postgres:
+            assert [tuple(r) for r in raw.execute("PRAGMA integrity_check")] == [("ok",)], why
+            assert raw.execute("PRAGMA foreign_key_check").fetchall() == [], why
         sealed_per_key = dict(
             raw.execute(
                 "SELECT key_id, count(*) FROM (SELECT key_id FROM items"
                 " UNION ALL SELECT key_id FROM variants"
-                " UNION ALL SELECT key_id FROM audit_entries) GROUP BY key_id"
-            ).fetchall()
+                " UNION ALL SELECT key_id FROM audit_entries) AS sealed GROUP BY key_id"
+            )
         )
-        counters = dict(raw.execute("SELECT key_id, encryptions FROM data_keys").fetchall())
+        counters = dict(raw.execute("SELECT key_id, encryptions FROM data_keys"))
         audit_entries = raw.execute("SELECT count(*) FROM audit_entries").fetchone()[0]
     finally:
         raw.close()
@@ -236,7 +247,12 @@ def check_database(
 
 
 def test_sigkilled_writer_loses_nothing_it_reported(
-    tmp_path: Path, token_home: Path, keyring: KeyRing, user_pin: str
+    tmp_path: Path,
+    queue_backend: str,
+    queue_location: Path | str,
+    token_home: Path,
+    keyring: KeyRing,
+    user_pin: str,
 ) -> None:
     seed = int(os.environ.get("AIRLOCK_CRASH_SEED") or random.SystemRandom().randrange(2**32))
     rng = random.Random(seed)
@@ -247,7 +263,8 @@ def test_sigkilled_writer_loses_nothing_it_reported(
     key = keyring.ecdsa_key(key_label, curve="secp256k1")
     sender = address_from_public_key(key.public_key)
     kek = HsmKek(keyring, kek_label)
-    db = tmp_path / "queue.db"
+    db = queue_location
+    kills = KILLS[queue_backend]
     Store.open(db, kek, rotate_after=ROTATE_AFTER).close()  # creates the KEK and data key 1
 
     args = [sys.executable, str(CHILD), str(db), key_label, kek_label, str(ROTATE_AFTER)]
@@ -256,7 +273,7 @@ def test_sigkilled_writer_loses_nothing_it_reported(
     recovered: set[str] = set()
     unreported_commits = 0
     items = data_keys = 0
-    for kill in range(1, KILLS + 1):
+    for kill in range(1, kills + 1):
         why = f"seed {seed}, kill {kill}"
         child = Child.start(args, env, tmp_path / f"child-{kill}.err")
         try:
@@ -279,9 +296,10 @@ def test_sigkilled_writer_loses_nothing_it_reported(
 
     elapsed = time.monotonic() - started
     print(
-        f"\ncrash test: seed {seed}, {KILLS} kills, {items} items ({len(reported)} reported, "
+        f"\ncrash test ({queue_backend}): seed {seed}, {kills} kills, {items} items "
+        f"({len(reported)} reported, "
         f"{unreported_commits} committed just before a kill), {data_keys} data keys, "
         f"{elapsed:.1f}s"
     )
-    assert items >= KILLS, f"seed {seed}: too few items ({items}) to mean anything"
+    assert items >= kills, f"seed {seed}: too few items ({items}) to mean anything"
     assert data_keys > 2, f"seed {seed}: data keys never rotated under the kills"

@@ -1,4 +1,5 @@
-"""The encrypted queue on a real SQLite file with a real SoftHSM key-encryption key."""
+"""The encrypted queue with a real SoftHSM key-encryption key, on both engines: a real
+SQLite file and a real PostgreSQL database (``BACKENDS``; the schema tests are per engine)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from eth_utils import keccak
+from tests.kits.backends import BOTH, RawDb, raw_db, stored_bytes
 from tests.kits.clocks import FakeClock
 from tests.kits.labels import unique_label
 from tests.kits.queue import queue_tx
@@ -31,12 +33,7 @@ from airlock.queue.states import IllegalTransition, State
 from airlock.queue.store import Built, Draft, Store
 from airlock.signer.ladder import LadderSpec
 
-
-def raw_db(store: Store) -> sqlite3.Connection:
-    """A second, plain connection: what an attacker with the file sees."""
-    conn = sqlite3.connect(store.path, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    return conn
+BACKENDS = BOTH
 
 
 def order_draft(key: str, priority: int = Priority.NORMAL, ttl_ms: int | None = None) -> Draft:
@@ -58,8 +55,9 @@ def order_content(_nonce: int | None) -> Built:
 # --------------------------------------------------------------------------- schema
 
 
-def test_fresh_file_has_current_schema_and_durable_settings(store: Store):
-    conn = schema.connect(store.path)
+def test_fresh_file_has_current_schema_and_durable_settings(tmp_path: Path, kek: HsmKek):
+    Store.open(tmp_path / "queue.db", kek).close()
+    conn = schema.connect(tmp_path / "queue.db")
     assert schema.version(conn) == schema.CURRENT
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
@@ -76,7 +74,7 @@ def test_older_file_is_migrated_and_keeps_its_items(tmp_path: Path, kek: HsmKek,
     dropped = ("transitions", "audit_entries", "audit_checkpoints", "meta", "attempts")
     for trigger in ("events_created", "events_state", "events_fill"):
         conn.execute(f"DROP TRIGGER {trigger}")
-    for table in (*dropped, "venue_orders", "fills", "alerts", "events"):
+    for table in (*dropped, "venue_orders", "fills", "alerts", "events", "leases"):
         conn.execute(f"DROP TABLE {table}")
     for column in ("active_idx", "sent_ms", "sent_block", "retry_ms", "mined_hash"):
         conn.execute(f"ALTER TABLE items DROP COLUMN {column}")
@@ -248,21 +246,21 @@ def test_tampering_a_sent_item_asks_for_an_operator(store: Store, eth_key):
     assert store.items.get(item.id).state is State.NEEDS_OPERATOR
 
 
-def test_missing_kek_is_a_clear_error_and_nothing_is_lost(tmp_path, keyring, kek, eth_key):
-    path = tmp_path / "q.db"
+def test_missing_kek_is_a_clear_error_and_nothing_is_lost(queue_location, keyring, kek, eth_key):
+    path = queue_location
     with Store.open(path, kek) as store:
         item = queue_tx(store, eth_key).item
     missing = HsmKek(keyring, unique_label("no-such-kek"))
     with pytest.raises(KekError, match=f"wrapped by KEK '{kek.label}'.*set \\[queue\\] kek_label"):
         Store.open(path, missing)  # configured label differs from the one in the file
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = RawDb(path)
     conn.execute("UPDATE data_keys SET kek_label = ?", (missing.label,))
     conn.close()
     with pytest.raises(KekError, match="not on the token"):
         Store.open(path, missing)  # the label matches, but this token has no such key
     with pytest.raises(KeyNotFound):  # reading did not create the missing KEK
         keyring.info(missing.label)
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = RawDb(path)
     conn.execute("UPDATE data_keys SET kek_label = ?", (kek.label,))
     conn.close()
     with Store.open(path, kek) as store:
@@ -270,18 +268,18 @@ def test_missing_kek_is_a_clear_error_and_nothing_is_lost(tmp_path, keyring, kek
         assert len(store.keys.all()) == 1
 
 
-def test_wrong_kek_is_a_clear_error_and_nothing_is_lost(tmp_path, keyring, kek, eth_key):
-    path = tmp_path / "q.db"
+def test_wrong_kek_is_a_clear_error_and_nothing_is_lost(queue_location, keyring, kek, eth_key):
+    path = queue_location
     with Store.open(path, kek) as store:
         item = queue_tx(store, eth_key).item
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = RawDb(path)
     other = unique_label("other-kek")
     keyring.generate("aes256", other)
     conn.execute("UPDATE data_keys SET kek_label = ?", (other,))  # claims the other key
     conn.close()
     with pytest.raises(KekError, match="cannot unwrap"):
         Store.open(path, HsmKek(keyring, other))
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = RawDb(path)
     conn.execute("UPDATE data_keys SET kek_label = ?", (kek.label,))
     conn.close()
     with Store.open(path, kek) as store:
@@ -296,7 +294,7 @@ def test_kek_label_that_is_not_an_aes_key(tmp_path, keyring):
         Store.open(tmp_path / "q.db", HsmKek(keyring, label))
 
 
-def test_raw_file_holds_no_signed_bytes_orders_or_keys(store: Store, eth_key, kek: HsmKek):
+def test_raw_file_holds_no_signed_bytes_orders_or_keys(store: Store, eth_key, kek: HsmKek, request):
     marker = bytes.fromhex("c0ffee15" * 8)
     raws = []
     for _ in range(5):
@@ -320,8 +318,7 @@ def test_raw_file_holds_no_signed_bytes_orders_or_keys(store: Store, eth_key, ke
         for r in conn.execute("SELECT * FROM data_keys")
     ]
     conn.close()
-    files = [store.path, Path(f"{store.path}-wal")]
-    contents = b"".join(p.read_bytes() for p in files if p.exists())
+    contents = stored_bytes(store, request)
     assert len(contents) > 10_000  # the scan looks at real data
     needles = {"calldata": marker, "order json": b'"symbol"', "order value": b"BTCUSDT"}
     for i, raw in enumerate(raws):
@@ -407,9 +404,9 @@ def test_cancel_of_the_top_nonce_lowers_the_counter(store: Store, eth_key):
 # --------------------------------------------------------------------------- TTL
 
 
-def test_ttl_expiry(tmp_path: Path, kek: HsmKek, eth_key):
+def test_ttl_expiry(queue_location, kek: HsmKek, eth_key):
     clock = FakeClock()
-    with Store.open(tmp_path / "q.db", kek, clock_ms=clock) as store:
+    with Store.open(queue_location, kek, clock_ms=clock) as store:
         item = queue_tx(store, eth_key, ttl_s=10).item
         assert item.expires_ms == clock.now + 10_000
         clock.now += 9_999
@@ -423,9 +420,9 @@ def test_ttl_expiry(tmp_path: Path, kek: HsmKek, eth_key):
         assert queue_tx(store, eth_key).item.nonce == item.nonce  # the slot was never used
 
 
-def test_expiry_with_later_nonces_switches_to_the_cancel(tmp_path: Path, kek: HsmKek, eth_key):
+def test_expiry_with_later_nonces_switches_to_the_cancel(queue_location, kek: HsmKek, eth_key):
     clock = FakeClock()
-    with Store.open(tmp_path / "q.db", kek, clock_ms=clock) as store:
+    with Store.open(queue_location, kek, clock_ms=clock) as store:
         first = queue_tx(store, eth_key, ttl_s=5, ladder=LadderSpec(with_cancel=True)).item
         later = queue_tx(store, eth_key).item
         clock.now += 6_000
@@ -494,8 +491,8 @@ def test_rotation_keeps_old_keys_for_reading(store: Store, eth_key):
     assert store.items.payload(new.id)["intent"]["nonce"] == 1
 
 
-def test_automatic_rotation_by_encryption_count(tmp_path: Path, kek: HsmKek, eth_key):
-    with Store.open(tmp_path / "q.db", kek, rotate_after=5) as store:
+def test_automatic_rotation_by_encryption_count(queue_location, kek: HsmKek, eth_key):
+    with Store.open(queue_location, kek, rotate_after=5) as store:
         ids = [queue_tx(store, eth_key, ladder=LadderSpec(levels=2)).item.id for _ in range(6)]
         keys = store.keys.all()
         assert len(keys) >= 3  # 3 encryptions per item, 5 per key

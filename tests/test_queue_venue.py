@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from tests.kits import bybit as kit
+from tests.kits.backends import BOTH
 from tests.kits.clocks import FakeClock
 from tests.kits.labels import unique_label
 
@@ -34,6 +35,7 @@ from airlock.signer.bybit import (
 )
 
 T0 = 1_700_000_000_000
+BACKENDS = BOTH
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +49,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def clocked(tmp_path: Path, kek: HsmKek, clock: FakeClock) -> Iterator[Store]:
+def clocked(queue_location: Path | str, kek: HsmKek, clock: FakeClock) -> Iterator[Store]:
     """A fresh queue whose time is ``clock``."""
-    with Store.open(tmp_path / "clocked.db", kek, clock_ms=clock) as opened:
+    with Store.open(queue_location, kek, clock_ms=clock) as opened:
         yield opened
 
 

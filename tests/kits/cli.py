@@ -18,6 +18,15 @@ from airlock.hsm.pin import read_pin_file
 from airlock.queue.store import Store
 
 AIRLOCK = [sys.executable, "-m", "airlock.cli"]
+TRANSFER = {
+    "chain-id": "31337",
+    "to": "0x000000000000000000000000000000000000dead",
+    "value": "1000",
+    "gas": "21000",
+    "max-fee": "3000000000",
+    "priority-fee": "1000000000",
+}
+"""``evm queue`` options for a transfer every check accepts (``command_line`` changes one)."""
 
 
 def user_env(home: Path, **extra: str) -> dict[str, str]:

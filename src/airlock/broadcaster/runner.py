@@ -33,12 +33,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airlock.broadcaster.alerts import AlertSink
+from airlock.broadcaster.keeper import LaneKeeper, parse_evm_lane
 from airlock.broadcaster.metrics import Metrics, service_checks
 from airlock.broadcaster.results import PassResult
 from airlock.broadcaster.service import Broadcaster
 from airlock.broadcaster.venue import VenueBroadcaster, VenueResult
 from airlock.broadcaster.watch import Watch
 from airlock.config import FailoverConfig, ServiceConfig
+from airlock.queue.errors import StoreUnavailable
 from airlock.queue.store import Store
 from airlock.relays.jsonrpc import started
 
@@ -68,6 +70,7 @@ class Service:
         sink: AlertSink | None = None,
         metrics: Metrics | None = None,
         clock_ms: Callable[[], int] | None = None,
+        keeper: LaneKeeper | None = None,
     ) -> None:
         if evm is None and venue is None:
             raise ValueError("a service needs an EVM side, a Bybit side, or both")
@@ -97,6 +100,62 @@ class Service:
                     side.alert_hook = self._deliver
         if evm is not None:
             evm.router = self.watch.route
+        self.keeper = keeper
+        if keeper is not None:
+            keeper.reach = keeper.reach or self.can_reach
+            keeper.reaches_any = self.reaches_any
+            keeper.on_taken = self._reconcile_taken
+            for side in (evm, venue):
+                if side is not None:
+                    side.keeper = keeper
+
+    # -- a shared queue: lanes ---------------------------------------------------------
+
+    def can_reach(self, lane: str) -> bool:
+        """A usable link for ``lane``: a relay of its chain, or the venue."""
+        chain = parse_evm_lane(lane)
+        if chain is not None:
+            evm = self.evm
+            return evm is not None and any(
+                r.chain_id == chain[0] and evm.monitor.usable(r.name) for r in evm.relays
+            )
+        if lane.startswith("bybit:"):
+            return self.venue is not None and self.venue.connected()
+        return False
+
+    def reaches_any(self) -> bool:
+        """Some link is usable: a relay, or the venue."""
+        evm, venue = self.evm, self.venue
+        if evm is not None and any(evm.monitor.usable(r.name) for r in evm.relays):
+            return True
+        return venue is not None and venue.connected()
+
+    def _reconcile_taken(self) -> None:
+        """A lane was taken: each side reconciles now, and sends for it only after."""
+        if self.evm is not None:
+            self.evm.reconcile_asked.set()
+        if self.venue is not None:
+            self.venue.reconnected.set()
+
+    async def _lanes(self, stop: asyncio.Event) -> None:
+        """The keeper's ticks until ``stop``; then every lane released for the others."""
+        keeper = self.keeper
+        assert keeper is not None
+        try:
+            while not stop.is_set():
+                try:
+                    keeper.apply(await asyncio.to_thread(keeper.cycle))
+                except StoreUnavailable as exc:  # cut off from the queue: hold nothing
+                    log.warning("leases not renewed: %s", exc)
+                    keeper.lost()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(keeper.settings.tick_ms / 1000):
+                        await stop.wait()
+        finally:
+            try:
+                await asyncio.to_thread(keeper.release_all, "broadcaster stopping")
+            except StoreUnavailable as exc:
+                log.warning("lanes not released (they expire): %s", exc)
 
     def _deliver(
         self,
@@ -158,6 +217,8 @@ class Service:
         if self.venue is not None:
             parts.append(self.venue.run(stop))
         parts.append(self._notes(stop))
+        if self.keeper is not None:
+            parts.append(self._lanes(stop))
         parts.append(self.watch.run(stop, self._tick if self.metrics is not None else None))
         tasks = [asyncio.ensure_future(part) for part in parts]
         log.info(

@@ -27,6 +27,7 @@ from airlock.clock import wall_clock_ms
 from airlock.config import BroadcasterConfig
 from airlock.queue.errors import PayloadTampered, StaleItems
 from airlock.queue.items import Item
+from airlock.queue.leases import evm_lane
 from airlock.queue.sends import Attempt, Lane, Mined, StoredVariant
 from airlock.queue.states import State
 from airlock.queue.store import ChainRecord, SendRecord, Store
@@ -42,6 +43,7 @@ from airlock.relays.outcomes import Classified, Outcome, Receipt
 
 if TYPE_CHECKING:
     from airlock.broadcaster.failover import RouteLinks
+    from airlock.broadcaster.keeper import LaneKeeper
     from airlock.broadcaster.metrics import Metrics
 
 log = logging.getLogger("airlock.broadcaster")
@@ -102,6 +104,8 @@ class Broadcaster:
         self.router: Callable[[int], RouteLinks] | None = None  # priority -> relay role or none
         self.alert_hook: AlertHook | None = None  # the service's alert delivery, if any
         self.metrics: Metrics | None = None
+        self.keeper: LaneKeeper | None = None  # a shared queue: the lanes this one holds
+        self.reconcile_asked = asyncio.Event()  # a lane was taken: reconcile it now
         # A wave is what every relay takes in one go over its connection pool. At most two
         # are unrecorded at any time (one being written, the next in flight), so a slow
         # link or a crash costs at most two waves of repeated (same-bytes) sends.
@@ -142,7 +146,9 @@ class Broadcaster:
                 if returned:
                     self.monitor.returned.clear()
                     log.info("a relay is (back) up: dispatching, then reconciling")
-                result = await self.round(force_reconcile=returned)
+                asked = self.reconcile_asked.is_set()
+                self.reconcile_asked.clear()
+                result = await self.round(force_reconcile=returned or asked)
                 returned = False
                 if result.more or result.sent or result.bumped:
                     continue  # a backlog: the next wave goes at once
@@ -175,6 +181,7 @@ class Broadcaster:
         relay returned (the dispatcher must not wait out a polling interval for that)."""
         waiters = [
             asyncio.ensure_future(self.monitor.returned.wait()),
+            asyncio.ensure_future(self.reconcile_asked.wait()),
             asyncio.ensure_future(stop.wait()),
         ]
         try:
@@ -270,9 +277,10 @@ class Broadcaster:
         nonces never race each other to a node (a node holding many out-of-order future
         nonces is slow at best, and some relays refuse nonce gaps)."""
         busy = {(p.item.chain_id, p.item.account) for p in in_flight}
+        senders = None if self.keeper is None else self.keeper.evm_dispatch_senders()
         due = [
             i
-            for i in self.store.sends.dispatchable(self.wave + len(in_flight))
+            for i in self.store.sends.dispatchable(self.wave + len(in_flight), senders)
             if (i.chain_id, i.account) not in busy and self._has_relay(i)
         ][: self.wave]
         picks = self._picks(due, result)
@@ -414,20 +422,28 @@ class Broadcaster:
         """Ask the chain about every in-flight item; settle, bump or rebroadcast."""
         result = PassResult()
         self.last_reconcile_ms = self._clock_ms()
+        generation = 0 if self.keeper is None else self.keeper.generation
+        senders = None if self.keeper is None else self.keeper.evm_senders()
         lanes_by_path: dict[tuple[int | None, bool], list[Lane]] = defaultdict(list)
-        for lane in self.store.sends.lanes(self._watch_from()):
+        for lane in self.store.sends.lanes(self._watch_from(), senders):
             lanes_by_path[(lane.item.chain_id, lane.item.private)].append(lane)
+        failed: set[int | None] = set()  # chains some of whose items were not asked about
         for (chain_id, private), lanes in lanes_by_path.items():
             reader = self._reader(chain_id, private)
             if reader is None:
+                failed.add(chain_id)
                 continue
             try:
                 await self._reconcile_slices(reader, lanes, result)
             except (RelayTransportError, RelayRpcError) as exc:
+                failed.add(chain_id)
                 self.monitor.report_send(reader.name, False, str(exc))
                 log.warning("reconcile through %s failed: %s", reader.name, exc)
                 if self.metrics is not None:
                     self.metrics.observe_reconcile("evm", "failed")
+        if self.keeper is not None and senders is not None:
+            done = {evm_lane(c, s) for c, s in senders if c not in failed}
+            self.keeper.reconciled(done, generation)
         if self.metrics is not None:
             self.metrics.observe_reconcile("evm", "settled", result.settled)
         return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 
 from airlock.broadcaster.alerts import AlertSink
+from airlock.broadcaster.keeper import KeeperSettings, LaneKeeper, holder_name
 from airlock.broadcaster.metrics import Metrics
 from airlock.broadcaster.results import Resigner
 from airlock.broadcaster.runner import Service
@@ -179,4 +180,15 @@ def build_service(config: AirlockConfig, store: Store, keyring: KeyRing) -> Serv
         settings=config.service,
         sink=sink,
         metrics=metrics,
+        keeper=build_keeper(config, store),
     )
+
+
+def build_keeper(config: AirlockConfig, store: Store) -> LaneKeeper | None:
+    """On a PostgreSQL queue, the lanes this broadcaster shares it by; on SQLite none (one
+    broadcaster per file, by its lock)."""
+    if store.engine != "postgres":
+        return None
+    lease_ms = config.broadcaster.lease_ms or config.failover.heartbeat_gap_ms
+    settings = KeeperSettings(lease_ms=lease_ms, tick_ms=max(lease_ms // 4, 50))
+    return LaneKeeper(store, settings=settings, holder=holder_name(config.broadcaster.name or ""))

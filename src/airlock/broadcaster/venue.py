@@ -30,6 +30,7 @@ from airlock.broadcaster.venue_decide import Step
 from airlock.errors import InvalidInput
 from airlock.queue.errors import IllegalTransition, PayloadTampered, StaleItems
 from airlock.queue.items import Item, Kind
+from airlock.queue.leases import bybit_lane
 from airlock.queue.payloads import SignedIntent
 from airlock.queue.states import State
 from airlock.queue.store import Store
@@ -52,6 +53,7 @@ from airlock.signer.bybit import (
 from airlock.vocab import Category
 
 if TYPE_CHECKING:
+    from airlock.broadcaster.keeper import LaneKeeper
     from airlock.broadcaster.metrics import Metrics
 
 log = logging.getLogger("airlock.broadcaster.bybit")
@@ -133,6 +135,8 @@ class VenueBroadcaster:
         self._failures = 0
         self.last_reconcile_ms = 0
         self._fills_from: int | None = None  # in-process watermark of executions read
+        self.keeper: LaneKeeper | None = None  # a shared queue: the lanes this one holds
+        self._generation = 0  # the keeper's, at the last reconcile
 
     # -- the loops ---------------------------------------------------------------------
 
@@ -218,10 +222,10 @@ class VenueBroadcaster:
             return False
         now = self._clock_ms()
         grace = self.settings.recv_window_ms + decide.LOOKUP_GRACE_MS
-        waits = [i.retry_ms for i, _ in self.store.venue.in_states([State.QUEUED]) if i.retry_ms]
+        waits = [i.retry_ms for i, _ in self._in_states([State.QUEUED]) if i.retry_ms]
         waits += [
             (i.sent_ms or now) + grace + 1
-            for i, r in self.store.venue.in_states([State.SENDING])
+            for i, r in self._in_states([State.SENDING])
             if r.action == "order"
         ]
         if not waits:
@@ -235,6 +239,20 @@ class VenueBroadcaster:
     def _usable(self) -> bool:
         return self.client.auth_stopped is None and self.supervisor.is_connected
 
+    def connected(self) -> bool:
+        """The venue is reachable with a working key (what a Bybit lane needs)."""
+        return self._usable()
+
+    def _accounts(self, sendable: bool = False) -> list[str] | None:
+        """The Bybit accounts this broadcaster may reconcile (or send for): every one
+        (None) unless it shares the queue with others."""
+        return None if self.keeper is None else self.keeper.bybit_accounts(sendable)
+
+    def _in_states(self, states: list[State]) -> list[tuple[Item, VenueRef]]:
+        pairs = self.store.venue.in_states(states)
+        accounts = self._accounts()
+        return pairs if accounts is None else [p for p in pairs if p[0].account in accounts]
+
     # -- dispatch ----------------------------------------------------------------------
 
     async def dispatch(self, *, yield_to_reconcile: bool = False) -> VenueResult:
@@ -244,7 +262,7 @@ class VenueBroadcaster:
         the venue's rate limit must not hold back fills and status changes)."""
         result = VenueResult()
         while self._usable() and self._clock_ms() >= self._paused_until:
-            due = self.store.venue.due(DUE_BATCH)
+            due = self.store.venue.due(DUE_BATCH, self._accounts(sendable=True))
             if not due:
                 break
             moved = 0
@@ -387,6 +405,12 @@ class VenueBroadcaster:
         self.last_reconcile_ms = self._clock_ms()
         if self.client.auth_stopped is not None:
             return result
+        held = self._accounts()
+        if held == []:
+            return result  # a shared queue, and no Bybit lane held here
+        if self.keeper is not None and self.keeper.generation != self._generation:
+            self._generation = self.keeper.generation
+            self._fills_from = None  # a lane taken: read fills from what the store knows
         try:
             await self._resolve_sending(result)
             await self._follow_sent(result)
@@ -397,6 +421,8 @@ class VenueBroadcaster:
         except BybitError as exc:
             log.info("bybit reconcile incomplete, resumed next pass: %s", exc)
             result.halted = True
+        if self.keeper is not None and held is not None and not result.halted:
+            self.keeper.reconciled({bybit_lane(a) for a in held}, self._generation)
         if self.metrics is not None:
             self.metrics.observe_reconcile(
                 "bybit",
@@ -408,7 +434,7 @@ class VenueBroadcaster:
         return result
 
     async def _resolve_sending(self, result: VenueResult) -> None:
-        for item, ref in self.store.venue.in_states([State.SENDING]):
+        for item, ref in self._in_states([State.SENDING]):
             if ref.action == "cancel":
                 step = Step((State.QUEUED,), "cancel outcome unknown after a restart: sent again")
                 self._record(item, step, result)
@@ -426,7 +452,7 @@ class VenueBroadcaster:
     async def _follow_sent(self, result: VenueResult) -> None:
         live = [
             (i, r)
-            for i, r in self.store.venue.in_states([State.SENT, State.NEEDS_OPERATOR])
+            for i, r in self._in_states([State.SENT, State.NEEDS_OPERATOR])
             if r.action == "order"
         ]
         if not live:
@@ -447,7 +473,7 @@ class VenueBroadcaster:
                 self._settle(item, decide.judge_order_row(item.state, row), row, result)
 
     def _settle_cancels(self, result: VenueResult) -> None:
-        for item, ref in self.store.venue.in_states([State.SENT]):
+        for item, ref in self._in_states([State.SENT]):
             if ref.action != "cancel":
                 continue
             target = self.store.venue.order_by_link(ref.link_id)

@@ -48,6 +48,7 @@ def _with_service(
     run ``job`` with the service and the HSM session; return its result and the queue's
     count per state afterwards."""
     import asyncio
+    from contextlib import nullcontext
 
     from airlock.broadcaster.lock import ServiceLock
     from airlock.broadcaster.setup import build_service  # the relays, aiohttp, prometheus
@@ -55,7 +56,10 @@ def _with_service(
 
     settings = common.config(ctx)
     try:
-        with ServiceLock(settings.queue.path), common.open_store(ctx) as (store, ring):
+        # One broadcaster per SQLite file, by its lock; a PostgreSQL queue is shared by
+        # leases on lanes (broadcaster/keeper.py).
+        lock = ServiceLock(settings.queue.path) if settings.queue.url is None else nullcontext()
+        with lock, common.open_store(ctx) as (store, ring):
             service = build_service(settings, store, ring)
 
             async def main() -> T:

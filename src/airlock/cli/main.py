@@ -17,6 +17,7 @@ from airlock.cli import common
 from airlock.cli.audit_cmds import audit_group
 from airlock.cli.broadcast_cmds import broadcaster_group, links_group, reconcile
 from airlock.cli.bybit_cmds import bybit_group
+from airlock.cli.db_cmds import db_group
 from airlock.cli.queue_cmds import evm_queue, keys_group, nonce_group, queue_group
 from airlock.cli.status_cmds import status
 from airlock.cli.tx_options import intent_fields, tx_options
@@ -190,6 +191,7 @@ cli.add_command(broadcaster_group)
 cli.add_command(links_group)
 cli.add_command(reconcile)
 cli.add_command(bybit_group)
+cli.add_command(db_group)
 cli.add_command(status)
 
 

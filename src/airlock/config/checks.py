@@ -101,6 +101,24 @@ def expand_path(what: str, raw: str) -> Path:
         raise ConfigError(f"{what}: cannot expand {raw!r}: {exc}") from None
 
 
+def postgres_url(where: str, key: str, value: Any) -> str:
+    """A ``postgresql://`` URL with a host and a database; messages print it redacted."""
+    name = f"{where} {key}".strip()
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a postgresql:// URL")
+    shown = redact_url(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a valid URL ({shown}): {exc}") from exc
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise ConfigError(f"{name} must be a postgresql://user@host:port/db URL, got {shown}")
+    if not parts.path.strip("/"):
+        raise ConfigError(f"{name} must name a database (postgresql://…/dbname), got {shown}")
+    return value
+
+
 def nonempty_path(where: str, key: str, value: Any) -> Path:
     """A path (``~`` expanded) the file names as a non-empty string."""
     if not isinstance(value, str) or not value:

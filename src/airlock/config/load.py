@@ -83,7 +83,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -
     return AirlockConfig(
         home=home,
         hsm=hsm,
-        queue=load_queue(home, _table(data, "queue", path)),
+        queue=load_queue(home, _table(data, "queue", path), env),
         evm=load_section(EvmConfig, "evm", _table(data, "evm", path)),
         audit=load_section(AuditConfig, "audit", _table(data, "audit", path)),
         relays=load_relays(_array_of_tables(data, "relays", path), links),

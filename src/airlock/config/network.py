@@ -103,6 +103,12 @@ class BroadcasterConfig:
     resign_max_fee_per_gas: int | None = setting(
         default=None, low=1, high=10**30
     )  # its cap, wei/gas
+    name: str | None = setting(
+        default=None, check=checks.name
+    )  # on a shared queue: this one's name in leases (default: the host name)
+    lease_ms: int | None = setting(
+        default=None, low=100, high=600_000
+    )  # on a shared queue: how long a lane is held unrenewed (default: [failover] heartbeat_gap_ms)
     health: HealthConfig = field(default_factory=HealthConfig)
 
 

@@ -7,6 +7,7 @@ relate fields: alerts are sent signed or not at all, and TCP clients need a toke
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,14 @@ class QueueConfig:
     """
 
     path: Path = setting(check=checks.nonempty_path)  # the loader's default: $AIRLOCK_HOME
+    url: str | None = setting(default=None, check=checks.postgres_url)  # a shared server
     kek_label: str = setting(default="airlock-kek", check=checks.label)
     rotate_after: int = setting(default=1 << 24, low=1, high=(1 << 32) - 1)
+
+    @property
+    def location(self) -> Path | str:
+        """Where the queue lives: the PostgreSQL URL when one is set, else the file."""
+        return self.url if self.url is not None else self.path
 
 
 @section
@@ -91,8 +98,16 @@ class ApiConfig:
         return self.socket if self.socket is not None else home / "api.sock"
 
 
-def load_queue(home: Path, table: Mapping[str, Any]) -> QueueConfig:
-    return load_section(QueueConfig, "queue", table, path=home / "queue.db")
+def load_queue(
+    home: Path, table: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> QueueConfig:
+    """``[queue]``: a file (SQLite, the default) or ``url`` (PostgreSQL, shared by several
+    broadcasters); ``AIRLOCK_QUEUE_URL`` in the environment wins over the file's ``url``."""
+    config = load_section(QueueConfig, "queue", table, path=home / "queue.db")
+    raw = (env or {}).get("AIRLOCK_QUEUE_URL")
+    if raw:
+        config = replace(config, url=checks.postgres_url("AIRLOCK_QUEUE_URL", "", raw))
+    return config
 
 
 def load_service(table: Mapping[str, Any]) -> ServiceConfig:

@@ -18,6 +18,8 @@ class Row(Protocol):
 
     def __getitem__(self, key: str, /) -> Any: ...
 
+    def keys(self) -> Any: ...
+
 
 def from_row(cls: type[Any], row: Row, **converted: Any) -> dict[str, Any]:
     """The keyword arguments of ``cls`` read from ``row`` by field name; ``converted``

@@ -7,9 +7,11 @@ de-duplication window must hold across processes, or a crash loop would page eve
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
+
+from airlock.encoding.records import Row
+from airlock.queue.db import Conn
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class AlertRecord:
     resolved_ms: int | None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> AlertRecord:
+    def from_row(cls, row: Row) -> AlertRecord:
         return cls(*(row[k] for k in _COLUMNS))
 
     def as_json(self) -> dict[str, Any]:
@@ -35,13 +37,13 @@ _COLUMNS = ("key", "message", "severity", "first_ms", "last_ms", "count", "sent_
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM alerts"
 
 
-def get(conn: sqlite3.Connection, key: str) -> AlertRecord | None:
+def get(conn: Conn, key: str) -> AlertRecord | None:
     row = conn.execute(f"{_SELECT} WHERE key = ?", (key,)).fetchone()
     return None if row is None else AlertRecord.from_row(row)
 
 
 def note(
-    conn: sqlite3.Connection, key: str, message: str, severity: str, now_ms: int, dedup_ms: int
+    conn: Conn, key: str, message: str, severity: str, now_ms: int, dedup_ms: int
 ) -> tuple[AlertRecord, bool]:
     """Count one occurrence; return the record and whether to deliver it now (first time,
     raised again after it was resolved, or the de-duplication window has passed)."""
@@ -71,19 +73,19 @@ def note(
     return record, deliver
 
 
-def resolve(conn: sqlite3.Connection, key: str, now_ms: int) -> bool:
+def resolve(conn: Conn, key: str, now_ms: int) -> bool:
     cursor = conn.execute(
         "UPDATE alerts SET resolved_ms = ? WHERE key = ? AND resolved_ms IS NULL", (now_ms, key)
     )
-    return cursor.rowcount == 1
+    return bool(cursor.rowcount == 1)
 
 
-def open_alerts(conn: sqlite3.Connection) -> list[AlertRecord]:
+def open_alerts(conn: Conn) -> list[AlertRecord]:
     rows = conn.execute(f"{_SELECT} WHERE resolved_ms IS NULL ORDER BY last_ms DESC").fetchall()
     return [AlertRecord.from_row(r) for r in rows]
 
 
-def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+def set_meta(conn: Conn, key: str, value: str) -> None:
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?, ?)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -91,6 +93,6 @@ def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
     )
 
 
-def get_meta(conn: sqlite3.Connection, key: str) -> str | None:
+def get_meta(conn: Conn, key: str) -> str | None:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return None if row is None else str(row[0])

@@ -16,7 +16,6 @@ over-count), and rotates to a new data key long before: by default after 2^24.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,6 +23,8 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from airlock.encoding.records import Row
+from airlock.queue.db import Conn
 from airlock.queue.errors import KekError, PayloadTampered
 
 FORMAT = 1
@@ -63,7 +64,7 @@ class Envelope:
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         kek: Kek,
         clock_ms: Callable[[], int],
         rotate_after: int = DEFAULT_ROTATE_AFTER,
@@ -178,8 +179,9 @@ class Envelope:
                 "another row, or its key id changed"
             ) from None
 
-    def key_rows(self) -> list[sqlite3.Row]:
-        return self._conn.execute(
+    def key_rows(self) -> list[Row]:
+        rows: list[Row] = self._conn.execute(
             "SELECT key_id, kek_label, created_ms, encryptions, reason FROM data_keys"
             " ORDER BY key_id"
         ).fetchall()
+        return rows

@@ -9,10 +9,11 @@ appear. A client that remembers the last id it handled gets every later event ex
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Literal
 
+from airlock.encoding.records import Row
+from airlock.queue.db import Conn
 from airlock.queue.venue import Fill
 
 EventType = Literal["item.created", "item.state", "item.fill"]
@@ -37,9 +38,7 @@ _SELECT = (
 )
 
 
-def after(
-    conn: sqlite3.Connection, event_id: int, limit: int, item_id: str | None = None
-) -> list[EventRow]:
+def after(conn: Conn, event_id: int, limit: int, item_id: str | None = None) -> list[EventRow]:
     """Events with an id above ``event_id``, oldest first, at most ``limit``."""
     sql = _SELECT + " WHERE e.id > ?"
     params: list[int | str] = [event_id]
@@ -50,11 +49,11 @@ def after(
     return [_event(r) for r in rows]
 
 
-def last_id(conn: sqlite3.Connection) -> int:
+def last_id(conn: Conn) -> int:
     return int(conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
 
 
-def _event(row: sqlite3.Row) -> EventRow:
+def _event(row: Row) -> EventRow:
     fill = None
     if row["exec_id"] is not None:
         fill = Fill(

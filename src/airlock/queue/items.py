@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
-from airlock.encoding.records import from_row
+from airlock.encoding.records import Row, from_row
+from airlock.queue.db import Conn
 from airlock.queue.errors import ItemNotFound
 from airlock.queue.states import State, check_transition
 
@@ -58,7 +58,7 @@ class Item:
     mined_block_hash: str | None = None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Item:
+    def from_row(cls, row: Row) -> Item:
         return cls(
             **from_row(
                 cls,
@@ -119,7 +119,7 @@ COLUMNS = (
 _INSERTED = COLUMNS.split(", active_idx")[0]
 
 
-def insert(conn: sqlite3.Connection, item: Item, payload: bytes) -> None:
+def insert(conn: Conn, item: Item, payload: bytes) -> None:
     conn.execute(
         f"INSERT INTO items ({_INSERTED}, payload)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -148,19 +148,19 @@ def insert(conn: sqlite3.Connection, item: Item, payload: bytes) -> None:
     )
 
 
-def get(conn: sqlite3.Connection, item_id: str) -> Item:
+def get(conn: Conn, item_id: str) -> Item:
     row = conn.execute(f"SELECT {COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
     if row is None:
         raise ItemNotFound(f"no item {item_id!r} in the queue")
     return Item.from_row(row)
 
 
-def by_idempotency_key(conn: sqlite3.Connection, key: str) -> Item | None:
+def by_idempotency_key(conn: Conn, key: str) -> Item | None:
     row = conn.execute(f"SELECT {COLUMNS} FROM items WHERE idempotency_key = ?", (key,)).fetchone()
     return None if row is None else Item.from_row(row)
 
 
-def by_idempotency_keys(conn: sqlite3.Connection, keys: list[str]) -> dict[str, Item]:
+def by_idempotency_keys(conn: Conn, keys: list[str]) -> dict[str, Item]:
     """The items the given keys name (absent keys are absent), in chunks the SQLite
     variable limit allows."""
     found: dict[str, Item] = {}
@@ -175,7 +175,7 @@ def by_idempotency_keys(conn: sqlite3.Connection, keys: list[str]) -> dict[str, 
 
 
 def select(
-    conn: sqlite3.Connection,
+    conn: Conn,
     states: list[State] | None = None,
     limit: int | None = None,
     *,
@@ -206,7 +206,7 @@ def select(
     return [Item.from_row(r) for r in conn.execute(sql, params)]
 
 
-def ready(conn: sqlite3.Connection, now_ms: int, limit: int) -> list[Item]:
+def ready(conn: Conn, now_ms: int, limit: int) -> list[Item]:
     """Queued, unexpired items in dispatch order: priority, then age.
 
     A cancel requested for an expired EVM item still goes out: it fills the nonce.
@@ -220,7 +220,7 @@ def ready(conn: sqlite3.Connection, now_ms: int, limit: int) -> list[Item]:
     return [Item.from_row(r) for r in rows]
 
 
-def due_to_expire(conn: sqlite3.Connection, now_ms: int) -> list[Item]:
+def due_to_expire(conn: Conn, now_ms: int) -> list[Item]:
     rows = conn.execute(
         f"SELECT {COLUMNS} FROM items WHERE state = 'queued' AND cancel_requested = 0"
         " AND expires_ms IS NOT NULL AND expires_ms <= ? ORDER BY id",
@@ -229,7 +229,7 @@ def due_to_expire(conn: sqlite3.Connection, now_ms: int) -> list[Item]:
     return [Item.from_row(r) for r in rows]
 
 
-def next_seq(conn: sqlite3.Connection, strategy: str) -> int:
+def next_seq(conn: Conn, strategy: str) -> int:
     row = conn.execute(
         "SELECT coalesce(max(seq), 0) + 1 FROM items WHERE strategy = ?", (strategy,)
     ).fetchone()
@@ -237,7 +237,7 @@ def next_seq(conn: sqlite3.Connection, strategy: str) -> int:
 
 
 def record(
-    conn: sqlite3.Connection,
+    conn: Conn,
     item_id: str,
     from_state: State | None,
     to_state: State,
@@ -260,7 +260,7 @@ def record(
     )
 
 
-def move(conn: sqlite3.Connection, item: Item, target: State, reason: str, now_ms: int) -> Item:
+def move(conn: Conn, item: Item, target: State, reason: str, now_ms: int) -> Item:
     """Change ``item``'s state if the table allows it, and record why."""
     src, dst = check_transition(item.state, target)
     cursor = conn.execute(
@@ -273,14 +273,14 @@ def move(conn: sqlite3.Connection, item: Item, target: State, reason: str, now_m
     return get(conn, item.id)
 
 
-def has_cancel_variant(conn: sqlite3.Connection, item_id: str) -> bool:
+def has_cancel_variant(conn: Conn, item_id: str) -> bool:
     row = conn.execute(
         "SELECT 1 FROM variants WHERE item_id = ? AND kind = 'cancel'", (item_id,)
     ).fetchone()
     return row is not None
 
 
-def request_cancel(conn: sqlite3.Connection, item: Item, note: str, now_ms: int) -> Item:
+def request_cancel(conn: Conn, item: Item, note: str, now_ms: int) -> Item:
     """Keep ``item`` queued but send its pre-signed cancel in its place; record why."""
     conn.execute(
         "UPDATE items SET cancel_requested = 1, state_reason = ?, updated_ms = ? WHERE id = ?",
@@ -290,7 +290,7 @@ def request_cancel(conn: sqlite3.Connection, item: Item, note: str, now_ms: int)
     return get(conn, item.id)
 
 
-def history(conn: sqlite3.Connection, item_id: str) -> list[Transition]:
+def history(conn: Conn, item_id: str) -> list[Transition]:
     rows = conn.execute(
         "SELECT from_state, to_state, reason, at_ms FROM transitions WHERE item_id = ? ORDER BY n",
         (item_id,),

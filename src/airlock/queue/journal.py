@@ -8,12 +8,12 @@ checkpoint can be computed without decrypting the log.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from airlock.audit import entries, merkle
+from airlock.queue.db import Conn
 from airlock.queue.envelope import Envelope
 from airlock.queue.errors import AuditIntegrityError, PayloadTampered
 
@@ -42,7 +42,7 @@ class Journal:
 
     def append(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         kind: str,
         item: str | None,
         data: dict[str, Any],
@@ -61,25 +61,25 @@ class Journal:
         return seq
 
     @staticmethod
-    def _read_head(conn: sqlite3.Connection) -> tuple[int, str]:
+    def _read_head(conn: Conn) -> tuple[int, str]:
         last = conn.execute(
             "SELECT seq, entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1"
         ).fetchone()
         return (0, entries.GENESIS_PREV) if last is None else (last[0] + 1, last[1].hex())
 
     @staticmethod
-    def origin(conn: sqlite3.Connection) -> str:
+    def origin(conn: Conn) -> str:
         row = conn.execute("SELECT value FROM meta WHERE key = 'audit_origin'").fetchone()
         origin: str = row[0]
         return origin
 
     @staticmethod
-    def size(conn: sqlite3.Connection) -> int:
+    def size(conn: Conn) -> int:
         row = conn.execute("SELECT max(seq) FROM audit_entries").fetchone()
         return 0 if row[0] is None else row[0] + 1
 
     @staticmethod
-    def leaves(conn: sqlite3.Connection, stop: int | None = None) -> list[bytes]:
+    def leaves(conn: Conn, stop: int | None = None) -> list[bytes]:
         """Leaf hashes of entries ``0 .. stop-1`` (all when ``stop`` is None)."""
         sql = "SELECT leaf_hash FROM audit_entries"
         args: tuple[int, ...] = ()
@@ -87,7 +87,7 @@ class Journal:
             sql, args = sql + " WHERE seq < ?", (stop,)
         return [r[0] for r in conn.execute(sql + " ORDER BY seq", args)]
 
-    def read(self, conn: sqlite3.Connection, start: int, stop: int) -> Iterator[bytes]:
+    def read(self, conn: Conn, start: int, stop: int) -> Iterator[bytes]:
         """Decrypted canonical bytes of entries ``start .. stop-1``, checked against their
         stored leaf hash."""
         rows = conn.execute(
@@ -108,7 +108,7 @@ class Journal:
             raise AuditIntegrityError(f"audit entry {expected} is missing from the database")
 
     @staticmethod
-    def checkpoints(conn: sqlite3.Connection) -> list[CheckpointRecord]:
+    def checkpoints(conn: Conn) -> list[CheckpointRecord]:
         return [
             CheckpointRecord(*row)
             for row in conn.execute(
@@ -118,7 +118,7 @@ class Journal:
 
     def checkpoint(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         sign_note: Callable[[str, int, bytes], str],
     ) -> CheckpointRecord:
         """Sign the current tree unless nothing changed; refuse if history was rewritten.
@@ -146,8 +146,9 @@ class Journal:
         root = merkle.root(leaves)
         note = sign_note(self.origin(conn), size, root)
         now = self._clock_ms()
-        cursor = conn.execute(
-            "INSERT INTO audit_checkpoints (size, root, note, created_ms) VALUES (?, ?, ?, ?)",
+        row = conn.execute(
+            "INSERT INTO audit_checkpoints (size, root, note, created_ms) VALUES (?, ?, ?, ?)"
+            " RETURNING id",
             (size, root, note, now),
-        )
-        return CheckpointRecord(int(cursor.lastrowid or 0), size, root, note, now)
+        ).fetchone()
+        return CheckpointRecord(int(row[0]), size, root, note, now)

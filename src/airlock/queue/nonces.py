@@ -13,10 +13,10 @@ Rules:
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 
-from airlock.encoding.records import plain
+from airlock.encoding.records import Row, plain
+from airlock.queue.db import Conn
 from airlock.queue.errors import NonceConflict
 from airlock.queue.items import Item
 from airlock.queue.states import LIVE
@@ -66,15 +66,36 @@ class SyncResult:
         }
 
 
-def _row(conn: sqlite3.Connection, chain_id: int, sender: str) -> sqlite3.Row | None:
-    row: sqlite3.Row | None = conn.execute(
+def _row(conn: Conn, chain_id: int, sender: str) -> Row | None:
+    row: Row | None = conn.execute(
         "SELECT * FROM nonces WHERE chain_id = ? AND sender = ?", (chain_id, sender)
     ).fetchone()
     return row
 
 
-def _holder(conn: sqlite3.Connection, chain_id: int, sender: str, nonce: int) -> sqlite3.Row | None:
-    row: sqlite3.Row | None = conn.execute(
+# The counter row is read and written in one write transaction, which no other writer
+# can interleave with (db.py): a plain read, then an insert or an update.
+
+
+def _insert(conn: Conn, chain_id: int, sender: str, **values: int) -> None:
+    names = ", ".join(values)
+    marks = ", ".join("?" for _ in values)
+    conn.execute(
+        f"INSERT INTO nonces (chain_id, sender, {names}) VALUES (?, ?, {marks})",
+        (chain_id, sender, *values.values()),
+    )
+
+
+def _update(conn: Conn, chain_id: int, sender: str, **values: int) -> None:
+    sets = ", ".join(f"{name} = ?" for name in values)
+    conn.execute(
+        f"UPDATE nonces SET {sets} WHERE chain_id = ? AND sender = ?",
+        (*values.values(), chain_id, sender),
+    )
+
+
+def _holder(conn: Conn, chain_id: int, sender: str, nonce: int) -> Row | None:
+    row: Row | None = conn.execute(
         "SELECT id, state FROM items WHERE holds_nonce = 1 AND chain_id = ? AND account = ?"
         " AND nonce = ?",
         (chain_id, sender, nonce),
@@ -82,7 +103,7 @@ def _holder(conn: sqlite3.Connection, chain_id: int, sender: str, nonce: int) ->
     return row
 
 
-def _held(conn: sqlite3.Connection, chain_id: int, sender: str) -> list[int]:
+def _held(conn: Conn, chain_id: int, sender: str) -> list[int]:
     return [
         r[0]
         for r in conn.execute(
@@ -93,9 +114,7 @@ def _held(conn: sqlite3.Connection, chain_id: int, sender: str) -> list[int]:
     ]
 
 
-def allocate(
-    conn: sqlite3.Connection, chain_id: int, sender: str, explicit: int | None = None
-) -> Allocation:
+def allocate(conn: Conn, chain_id: int, sender: str, explicit: int | None = None) -> Allocation:
     """Choose the nonce for a new item. Call :func:`claim` in the same transaction."""
     row = _row(conn, chain_id, sender)
     if explicit is not None:
@@ -119,11 +138,11 @@ def allocate(
 
 
 def _check_explicit(
-    conn: sqlite3.Connection,
+    conn: Conn,
     chain_id: int,
     sender: str,
     nonce: int,
-    row: sqlite3.Row | None,
+    row: Row | None,
 ) -> Allocation:
     holder = _holder(conn, chain_id, sender, nonce)
     if holder is not None:
@@ -148,7 +167,7 @@ def _check_explicit(
     return Allocation(nonce)
 
 
-def later_live(conn: sqlite3.Connection, item: Item) -> bool:
+def later_live(conn: Conn, item: Item) -> bool:
     """Whether a live item of the same sender holds a higher nonce (and waits on this one)."""
     if not item.holds_nonce:
         return False
@@ -161,18 +180,17 @@ def later_live(conn: sqlite3.Connection, item: Item) -> bool:
     return row is not None
 
 
-def claim(conn: sqlite3.Connection, chain_id: int, sender: str, nonce: int) -> None:
+def claim(conn: Conn, chain_id: int, sender: str, nonce: int) -> None:
     """Advance the counter past ``nonce`` (the item holding it is stored alongside)."""
-    conn.execute(
-        "INSERT INTO nonces (chain_id, sender, next_nonce, base_nonce) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (chain_id, sender) DO UPDATE SET"
-        " next_nonce = max(next_nonce, excluded.next_nonce),"
-        " base_nonce = min(base_nonce, excluded.base_nonce)",
-        (chain_id, sender, nonce + 1, nonce),
-    )
+    row = _row(conn, chain_id, sender)
+    if row is None:
+        _insert(conn, chain_id, sender, next_nonce=nonce + 1, base_nonce=nonce)
+    else:
+        top, base = max(row["next_nonce"], nonce + 1), min(row["base_nonce"], nonce)
+        _update(conn, chain_id, sender, next_nonce=top, base_nonce=base)
 
 
-def release(conn: sqlite3.Connection, item_id: str, chain_id: int, sender: str) -> None:
+def release(conn: Conn, item_id: str, chain_id: int, sender: str) -> None:
     """Free the slot of an item that never left the machine; lower the counter over empties."""
     conn.execute("UPDATE items SET holds_nonce = 0 WHERE id = ?", (item_id,))
     row = _row(conn, chain_id, sender)
@@ -188,22 +206,31 @@ def release(conn: sqlite3.Connection, item_id: str, chain_id: int, sender: str) 
         )
 
 
-def sync(
-    conn: sqlite3.Connection, chain_id: int, sender: str, pending: int, now_ms: int
-) -> SyncResult:
+def sync(conn: Conn, chain_id: int, sender: str, pending: int, now_ms: int) -> SyncResult:
     """Record the chain's pending nonce: raise the counter and base, never lower them."""
     row = _row(conn, chain_id, sender)
     before = 0 if row is None else row["next_nonce"]
     after = max(before, pending)
-    conn.execute(
-        "INSERT INTO nonces (chain_id, sender, next_nonce, base_nonce, chain_pending, synced_ms)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (chain_id, sender) DO UPDATE SET"
-        " next_nonce = max(next_nonce, excluded.next_nonce),"
-        " base_nonce = max(base_nonce, excluded.base_nonce),"
-        " chain_pending = max(coalesce(chain_pending, 0), excluded.chain_pending),"
-        " synced_ms = excluded.synced_ms",
-        (chain_id, sender, after, pending, pending, now_ms),
-    )
+    if row is None:
+        _insert(
+            conn,
+            chain_id,
+            sender,
+            next_nonce=after,
+            base_nonce=pending,
+            chain_pending=pending,
+            synced_ms=now_ms,
+        )
+    else:
+        _update(
+            conn,
+            chain_id,
+            sender,
+            next_nonce=after,
+            base_nonce=max(row["base_nonce"], pending),
+            chain_pending=max(row["chain_pending"] or 0, pending),
+            synced_ms=now_ms,
+        )
     conflicts = [
         r["id"]
         for r in conn.execute(
@@ -215,7 +242,7 @@ def sync(
     return SyncResult(chain_id, sender, before, after, pending, conflicts, pending < before)
 
 
-def status(conn: sqlite3.Connection) -> list[NonceStatus]:
+def status(conn: Conn) -> list[NonceStatus]:
     """Every tracked (chain, sender) with its live nonces and the gaps below them."""
     out = []
     live_states = tuple(str(s) for s in LIVE)
@@ -265,7 +292,7 @@ def _gaps(held: list[int], start: int, stop: int) -> list[int]:
     return gaps
 
 
-def senders(conn: sqlite3.Connection, chain_id: int) -> list[str]:
+def senders(conn: Conn, chain_id: int) -> list[str]:
     return [
         r[0]
         for r in conn.execute(

@@ -215,6 +215,18 @@ MIGRATIONS: tuple[str, ...] = (
             VALUES (NEW.item_id, 'item.fill', NEW.exec_id, NEW.seen_ms);
     END;
     """,
+    # 8: leases on lanes (queue/leases.py): which broadcaster may send for a sender or a
+    # Bybit account, until when. Several broadcasters share a PostgreSQL queue this way.
+    """
+    CREATE TABLE leases (
+        lane        TEXT    PRIMARY KEY,
+        holder      TEXT    NOT NULL,
+        taken_ms    INTEGER NOT NULL,
+        expires_ms  INTEGER NOT NULL,
+        released_ms INTEGER,
+        why         TEXT    NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 CURRENT = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 10_000

@@ -7,12 +7,13 @@ module only writes them down and reads back what the next pass needs.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from airlock.encoding.records import plain
+from airlock.encoding.records import Row, plain
 from airlock.queue import items
+from airlock.queue.db import Conn
 from airlock.queue.errors import StaleItems
 from airlock.queue.items import Item
 from airlock.queue.states import State, check_transition
@@ -63,19 +64,36 @@ class Lane:
         ]
 
 
-def dispatchable(conn: sqlite3.Connection, now_ms: int, limit: int) -> list[Item]:
-    """EVM items due a send, in dispatch order: queued ones, and sends to retry.
+Senders = Sequence[tuple[int | None, str]]
+"""(chain id, sender) pairs: the lanes a broadcaster holds on a shared queue."""
+
+
+def _of_senders(senders: Senders | None, alias: str = "") -> tuple[str, list[Any]]:
+    """`` AND (chain_id, account) IN (...)`` for ``senders``; nothing for None (all)."""
+    if senders is None:
+        return "", []
+    if not senders:
+        return " AND 1 = 0", []
+    pairs = ", ".join("(?, ?)" for _ in senders)
+    clause = f" AND ({alias}chain_id, {alias}account) IN (VALUES {pairs})"
+    return clause, [value for pair in senders for value in pair]
+
+
+def dispatchable(conn: Conn, now_ms: int, limit: int, senders: Senders | None = None) -> list[Item]:
+    """EVM items due a send, in dispatch order: queued ones, and sends to retry; only
+    ``senders``' when given.
 
     Ordered per sender by nonce (the network needs them in that order), senders by
     their most urgent item. Expired queued items are excluded: the expiry pass runs first
     and turns them into cancels or ends them.
     """
+    only, params = _of_senders(senders)
     rows = conn.execute(
         f"SELECT {items.COLUMNS} FROM items WHERE kind = 'evm_tx' AND ("
         " (state = 'queued' AND (expires_ms IS NULL OR expires_ms > ? OR cancel_requested = 1))"
-        " OR (state = 'sending' AND coalesce(retry_ms, 0) <= ?))"
+        f" OR (state = 'sending' AND coalesce(retry_ms, 0) <= ?)){only}"
         " ORDER BY priority, created_ms, id LIMIT ?",
-        (now_ms, now_ms, limit),
+        (now_ms, now_ms, *params, limit),
     ).fetchall()
     found = [Item.from_row(r) for r in rows]
     rank: dict[tuple[int | None, str], int] = {}
@@ -84,23 +102,26 @@ def dispatchable(conn: sqlite3.Connection, now_ms: int, limit: int) -> list[Item
     return sorted(found, key=lambda i: (rank[(i.chain_id, i.account)], i.nonce or 0))
 
 
-def inflight(conn: sqlite3.Connection, watch_from_block: int | None) -> list[Lane]:
+def inflight(
+    conn: Conn, watch_from_block: int | None, senders: Senders | None = None
+) -> list[Lane]:
     """Items whose fate the chain decides: sending, sent, waiting for an operator, and
     confirmed ones (or replaced by their own mined cancel) still within reorg reach
-    (mined at or after ``watch_from_block``).
+    (mined at or after ``watch_from_block``); only ``senders``' when given.
     One query: the items joined to their variants."""
     columns = ", ".join(f"i.{c.strip()}" for c in items.COLUMNS.split(","))
+    only, params = _of_senders(senders, "i.")
     rows = conn.execute(
         f"SELECT {columns}, v.tx_hash AS v_hash, v.kind AS v_kind, v.fate AS v_fate"
         " FROM items i JOIN variants v ON v.item_id = i.id WHERE i.kind = 'evm_tx' AND"
         " (i.state IN ('sending', 'sent', 'needs_operator')"
         " OR (i.state IN ('confirmed', 'replaced') AND i.mined_hash IS NOT NULL"
-        " AND i.mined_block >= ?))"
+        f" AND i.mined_block >= ?)){only}"
         " ORDER BY i.chain_id, i.account, i.nonce, i.id, v.idx",
-        (-1 if watch_from_block is None else watch_from_block,),
+        (-1 if watch_from_block is None else watch_from_block, *params),
     ).fetchall()
     lanes: list[Lane] = []
-    group: list[sqlite3.Row] = []
+    group: list[Row] = []
     for row in [*rows, None]:
         if group and (row is None or row["id"] != group[0]["id"]):
             lanes.append(
@@ -129,9 +150,7 @@ class StoredVariant:
     blob: bytes
 
 
-def variants_of(
-    conn: sqlite3.Connection, item_ids: Sequence[str]
-) -> dict[str, list[StoredVariant]]:
+def variants_of(conn: Conn, item_ids: Sequence[str]) -> dict[str, list[StoredVariant]]:
     """Every variant of every item in ``item_ids``, in one query."""
     found: dict[str, list[StoredVariant]] = {i: [] for i in item_ids}
     for start in range(0, len(item_ids), 500):
@@ -158,7 +177,7 @@ class Move:
     reason: str
 
 
-def move_many(conn: sqlite3.Connection, moves: Sequence[Move], now_ms: int) -> None:
+def move_many(conn: Conn, moves: Sequence[Move], now_ms: int) -> None:
     """Apply ``moves`` (each checked against the state machine) with their history rows.
 
     Each update is guarded by the state the caller read; if any item moved meanwhile,
@@ -179,9 +198,7 @@ def move_many(conn: sqlite3.Connection, moves: Sequence[Move], now_ms: int) -> N
     note_many(conn, [(m.item_id, m.src, m.dst, m.reason) for m in moves], now_ms)
 
 
-def note_many(
-    conn: sqlite3.Connection, notes: Sequence[tuple[str, State, State, str]], now_ms: int
-) -> None:
+def note_many(conn: Conn, notes: Sequence[tuple[str, State, State, str]], now_ms: int) -> None:
     """History rows (item, from, to, reason); from == to for a note without a move."""
     conn.executemany(
         "INSERT INTO transitions (item_id, n, from_state, to_state, reason, at_ms)"
@@ -190,9 +207,7 @@ def note_many(
     )
 
 
-def record_attempts(
-    conn: sqlite3.Connection, sends: Sequence[tuple[str, int, Sequence[Attempt]]]
-) -> None:
+def record_attempts(conn: Conn, sends: Sequence[tuple[str, int, Sequence[Attempt]]]) -> None:
     """Every attempt of every (item, variant index, attempts) send of a wave."""
     ids = sorted({item_id for item_id, _, _ in sends})
     last: dict[str, int] = {}
@@ -228,7 +243,7 @@ def record_attempts(
     )
 
 
-def attempts(conn: sqlite3.Connection, item_id: str) -> list[tuple[int, Attempt]]:
+def attempts(conn: Conn, item_id: str) -> list[tuple[int, Attempt]]:
     """Every attempt for ``item_id`` as (variant index, attempt), oldest first."""
     return [
         (r["variant_idx"], Attempt(r["relay"], r["outcome"], r["rule"], r["message"], r["at_ms"]))
@@ -240,19 +255,17 @@ def attempts(conn: sqlite3.Connection, item_id: str) -> list[tuple[int, Attempt]
     ]
 
 
-def has_attempts(conn: sqlite3.Connection, item_id: str) -> bool:
+def has_attempts(conn: Conn, item_id: str) -> bool:
     row = conn.execute("SELECT 1 FROM attempts WHERE item_id = ? LIMIT 1", (item_id,)).fetchone()
     return row is not None
 
 
-def set_active(conn: sqlite3.Connection, picks: Sequence[tuple[str, int]]) -> None:
+def set_active(conn: Conn, picks: Sequence[tuple[str, int]]) -> None:
     """Record which variant of each item goes out next."""
     conn.executemany("UPDATE items SET active_idx = ? WHERE id = ?", [(idx, i) for i, idx in picks])
 
 
-def mark_sent(
-    conn: sqlite3.Connection, sent: Sequence[tuple[str, int]], now_ms: int, head: int | None
-) -> None:
+def mark_sent(conn: Conn, sent: Sequence[tuple[str, int]], now_ms: int, head: int | None) -> None:
     """The (item, variant) sends a relay took: fates recorded, bump clocks restarted."""
     conn.executemany(
         "UPDATE variants SET fate = 'sent' WHERE item_id = ? AND idx = ? AND fate IS NULL",
@@ -265,11 +278,11 @@ def mark_sent(
     )
 
 
-def set_retry(conn: sqlite3.Connection, retries: Sequence[tuple[str, int | None]]) -> None:
+def set_retry(conn: Conn, retries: Sequence[tuple[str, int | None]]) -> None:
     conn.executemany("UPDATE items SET retry_ms = ? WHERE id = ?", [(r, i) for i, r in retries])
 
 
-def set_mined(conn: sqlite3.Connection, mined: Sequence[tuple[str, Mined]]) -> None:
+def set_mined(conn: Conn, mined: Sequence[tuple[str, Mined]]) -> None:
     """Record receipts and each sent variant's fate: the mined one, the others replaced."""
     conn.executemany(
         "UPDATE items SET mined_hash = ?, mined_block = ?, mined_block_hash = ? WHERE id = ?",
@@ -282,7 +295,7 @@ def set_mined(conn: sqlite3.Connection, mined: Sequence[tuple[str, Mined]]) -> N
     )
 
 
-def forget_mined(conn: sqlite3.Connection, item_ids: Sequence[str], now_ms: int) -> None:
+def forget_mined(conn: Conn, item_ids: Sequence[str], now_ms: int) -> None:
     """A reorg took the receipts away: back to sent variants, clocks restarted.
 
     The active variant's fate goes back to unknown (NULL, as for a send no relay took):
@@ -307,21 +320,21 @@ def forget_mined(conn: sqlite3.Connection, item_ids: Sequence[str], now_ms: int)
     )
 
 
-def set_replaced(conn: sqlite3.Connection, item_ids: Sequence[str]) -> None:
+def set_replaced(conn: Conn, item_ids: Sequence[str]) -> None:
     conn.executemany(
         "UPDATE variants SET fate = 'replaced' WHERE item_id = ? AND fate IS NOT NULL",
         [(i,) for i in item_ids],
     )
 
 
-def fates(conn: sqlite3.Connection, item_id: str) -> dict[int, str | None]:
+def fates(conn: Conn, item_id: str) -> dict[int, str | None]:
     return {
         r["idx"]: r["fate"]
         for r in conn.execute("SELECT idx, fate FROM variants WHERE item_id = ?", (item_id,))
     }
 
 
-def in_state(conn: sqlite3.Connection, state: State) -> int:
+def in_state(conn: Conn, state: State) -> int:
     return int(
         conn.execute("SELECT count(*) FROM items WHERE state = ?", (str(state),)).fetchone()[0]
     )

@@ -11,13 +11,13 @@ dispatcher and ``airlock bybit orders`` read them without the HSM.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from airlock.encoding.records import from_row, plain
+from airlock.encoding.records import Row, from_row, plain
 from airlock.queue import items
+from airlock.queue.db import Conn
 from airlock.queue.items import Item
 from airlock.vocab import Category
 
@@ -52,7 +52,7 @@ class VenueRef:
     seen_ms: int | None = None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> VenueRef:
+    def from_row(cls, row: Row) -> VenueRef:
         return cls(**from_row(cls, row))
 
     def as_json(self) -> dict[str, Any]:
@@ -96,7 +96,7 @@ _REF += " v.cum_qty, v.avg_price, v.seen_ms"
 _FROM = f"SELECT {_JOINED}, {_REF} FROM items i JOIN venue_orders v ON v.item_id = i.id"
 
 
-def insert(conn: sqlite3.Connection, item_id: str, ref: VenueDraft) -> None:
+def insert(conn: Conn, item_id: str, ref: VenueDraft) -> None:
     conn.execute(
         "INSERT INTO venue_orders (item_id, action, category, symbol, link_id)"
         " VALUES (?, ?, ?, ?, ?)",
@@ -104,24 +104,32 @@ def insert(conn: sqlite3.Connection, item_id: str, ref: VenueDraft) -> None:
     )
 
 
-def _pairs(rows: list[sqlite3.Row]) -> list[tuple[Item, VenueRef]]:
+def _pairs(rows: list[Row]) -> list[tuple[Item, VenueRef]]:
     return [(Item.from_row(r), VenueRef.from_row(r)) for r in rows]
 
 
-def due(conn: sqlite3.Connection, now_ms: int, limit: int) -> list[tuple[Item, VenueRef]]:
-    """Queued Bybit items due a send, most urgent first (cancels lead: priority 0).
+def due(
+    conn: Conn, now_ms: int, limit: int, accounts: Sequence[str] | None = None
+) -> list[tuple[Item, VenueRef]]:
+    """Queued Bybit items due a send, most urgent first (cancels lead: priority 0); only
+    ``accounts``' when given (the lanes a broadcaster holds).
 
     Expired items are left to the expiry pass; items given a retry time wait for it."""
+    only = ""
+    if accounts is not None:
+        only = (
+            f" AND i.account IN ({', '.join('?' for _ in accounts)})" if accounts else " AND 1 = 0"
+        )
     rows = conn.execute(
         f"{_FROM} WHERE i.state = 'queued'"
         " AND (i.expires_ms IS NULL OR i.expires_ms > ?) AND coalesce(i.retry_ms, 0) <= ?"
-        " ORDER BY i.priority, i.created_ms, i.id LIMIT ?",
-        (now_ms, now_ms, limit),
+        f"{only} ORDER BY i.priority, i.created_ms, i.id LIMIT ?",
+        (now_ms, now_ms, *(accounts or ()), limit),
     ).fetchall()
     return _pairs(rows)
 
 
-def in_states(conn: sqlite3.Connection, states: Sequence[str]) -> list[tuple[Item, VenueRef]]:
+def in_states(conn: Conn, states: Sequence[str]) -> list[tuple[Item, VenueRef]]:
     marks = ", ".join("?" for _ in states)
     rows = conn.execute(
         f"{_FROM} WHERE i.state IN ({marks}) ORDER BY i.created_ms, i.id", tuple(states)
@@ -129,26 +137,29 @@ def in_states(conn: sqlite3.Connection, states: Sequence[str]) -> list[tuple[Ite
     return _pairs(rows)
 
 
-def every(conn: sqlite3.Connection, limit: int | None) -> list[tuple[Item, VenueRef]]:
-    rows = conn.execute(
-        f"{_FROM} ORDER BY i.created_ms DESC, i.id DESC LIMIT ?", (limit or -1,)
-    ).fetchall()
+def every(conn: Conn, limit: int | None) -> list[tuple[Item, VenueRef]]:
+    sql = f"{_FROM} ORDER BY i.created_ms DESC, i.id DESC"
+    rows = (
+        conn.execute(sql + " LIMIT ?", (limit,)).fetchall()
+        if limit
+        else conn.execute(sql).fetchall()
+    )
     return _pairs(rows)
 
 
-def of_item(conn: sqlite3.Connection, item_id: str) -> tuple[Item, VenueRef] | None:
+def of_item(conn: Conn, item_id: str) -> tuple[Item, VenueRef] | None:
     rows = conn.execute(f"{_FROM} WHERE i.id = ?", (item_id,)).fetchall()
     return _pairs(rows)[0] if rows else None
 
 
-def order_by_link(conn: sqlite3.Connection, link_id: str) -> tuple[Item, VenueRef] | None:
+def order_by_link(conn: Conn, link_id: str) -> tuple[Item, VenueRef] | None:
     rows = conn.execute(
         f"{_FROM} WHERE v.link_id = ? AND v.action = 'order'", (link_id,)
     ).fetchall()
     return _pairs(rows)[0] if rows else None
 
 
-def item_ids_by_link(conn: sqlite3.Connection, link_ids: Sequence[str]) -> dict[str, str]:
+def item_ids_by_link(conn: Conn, link_ids: Sequence[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for start in range(0, len(link_ids), 500):
         chunk = list(link_ids[start : start + 500])
@@ -162,7 +173,7 @@ def item_ids_by_link(conn: sqlite3.Connection, link_ids: Sequence[str]) -> dict[
     return found
 
 
-def note_seen(conn: sqlite3.Connection, item_id: str, seen: VenueSeen, now_ms: int) -> None:
+def note_seen(conn: Conn, item_id: str, seen: VenueSeen, now_ms: int) -> None:
     """Keep what the venue said; unknown (None) fields keep their last value."""
     conn.execute(
         "UPDATE venue_orders SET order_id = coalesce(?, order_id),"
@@ -172,21 +183,22 @@ def note_seen(conn: sqlite3.Connection, item_id: str, seen: VenueSeen, now_ms: i
     )
 
 
-def set_retry(conn: sqlite3.Connection, item_id: str, retry_ms: int | None) -> None:
+def set_retry(conn: Conn, item_id: str, retry_ms: int | None) -> None:
     conn.execute("UPDATE items SET retry_ms = ? WHERE id = ?", (retry_ms, item_id))
 
 
-def set_sent_ms(conn: sqlite3.Connection, item_id: str, now_ms: int) -> None:
+def set_sent_ms(conn: Conn, item_id: str, now_ms: int) -> None:
     conn.execute("UPDATE items SET sent_ms = ?, retry_ms = NULL WHERE id = ?", (now_ms, item_id))
 
 
-def add_fills(conn: sqlite3.Connection, fills: Sequence[Fill], now_ms: int) -> list[Fill]:
+def add_fills(conn: Conn, fills: Sequence[Fill], now_ms: int) -> list[Fill]:
     """Insert each fill unless its execId is already known; return the new ones."""
     new = []
     for fill in fills:
         cursor = conn.execute(
-            "INSERT OR IGNORE INTO fills (exec_id, item_id, link_id, order_id, symbol, side,"
-            " exec_qty, exec_price, exec_time_ms, seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO fills (exec_id, item_id, link_id, order_id, symbol, side,"
+            " exec_qty, exec_price, exec_time_ms, seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (exec_id) DO NOTHING",
             (
                 fill.exec_id,
                 fill.item_id,
@@ -205,7 +217,7 @@ def add_fills(conn: sqlite3.Connection, fills: Sequence[Fill], now_ms: int) -> l
     return new
 
 
-def fills(conn: sqlite3.Connection, item_id: str | None = None) -> list[Fill]:
+def fills(conn: Conn, item_id: str | None = None) -> list[Fill]:
     where, args = ("WHERE item_id = ?", (item_id,)) if item_id is not None else ("", ())
     rows = conn.execute(
         "SELECT exec_id, item_id, link_id, order_id, symbol, side, exec_qty, exec_price,"
@@ -228,13 +240,13 @@ def fills(conn: sqlite3.Connection, item_id: str | None = None) -> list[Fill]:
     ]
 
 
-def fill_counts(conn: sqlite3.Connection) -> dict[str, int]:
+def fill_counts(conn: Conn) -> dict[str, int]:
     rows = conn.execute(
         "SELECT item_id, count(*) FROM fills WHERE item_id IS NOT NULL GROUP BY item_id"
     ).fetchall()
     return {r[0]: int(r[1]) for r in rows}
 
 
-def latest_fill_ms(conn: sqlite3.Connection) -> int | None:
+def latest_fill_ms(conn: Conn) -> int | None:
     row = conn.execute("SELECT max(exec_time_ms) FROM fills").fetchone()
     return None if row[0] is None else int(row[0])

@@ -12,10 +12,13 @@ the way sqlite-utils reaches ``db["table"]``::
     store.notes     the service's notes for ``airlock status``
     store.audit     the tamper-evident log: entries, leaves, signed checkpoints
     store.events    the numbered stream of creations, state changes and fills
+    store.leases    the lanes several broadcasters share one queue by
 
-Every change is one ``BEGIN IMMEDIATE`` transaction on a WAL database with
-``synchronous=FULL``: when a method returns, its change is on disk, together with its
-history row, its event and its audit entry.
+Every change is one write transaction, durable when the method returns, together with
+its history row, its event and its audit entry: SQLite (a file, the embedded default:
+``BEGIN IMMEDIATE`` on WAL with ``synchronous=FULL``) or PostgreSQL (a ``postgresql://``
+URL, several broadcasters sharing one queue: queue/db.py says how the writers are kept in
+one line).
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from airlock.clock import ClockMs, wall_clock_ms
-from airlock.queue import schema
+from airlock.queue.db import open_database
 from airlock.queue.envelope import DEFAULT_ROTATE_AFTER, Envelope, Kek
 from airlock.queue.store.audit import Audit
 from airlock.queue.store.core import Core
 from airlock.queue.store.events import Events
 from airlock.queue.store.items import Items
 from airlock.queue.store.keys import Keys
+from airlock.queue.store.leases import Leases
 from airlock.queue.store.nonces import Nonces
 from airlock.queue.store.notes import Alerts, Notes
 from airlock.queue.store.records import (
@@ -65,9 +69,11 @@ __all__ = [
 class Store:
     """One queue database. Safe to share between threads; several processes may open it."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, location: Path | str) -> None:
         self.core = core
-        self.path = core.path
+        self.location = location
+        self.engine = core.db.engine
+        self.shown = core.db.shown
         self.items = Items(core)
         self.sends = Sends(core)
         self.venue = Venue(core)
@@ -77,31 +83,40 @@ class Store:
         self.notes = Notes(core)
         self.audit = Audit(core)
         self.events = Events(core)
+        self.leases = Leases(core)
 
     @classmethod
     def open(
         cls,
-        path: Path,
+        location: Path | str,
         kek: Kek,
         *,
         clock_ms: ClockMs = wall_clock_ms,
         rotate_after: int = DEFAULT_ROTATE_AFTER,
     ) -> Store:
-        """Open (creating or migrating) the queue at ``path``; prove the KEK works."""
-        conn = schema.connect(path)
+        """Open (creating or migrating) the queue at ``location`` (a file, or a
+        ``postgresql://`` URL); prove the KEK works."""
+        db = open_database(location)
         try:
-            schema.migrate(conn, path)
-            envelope = Envelope(conn, kek, clock_ms, rotate_after)
-            core = Core(path, conn, envelope, clock_ms)
+            db.migrate()
+            envelope = Envelope(db.conn, kek, clock_ms, rotate_after)
+            core = Core(db, envelope, clock_ms)
             with core.transaction():
                 envelope.ensure_primary()
         except BaseException:
-            conn.close()
+            db.close()
             raise
-        return cls(core)
+        return cls(core, location)
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (the embedded queue); a PostgreSQL queue has no file."""
+        if not isinstance(self.location, Path):
+            raise TypeError(f"the queue at {self.shown} is a PostgreSQL database, not a file")
+        return self.location
 
     def close(self) -> None:
-        self.core.conn.close()
+        self.core.db.close()
 
     def __enter__(self) -> Store:
         return self

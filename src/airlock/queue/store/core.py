@@ -1,8 +1,9 @@
 """What every part of the store shares: one connection, one lock, the envelope, the
 audit journal, the clock, and the few moves that several parts make.
 
-One ``BEGIN IMMEDIATE`` transaction per change, on a WAL database with
-``synchronous=FULL``: when a method returns, its change is on disk. A state change, its
+One write transaction per change (``BEGIN IMMEDIATE`` on SQLite's WAL with
+``synchronous=FULL``; on PostgreSQL, the audit head's row lock first: queue/db.py): when a
+method returns, its change is durable. A state change, its
 history row, its event (written by a trigger) and its audit entry are always one
 transaction (:meth:`Core.move`). A payload that fails authentication is never sent: its
 item is quarantined (:meth:`Core.guarded`).
@@ -11,16 +12,15 @@ item is quarantined (:meth:`Core.guarded`).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from airlock.audit import entries as audit_entries
 from airlock.clock import ClockMs
 from airlock.queue import items, nonces
+from airlock.queue.db import Conn, Database
 from airlock.queue.envelope import Envelope
 from airlock.queue.errors import PayloadTampered
 from airlock.queue.items import Item
@@ -33,11 +33,9 @@ from airlock.queue.ulid import UlidGenerator
 class Core:
     """The state the parts of one :class:`~airlock.queue.store.Store` share."""
 
-    def __init__(
-        self, path: Path, conn: sqlite3.Connection, envelope: Envelope, clock_ms: ClockMs
-    ) -> None:
-        self.path = path
-        self.conn = conn
+    def __init__(self, db: Database, envelope: Envelope, clock_ms: ClockMs) -> None:
+        self.db = db
+        self.conn = db.conn
         self.envelope = envelope
         self.clock_ms = clock_ms
         self.lock = threading.RLock()
@@ -46,34 +44,34 @@ class Core:
         self._seqs: dict[str, int] = {}  # next sequence number per strategy, this transaction
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Conn]:
         """One durable write transaction; the write lock is held from the start.
 
         While it is open nobody else can write, so what it reads once (the audit chain's
         head, a strategy's last sequence number) stays true until it ends: those are
         remembered for the transaction and forgotten with it."""
         with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self.db.begin()
             self.journal.forget_head()
             self._seqs.clear()
             try:
                 yield self.conn
+                self.db.commit()
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self.db.rollback()
                 self.envelope.forget_uncommitted()
                 raise
             finally:
                 self.journal.forget_head()
                 self._seqs.clear()
-            self.conn.execute("COMMIT")
 
     @contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
+    def reading(self) -> Iterator[Conn]:
         """The connection for a read, under the lock (one statement at a time)."""
         with self.lock:
             yield self.conn
 
-    def next_seq(self, conn: sqlite3.Connection, strategy: str) -> int:
+    def next_seq(self, conn: Conn, strategy: str) -> int:
         """The strategy's next sequence number, read once per transaction."""
         seq = self._seqs.get(strategy) or items.next_seq(conn, strategy)
         self._seqs[strategy] = seq + 1
@@ -83,7 +81,7 @@ class Core:
 
     def move(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         item: Item,
         target: State,
         reason: str,
@@ -103,7 +101,7 @@ class Core:
         self.journal.append(conn, audit_entries.ITEM_TRANSITION, item.id, data)
         return moved
 
-    def leave_queue(self, conn: sqlite3.Connection, item: Item, target: State, reason: str) -> Item:
+    def leave_queue(self, conn: Conn, item: Item, target: State, reason: str) -> Item:
         """A queued item that never left the machine ends; its nonce slot is freed."""
         was_queued = item.state is State.QUEUED
         moved = self.move(conn, item, target, reason)
@@ -113,9 +111,7 @@ class Core:
             moved = items.get(conn, moved.id)
         return moved
 
-    def insert_variant(
-        self, conn: sqlite3.Connection, item_id: str, idx: int, variant: VariantDraft
-    ) -> None:
+    def insert_variant(self, conn: Conn, item_id: str, idx: int, variant: VariantDraft) -> None:
         """One signed variant, its bytes encrypted (AAD: table, row, column, key id)."""
         raw = self.envelope.seal("variants", f"{item_id}/{idx}", "raw", variant.raw)
         conn.execute(
@@ -134,7 +130,7 @@ class Core:
         )
 
     @staticmethod
-    def variants(conn: sqlite3.Connection, item_id: str) -> list[Variant]:
+    def variants(conn: Conn, item_id: str) -> list[Variant]:
         """An item's variants' clear metadata (the signed bytes stay encrypted)."""
         return [
             Variant(

@@ -8,7 +8,6 @@ it or none of it: a nonce is never burned and never handed out twice.
 from __future__ import annotations
 
 import functools
-import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from typing import Any
 from airlock.audit import entries as audit_entries
 from airlock.errors import InvalidInput
 from airlock.queue import items, nonces, sends, venue
+from airlock.queue.db import Conn
 from airlock.queue.errors import (
     IdempotencyConflict,
     IllegalTransition,
@@ -113,7 +113,7 @@ class Items:
                     )
             return done
 
-    def _enqueue_new(self, conn: sqlite3.Connection, draft: Draft, build: Builder) -> Enqueued:
+    def _enqueue_new(self, conn: Conn, draft: Draft, build: Builder) -> Enqueued:
         warnings: list[str] = []
         nonce = None
         if draft.wants_nonce:
@@ -139,9 +139,7 @@ class Items:
             )
         return Enqueued(item, True, self.variants(item.id))
 
-    def _insert(
-        self, conn: sqlite3.Connection, draft: Draft, nonce: int | None, built: Built
-    ) -> Item:
+    def _insert(self, conn: Conn, draft: Draft, nonce: int | None, built: Built) -> Item:
         core = self._core
         now = core.clock_ms()
         item_id = core.ids.new(now)
@@ -298,9 +296,7 @@ class Items:
                 results.append(self._withdraw(conn, item, State.EXPIRED, "TTL passed before send"))
         return results
 
-    def _withdraw(
-        self, conn: sqlite3.Connection, item: Item, target: State, reason: str
-    ) -> CancelResult:
+    def _withdraw(self, conn: Conn, item: Item, target: State, reason: str) -> CancelResult:
         waiting = item.kind is Kind.EVM_TX and nonces.later_live(conn, item)
         if waiting and items.has_cancel_variant(conn, item.id):
             note = f"{reason}: pre-signed cancel requested to fill nonce {item.nonce}"

@@ -24,4 +24,5 @@ class Keys:
 
     def all(self) -> list[dict[str, Any]]:
         with self._core.lock:
-            return [dict(r) for r in self._core.envelope.key_rows()]
+            rows = self._core.envelope.key_rows()
+            return [{name: r[name] for name in r.keys()} for r in rows]  # noqa: SIM118 (a row iterates its values)

@@ -8,13 +8,12 @@ moved meanwhile, nothing is written (:class:`StaleItems`).
 
 from __future__ import annotations
 
-import sqlite3
-
 from airlock.audit import entries as audit_entries
 from airlock.queue import items, nonces, sends
+from airlock.queue.db import Conn
 from airlock.queue.errors import IllegalTransition
 from airlock.queue.items import Item
-from airlock.queue.sends import Attempt, Lane, Move, StoredVariant
+from airlock.queue.sends import Attempt, Lane, Move, Senders, StoredVariant
 from airlock.queue.states import State
 from airlock.queue.store.core import Core
 from airlock.queue.store.items import variant_entry
@@ -27,15 +26,19 @@ class Sends:
     def __init__(self, core: Core) -> None:
         self._core = core
 
-    def dispatchable(self, limit: int = 500) -> list[Item]:
-        """EVM items due a send, per sender in nonce order, most urgent sender first."""
+    def dispatchable(self, limit: int = 500, senders: Senders | None = None) -> list[Item]:
+        """EVM items due a send, per sender in nonce order, most urgent sender first
+        (only ``senders``' when given: the lanes a broadcaster holds)."""
         with self._core.lock:
-            return sends.dispatchable(self._core.conn, self._core.clock_ms(), limit)
+            return sends.dispatchable(self._core.conn, self._core.clock_ms(), limit, senders)
 
-    def lanes(self, watch_from_block: int | None = None) -> list[Lane]:
-        """In-flight EVM items with every hash they could be mined as (reconcile's input)."""
+    def lanes(
+        self, watch_from_block: int | None = None, senders: Senders | None = None
+    ) -> list[Lane]:
+        """In-flight EVM items with every hash they could be mined as (reconcile's input),
+        only ``senders``' when given."""
         with self._core.lock:
-            return sends.inflight(self._core.conn, watch_from_block)
+            return sends.inflight(self._core.conn, watch_from_block, senders)
 
     def wave_variants(self, item_ids: list[str]) -> dict[str, list[StoredVariant]]:
         """The variants of many items at once (still encrypted): one query for a wave."""
@@ -123,7 +126,7 @@ class Sends:
                     self._release_rejected(conn, move.item_id)
             self._core.journal.append(conn, audit_entries.ITEMS_SENT, None, {"items": entry})
 
-    def _release_rejected(self, conn: sqlite3.Connection, item_id: str) -> None:
+    def _release_rejected(self, conn: Conn, item_id: str) -> None:
         """Every relay refused these bytes for good: the nonce is still free on chain."""
         item = items.get(conn, item_id)
         if item.holds_nonce and item.chain_id is not None:

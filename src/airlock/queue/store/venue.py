@@ -6,6 +6,8 @@ and routing metadata, not the signed intent, which stays in the encrypted payloa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from airlock.audit import entries as audit_entries
 from airlock.queue import items, venue
 from airlock.queue.errors import StaleItems
@@ -21,10 +23,13 @@ class Venue:
     def __init__(self, core: Core) -> None:
         self._core = core
 
-    def due(self, limit: int = 100) -> list[tuple[Item, VenueRef]]:
-        """Queued Bybit items due a send, most urgent first (cancels lead)."""
+    def due(
+        self, limit: int = 100, accounts: Sequence[str] | None = None
+    ) -> list[tuple[Item, VenueRef]]:
+        """Queued Bybit items due a send, most urgent first (cancels lead); only
+        ``accounts``' when given."""
         with self._core.lock:
-            return venue.due(self._core.conn, self._core.clock_ms(), limit)
+            return venue.due(self._core.conn, self._core.clock_ms(), limit, accounts)
 
     def in_states(self, states: list[State]) -> list[tuple[Item, VenueRef]]:
         with self._core.lock:

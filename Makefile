@@ -37,10 +37,14 @@ test-quick: deps
 bench: deps
 	$(VENV)/bin/python bench/report.py
 
-# The seeded chaos suite: 200 scenarios of combined faults, invariants checked after each;
-# writes docs/reliability.md. Replay one seed: python -m airlock.sim.chaos run --seeds 137
+# The seeded chaos suite: 200 scenarios of combined faults against one broadcaster, then 50
+# of three broadcasters on one PostgreSQL queue; invariants checked after each; writes
+# docs/reliability.md. Replay one seed: python -m airlock.sim.chaos run --seeds 137
 chaos: deps
+	@scripts/system-deps.sh postgresql
 	$(VENV)/bin/python -m airlock.sim.chaos run --seeds 1-200 --report docs/reliability.md
+	$(VENV)/bin/python -m airlock.sim.chaos run --store postgres --broadcasters 3 --seeds 1-50 \
+		--report docs/reliability.md
 
 # ruff, mypy (configured in pyproject.toml: --strict), the import rules
 # and the size limits of docs/architecture.md.

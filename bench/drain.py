@@ -824,8 +824,15 @@ def summarise(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--senders", type=int, default=100)
-    parser.add_argument("--nonces", type=int, default=100)
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="postgres: the fleet figures of bench/fleet.py (several broadcasters on one "
+        "PostgreSQL queue against one on SQLite, enqueue p99, hand-over time)",
+    )
+    parser.add_argument("--senders", type=int, default=None, help="default 100 (fleet: 10)")
+    parser.add_argument("--nonces", type=int, default=None, help="default 100 (fleet: 100)")
     parser.add_argument("--relays", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
@@ -840,7 +847,20 @@ def main() -> None:
     )
     parser.add_argument("--profile", default=None, help="write cProfile stats to PREFIX.*")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temp dir")
+    import fleet  # bench/fleet.py, which imports this module
+
+    fleet.add_arguments(parser)
     args = parser.parse_args()
+    if args.store == "postgres":
+        args.senders, args.nonces = args.senders or 10, args.nonces or 100
+        logging.getLogger("airlock").setLevel(logging.ERROR)
+        started = time.perf_counter()
+        result = fleet.run(args)
+        result["total_seconds"] = round(time.perf_counter() - started, 1)
+        fleet.print_summary(result)
+        print(json.dumps(result, separators=(",", ":")))
+        return
+    args.senders, args.nonces = args.senders or 100, args.nonces or 100
     # Relay health changes and alerts are counted in the report, not logged as they happen.
     logging.getLogger("airlock").setLevel(logging.ERROR)
     started = time.perf_counter()

@@ -242,6 +242,47 @@ def api_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def fleet_rows(r: dict[str, Any]) -> list[Row]:
+    base = r["sqlite"]
+    rows = [
+        Row(
+            f"drain, {s['broadcasters']} broadcaster(s) on PostgreSQL (items/s)",
+            _num(s["items_per_s"]),
+            f"1 on SQLite {_num(base['items_per_s'])}",
+            f"{s['ratio_vs_sqlite']:.3f}",
+            "-",
+            None,
+            "commits one at a time on one queue, each a network round trip (§ Several"
+            " broadcasters on PostgreSQL)",
+        )
+        for s in r["postgres"]
+    ]
+    e, h = r["enqueue"], r["handover"]
+    rows.append(
+        Row(
+            "PostgreSQL enqueue p99 (ms)",
+            f"{e['airlock_p99_ms']:.2f}",
+            f"bare INSERT p99 {e['bare_p99_ms']:.2f}",
+            f"{e['ratio_p99']:.2f}x",
+            "-",
+            None,
+            "§ Several broadcasters on PostgreSQL",
+        )
+    )
+    rows.append(
+        Row(
+            "hand-over: last link down -> first send by another (ms, default settings)",
+            f"p50 {h['p50_ms']:,}; max {h['max_ms']:,}",
+            f"lease {h['lease_ms']:,} ms",
+            "-",
+            f"p50 < {h['target_p50_ms']:,}",
+            bool(h["pass"]),
+            "link down detection, then one tick of each broadcaster (§ Hand-over)",
+        )
+    )
+    return rows
+
+
 BENCHES: tuple[Bench, ...] = (
     Bench(
         "sign",
@@ -279,6 +320,29 @@ BENCHES: tuple[Bench, ...] = (
         ("bench/api.py", "--n", "200", "--rounds", "5", "--batches", "5"),
         api_rows,
         ("bench/api.py", "--n", "10", "--rounds", "1", "--batches", "1"),
+    ),
+    Bench(
+        "fleet",
+        ("bench/drain.py", "--store", "postgres", "--broadcasters", "1,2,3"),
+        fleet_rows,
+        (
+            "bench/drain.py",
+            "--store",
+            "postgres",
+            "--broadcasters",
+            "1,2",
+            "--senders",
+            "2",
+            "--nonces",
+            "5",
+            "--relays",
+            "1",
+            "--enqueue",
+            "20",
+            "--handovers",
+            "1",
+        ),
+        json_flag=False,
     ),
     Bench(
         "startup",

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.kits.backends import RawDb
 from tests.kits.cli import TRANSFER, command_line, run
 
 from airlock.queue import schema
@@ -71,6 +72,9 @@ def test_copy_moves_every_row_and_the_log_verifies_on_the_server(
     queued = run(home, *QUEUE, env=on_server(pg_url))
     assert queued.returncode == 0, queued.stderr
     assert json.loads(queued.stdout)["nonce"] == 2
+    with RawDb(pg_url) as server, RawDb(home / "queue.db") as file:
+        assert server.execute("SELECT count(*) FROM items").fetchone()[0] == 3
+        assert file.execute("SELECT count(*) FROM items").fetchone()[0] == 2  # left as it was
     out = tmp_path / "export"
     exported = run(home, "audit", "export", "--out", str(out), env=on_server(pg_url))
     assert exported.returncode == 0, exported.stderr

@@ -70,11 +70,15 @@ def test_unreachable_lanes_are_not_taken() -> None:
     assert [t.lane for t in p.take] == [L2]
 
 
-def test_a_lane_that_was_held_is_taken_beyond_the_share() -> None:
-    """Its work must not wait for balance: the holder that let go cannot send it."""
+@pytest.mark.parametrize(("waited", "taken"), [(0, False), (999, False), (1000, True)])
+def test_a_lane_beyond_the_share_is_taken_once_free_for_a_lease(waited, taken) -> None:
+    """Whoever had room did not take it (it reaches some links, not this lane's): after a
+    lease of waiting it is taken anyway, so no work waits for ever."""
     leases = alive(A, B) | {L1: lease(L1, A), L2: lease(L2, A), L3: lease(L3, B, released=NOW)}
-    (take,) = plan(A, NOW, leases, {L1, L2, L3}, {L1, L2, L3}).take
-    assert take.lane == L3 and take.previous == B
+    p = plan(
+        A, NOW, leases, {L1, L2, L3}, {L1, L2, L3}, free_since={L3: NOW - waited}, patience_ms=1000
+    )
+    assert [(t.lane, t.previous) for t in p.take] == ([(L3, B)] if taken else [])
 
 
 def test_idle_lanes_kept_do_not_count_against_the_share() -> None:

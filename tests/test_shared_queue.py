@@ -33,7 +33,7 @@ from airlock.encoding.canonical import parse_canonical
 from airlock.queue.kek import HsmKek
 from airlock.queue.leases import evm_lane
 from airlock.queue.states import State
-from airlock.queue.store import Store
+from airlock.queue.store import SendRecord, Store
 from airlock.relays.jsonrpc import EvmRelay
 from airlock.sim.faultproxy import FaultProxy
 
@@ -49,6 +49,7 @@ class Node:
     proxy: FaultProxy
     service: Service
     keeper: LaneKeeper
+    service_task: asyncio.Task[None]
 
 
 @contextlib.asynccontextmanager
@@ -63,7 +64,7 @@ async def node(name: str, url: str, kek: HsmKek, upstream: str) -> AsyncIterator
         async with service.started():
             task = asyncio.create_task(service.run(stop))
             try:
-                yield Node(name, store, proxy, service, keeper)
+                yield Node(name, store, proxy, service, keeper, task)
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 30)
@@ -159,3 +160,70 @@ async def test_a_taken_lane_is_reconciled_before_anything_is_sent(
             assert heir.keeper.held
         assert store.sends.attempts(item.item.id) == []  # the heir never sent it
         assert_mined_exactly_once(store, anvil, [item])
+
+
+async def test_once_waits_out_a_dead_holder_then_sends_and_lets_go(
+    pg_url: str, kek: HsmKek, keyring, anvil
+) -> None:
+    with Store.open(pg_url, kek) as store:
+        senders = make_senders(keyring, anvil, 2)
+        queued = queue_transfers(store, senders, 2, anvil)
+        ghost = LaneKeeper(store, lambda _lane: True, KEEP, holder="ghost")
+        ghost.tick()
+        ghost.tick()
+        with FaultProxy(anvil.url).start() as proxy:
+            evm = Broadcaster(store, [EvmRelay(relay("once-rpc", proxy.url))], FAST)
+            keeper = LaneKeeper(store, settings=KEEP, holder="once")
+            service = Service(store, evm, None, keeper=keeper)
+            async with service.started():
+                result = await service.run_once()
+        assert result.evm.sent == len(queued)
+        assert_mined_exactly_once(store, anvil, queued)
+        now = store.leases.now_ms()
+        assert not any(
+            lease.live(now) and lease.holder == "once" for lease in store.leases.all().values()
+        )
+
+
+async def test_a_broadcaster_outlives_the_database_dropping_its_connection(
+    pg_url: str, kek: HsmKek, keyring, anvil, pg_cluster
+) -> None:
+    """The server ends every airlock session (a restart, a cut path): the broadcaster
+    keeps running, connects again, and sends what was queued meanwhile."""
+    with Store.open(pg_url, kek) as store:
+        senders = make_senders(keyring, anvil, 2)
+        first = queue_transfers(store, senders, 1, anvil)
+        async with node("survivor", pg_url, kek, anvil.url) as survivor:
+            await wait_until_async(
+                lambda: all_in(store, [q.item.id for q in first], State.CONFIRMED), 60, "first"
+            )
+            with pg_cluster.connect() as admin:
+                ended = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = 'airlock'"
+                ).fetchone()[0]
+            assert ended >= 2  # the survivor's connection and this test's
+            later = queue_transfers(store, senders, 2, anvil)  # this store connects again
+            await wait_until_async(
+                lambda: all_in(store, [q.item.id for q in later], State.CONFIRMED), 60, "later"
+            )
+            assert not survivor.service_task.done()
+        assert_mined_exactly_once(store, anvil, first + later)
+
+
+def test_answers_for_an_item_the_taker_moved_first_are_dropped(
+    pg_url: str, kek: HsmKek, keyring, anvil
+) -> None:
+    """The last holder's wave comes back after the taker reconciled its items: its answers
+    are not written over the taker's (nothing of the wave is), and it goes on."""
+    with Store.open(pg_url, kek) as store:
+        (sender,) = make_senders(keyring, anvil, 1)
+        (queued,) = queue_transfers(store, [sender], 1, anvil)
+        item = queued.item
+        store.sends.begin([(item, 0)])  # the last holder's wave, marked ...
+        store.items.transition(item.id, State.SENT, "the taker found it in the pool")
+        late = SendRecord(item.id, State.SENDING, 0, (), True, State.SENT, "accepted by rpc")
+        last_holder = Broadcaster(store, [EvmRelay(relay("late-rpc", anvil.url))], FAST)
+        assert last_holder._record([late]) is False  # ... answered late: dropped
+        assert store.items.get(item.id).state is State.SENT
+        assert store.sends.attempts(item.id) == []

@@ -102,7 +102,9 @@ class Airlock:
         ring = KeyRing.open(settings.hsm, pin=pin, prompt=prompt)
         try:
             kek = HsmKek(ring, settings.queue.kek_label)
-            store = Store.open(settings.queue.path, kek, rotate_after=settings.queue.rotate_after)
+            store = Store.open(
+                settings.queue.location, kek, rotate_after=settings.queue.rotate_after
+            )
         except BaseException:
             ring.close()
             raise

@@ -85,6 +85,7 @@ class LaneKeeper:
         self.held: frozenset[str] = frozenset()
         self._taken_at: dict[str, int] = {}  # lane -> generation it was taken in
         self._generations = itertools.count(1)
+        self._free_since: dict[str, int] = {}  # lane -> when this one first saw it free
         self.generation = 0
 
     # -- one tick ------------------------------------------------------------------------
@@ -120,7 +121,18 @@ class LaneKeeper:
         reach = self.reach or (lambda _lane: False)
         reachable = {lane for lane in candidates if reach(lane)}
         reaches_any = self.reaches_any() if self.reaches_any is not None else True
-        return lanes.plan(self.holder, now_ms, leases, work, reachable, reaches_any=reaches_any)
+        free = {lane for lane in work if not (lane in leases and leases[lane].live(now_ms))}
+        self._free_since = {lane: self._free_since.get(lane, now_ms) for lane in free}
+        return lanes.plan(
+            self.holder,
+            now_ms,
+            leases,
+            work,
+            reachable,
+            reaches_any=reaches_any,
+            free_since=self._free_since,
+            patience_ms=self.settings.lease_ms,
+        )
 
     def lost(self) -> None:
         """The queue could not be reached: these leases may have run out, and another

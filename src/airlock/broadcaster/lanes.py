@@ -10,10 +10,11 @@ venue):
 - **release** what it holds but can no longer reach: its links for that lane are down,
   so a broadcaster with a live path must be able to take it at once, not after the lease
   runs out;
-- **take** lanes with work that nobody holds and that it can reach: every lane that was
-  held and is free now (released, or expired: a holder that died or froze), since its
-  work must not wait; a lane never held only up to its fair share (the lanes with work
-  divided by the broadcasters present, rounded up, less the lanes with work it keeps).
+- **take** lanes with work that nobody holds (never held, released, or expired: a holder
+  that died or froze) and that it can reach, up to its fair share: the lanes with work
+  divided by the broadcasters present, rounded up, less the lanes with work it keeps;
+  beyond its share, a lane it has seen free for a whole lease (whoever had room did not
+  take it: one that reaches some links but not this lane's, say).
   A broadcaster takes nothing in the tick it first shows its presence, so that several
   started together see each other before they share; one with no usable link at all
   shows no presence, so the others' share is counted without it.
@@ -53,11 +54,15 @@ def plan(
     reachable: set[str],
     *,
     reaches_any: bool = True,
+    free_since: dict[str, int] | None = None,
+    patience_ms: int | None = None,
 ) -> Plan:
     """This tick's takes, renewals and releases for ``holder`` (see the module).
 
     ``reaches_any``: the broadcaster has at least one usable link. One with none shows no
-    presence, so that the others' share is counted without it."""
+    presence, so that the others' share is counted without it. ``free_since``: since when
+    this broadcaster has seen each lane free; one free for ``patience_ms`` is taken beyond
+    the share (whoever had room did not take it: it must not wait for ever)."""
     mine = {
         lane
         for lane, lease in leases.items()
@@ -79,8 +84,9 @@ def plan(
             lease = leases.get(lane)
             if lease is not None and lease.live(now_ms):
                 continue  # held: by another, or by this one and kept above
-            if lease is None and room <= 0:
-                continue  # a new lane beyond this one's share: left to the others
+            waited = now_ms - (free_since or {}).get(lane, now_ms)
+            if room <= 0 and (patience_ms is None or waited < patience_ms):
+                continue  # beyond this one's share: left to the others, for a while
             takes.append(
                 Take(lane, None if lease is None else lease.holder, _why_free(lease, now_ms))
             )

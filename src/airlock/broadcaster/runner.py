@@ -138,24 +138,29 @@ class Service:
             self.venue.reconnected.set()
 
     async def _lanes(self, stop: asyncio.Event) -> None:
-        """The keeper's ticks until ``stop``; then every lane released for the others."""
+        """The keeper's ticks until ``stop`` (a stop releases the lanes after the sides)."""
         keeper = self.keeper
         assert keeper is not None
-        try:
-            while not stop.is_set():
-                try:
-                    keeper.apply(await asyncio.to_thread(keeper.cycle))
-                except StoreUnavailable as exc:  # cut off from the queue: hold nothing
-                    log.warning("leases not renewed: %s", exc)
-                    keeper.lost()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(keeper.settings.tick_ms / 1000):
-                        await stop.wait()
-        finally:
+        while not stop.is_set():
             try:
-                await asyncio.to_thread(keeper.release_all, "broadcaster stopping")
-            except StoreUnavailable as exc:
-                log.warning("lanes not released (they expire): %s", exc)
+                keeper.apply(await asyncio.to_thread(keeper.cycle))
+            except StoreUnavailable as exc:  # cut off from the queue: hold nothing
+                log.warning("leases not renewed: %s", exc)
+                keeper.lost()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(keeper.settings.tick_ms / 1000):
+                    await stop.wait()
+
+    async def _release_lanes(self) -> None:
+        """Every lane let go at once for the others, once the sides have finished their
+        steps (a lane let go while its wave was in flight would be reconciled by its
+        taker and the wave's answers lost: safe, only wasteful)."""
+        if self.keeper is None:
+            return
+        try:
+            await asyncio.to_thread(self.keeper.release_all, "broadcaster stopping")
+        except StoreUnavailable as exc:
+            log.warning("lanes not released (they expire): %s", exc)
 
     def _deliver(
         self,
@@ -187,15 +192,43 @@ class Service:
             yield self
 
     async def run_once(self) -> OnceResult:
-        """Drain, bump and reconcile until nothing more moves (``--once``)."""
+        """Drain, bump and reconcile until nothing more moves (``--once``). On a shared
+        queue, first hold the lanes it can reach (waiting out the leases of a holder that
+        died, bounded), and let go of them at the end."""
         result = OnceResult()
-        if self.evm is not None:
-            result.evm = await self.evm.run_once()
-        if self.venue is not None:
-            result.bybit = await self.venue.run_once()
-            result.evm.alerts += result.bybit.alerts
+        stop = asyncio.Event()
+        renewing = None
+        if self.keeper is not None:
+            await self._hold_lanes_once(self.keeper)
+            renewing = asyncio.create_task(self._lanes(stop))  # renewed while it runs
+        try:
+            if self.evm is not None:
+                result.evm = await self.evm.run_once()
+            if self.venue is not None:
+                result.bybit = await self.venue.run_once()
+                result.evm.alerts += result.bybit.alerts
+        finally:
+            stop.set()
+            if renewing is not None:
+                await renewing
+                await self._release_lanes()
         self.write_notes()
         return result
+
+    async def _hold_lanes_once(self, keeper: LaneKeeper) -> None:
+        """Probe the links, then tick until every lane with work is held here, or for two
+        leases at most (a lane no link of this one reaches stays with the others)."""
+        if self.evm is not None:
+            await self.evm.monitor.probe_all()
+        if self.venue is not None:
+            await self.venue.connect()
+        deadline = asyncio.get_running_loop().time() + 2 * keeper.settings.lease_ms / 1000
+        while True:
+            keeper.apply(await asyncio.to_thread(keeper.cycle))
+            missing = await asyncio.to_thread(lambda: self.store.leases.work() - keeper.held)
+            if not missing or asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(keeper.settings.tick_ms / 1000)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; see the module doc for how it stops."""
@@ -236,6 +269,7 @@ class Service:
         finally:
             stop.set()
             await self._finish(tasks)
+            await self._release_lanes()
             if self._alert_tasks:
                 await asyncio.gather(*self._alert_tasks, return_exceptions=True)
             self.write_notes()
@@ -264,7 +298,10 @@ class Service:
 
     async def _notes(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            self.write_notes()
+            try:
+                self.write_notes()
+            except StoreUnavailable as exc:  # a shared queue's server: written next time
+                log.warning("service notes not written: %s", exc)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(NOTE_S):  # not wait_for: see broadcaster.md
                     await stop.wait()

@@ -20,12 +20,12 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airlock.audit import entries as audit_entries
-from airlock.broadcaster import decide
+from airlock.broadcaster import decide, routes
 from airlock.broadcaster.decide import ChainVerdict, SendVerdict
 from airlock.broadcaster.results import AlertHook, PassResult, Resigner, alert_key
 from airlock.clock import wall_clock_ms
 from airlock.config import BroadcasterConfig
-from airlock.queue.errors import PayloadTampered, StaleItems
+from airlock.queue.errors import PayloadTampered, StaleItems, StoreUnavailable
 from airlock.queue.items import Item
 from airlock.queue.leases import evm_lane
 from airlock.queue.sends import Attempt, Lane, Mined, StoredVariant
@@ -56,6 +56,7 @@ STOP_S = 10.0  # a stopping service finishes its round within this
 MINED_STATES = frozenset({State.CONFIRMED, State.REPLACED})  # settled by a receipt of ours
 ONCE_RECEIPT_GRACE_MS = 3_000  # --once waits this long for a fresh send's receipt
 ONCE_STALL_S = 30.0  # --once stops when only resends happened for this long
+STORE_RETRY_S = 1.0  # a shared queue's server unreachable: try again after this
 
 
 class _Seen(NamedTuple):
@@ -122,6 +123,8 @@ class Broadcaster:
         timer), the run ends and leaves it to the service."""
         total = PassResult()
         await self._first_probes()
+        if self.keeper is not None:  # lanes just taken are sent for once reconciled
+            total.add(await self.reconcile())
         last_change = time.monotonic()
         for _ in range(max_rounds):
             result = await self.round(settle=True)
@@ -148,7 +151,11 @@ class Broadcaster:
                     log.info("a relay is (back) up: dispatching, then reconciling")
                 asked = self.reconcile_asked.is_set()
                 self.reconcile_asked.clear()
-                result = await self.round(force_reconcile=returned or asked)
+                try:
+                    result = await self.round(force_reconcile=returned or asked)
+                except StoreUnavailable as exc:
+                    returned = await self._store_lost(exc, stop)
+                    continue
                 returned = False
                 if result.more or result.sent or result.bumped:
                     continue  # a backlog: the next wave goes at once
@@ -168,6 +175,16 @@ class Broadcaster:
             stop.set()
             async with asyncio.timeout(STOP_S):
                 await task
+
+    async def _store_lost(self, exc: StoreUnavailable, stop: asyncio.Event) -> bool:
+        """The queue's server went away: hold no lane, wait, reconcile (see _record)."""
+        log.warning("the queue is unreachable, retrying in %.0f s: %s", STORE_RETRY_S, exc)
+        if self.keeper is not None:
+            self.keeper.lost()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STORE_RETRY_S):
+                await stop.wait()
+        return True
 
     async def _first_probes(self) -> None:
         """Probe every relay once; say which are unusable and why (a wrong URL or auth
@@ -261,7 +278,8 @@ class Broadcaster:
             if in_flight is not None:
                 sent_picks, answers = in_flight[0], await in_flight[1]
                 records, again = self._judge(sent_picks, answers, result)
-                await asyncio.to_thread(self.store.sends.record, records)  # next wave flies
+                if not await asyncio.to_thread(self._record, records):  # next wave flies
+                    again = []
                 result.sent += sum(1 for r in records if r.accepted)
                 if again:  # underpriced: the next fee level, at once
                     result.sent += await self._send(again, result)
@@ -329,10 +347,23 @@ class Broadcaster:
             picks = [p.begun() for p in picks]
             answers = await self._fan_out(picks)
             records, again = self._judge(picks, answers, result)
-            self.store.sends.record(records)
+            if not self._record(records):
+                return accepted
             accepted += sum(1 for r in records if r.accepted)
             picks = again
         return accepted
+
+    def _record(self, records: list[SendRecord]) -> bool:
+        """The answers of a wave, written; False if an item moved since it was marked (an
+        operator's cancel; the broadcaster that took its lane and reconciled it first):
+        nothing is written, the items are read again next round (a send is at worst
+        repeated with the same bytes)."""
+        try:
+            self.store.sends.record(records)
+        except StaleItems as exc:
+            log.info("a wave's answers not recorded, read again next round: %s", exc)
+            return False
+        return True
 
     async def _fan_out(self, picks: list[_Pick]) -> list[dict[str, Classified]]:
         """The same bytes to every usable relay of the right chain and privacy, at once."""
@@ -518,7 +549,11 @@ class Broadcaster:
         if records:
             # In a thread: SQLite lets go of the GIL while it writes, and the next wave's
             # reads (already in flight) are answered meanwhile.
-            await asyncio.to_thread(self.store.sends.record_chain, records)
+            try:
+                await asyncio.to_thread(self.store.sends.record_chain, records)
+            except StaleItems as exc:  # moved meanwhile (see _record): judged again later
+                log.info("reconcile verdicts not recorded, read again next pass: %s", exc)
+                return
             result.settled += len(records)
             # Reorged items are `sent` again now: resend them as the store holds them.
             resend = [replace(lane, item=self.store.items.get(lane.item.id)) for lane in resend]
@@ -600,50 +635,21 @@ class Broadcaster:
             if self.metrics is not None and bumped:
                 self.metrics.observe_bump(bumped)
 
-    # -- relays ------------------------------------------------------------------------
+    # -- relays (broadcaster/routes.py) -------------------------------------------------
 
     def _eligible(
         self, chain_id: int | None, private: bool, priority: int | None = None
     ) -> list[EvmRelay]:
-        """Usable relays of the chain; private items only ever go to private relays.
-
-        With a ``router`` (the service's failover rules) and a send's ``priority``, only
-        relays of the role the rules route that priority to: primaries normally; in an
-        outage backups for cancels and risk-reducing items while the window lasts; none
-        for the rest. Reads (``priority`` None) may use any usable relay."""
-        usable = [
-            r
-            for r in self.relays
-            if r.chain_id == chain_id and r.private == private and self.monitor.usable(r.name)
-        ]
-        if self.router is None or priority is None:
-            return usable
-        role = self.router(priority)
-        return [r for r in usable if r.config.role == role]
+        return routes.eligible(self.relays, self.monitor, chain_id, private, priority, self.router)
 
     def _has_relay(self, item: Item) -> bool:
         return bool(self._eligible(item.chain_id, item.private, item.priority))
 
     def _reader(self, chain_id: int | None, private: bool) -> EvmRelay | None:
-        """The relay reconcile asks about an item: a usable one of its chain and privacy,
-        healthiest first. Private items are asked about only at private relays: even a
-        receipt query names the hash, and a public node must not learn it before it is
-        mined."""
-        usable = self._eligible(chain_id, private)
-        usable.sort(key=lambda r: self._state_rank(r.name))
-        return usable[0] if usable else None
-
-    def _state_rank(self, name: str) -> int:
-        state = self.monitor.snapshots()[name].state
-        return 0 if state is LinkState.UP else 1
+        return routes.reader(self.relays, self.monitor, chain_id, private)
 
     def _best_head(self, chain_id: int | None) -> int | None:
-        heads = [
-            h
-            for r in self.relays
-            if r.chain_id == chain_id and (h := self.monitor.head(r.name)) is not None
-        ]
-        return max(heads) if heads else None
+        return routes.best_head(self.relays, self.monitor, chain_id)
 
     # -- alerts ------------------------------------------------------------------------
 
@@ -656,15 +662,16 @@ class Broadcaster:
             change.new,
             change.reason,
         )
-        self.store.audit.record(
-            audit_entries.RELAY_HEALTH,
-            {
-                "relay": change.relay,
-                "from": str(change.old),
-                "to": str(change.new),
-                "reason": change.reason,
-            },
-        )
+        data = {
+            "relay": change.relay,
+            "from": str(change.old),
+            "to": str(change.new),
+            "reason": change.reason,
+        }
+        try:
+            self.store.audit.record(audit_entries.RELAY_HEALTH, data)
+        except StoreUnavailable as exc:  # the monitor must go on judging the links
+            log.warning("relay %s's change not recorded: %s", change.relay, exc)
         if change.new is LinkState.DISABLED:
             message = f"relay {change.relay} disabled: {change.reason}"
             self._alert(PassResult(), message, key=f"relay-disabled.{change.relay}")

@@ -28,7 +28,12 @@ from airlock.broadcaster import venue_decide as decide
 from airlock.broadcaster.results import AlertHook, alert_key
 from airlock.broadcaster.venue_decide import Step
 from airlock.errors import InvalidInput
-from airlock.queue.errors import IllegalTransition, PayloadTampered, StaleItems
+from airlock.queue.errors import (
+    IllegalTransition,
+    PayloadTampered,
+    StaleItems,
+    StoreUnavailable,
+)
 from airlock.queue.items import Item, Kind
 from airlock.queue.leases import bybit_lane
 from airlock.queue.payloads import SignedIntent
@@ -60,6 +65,7 @@ log = logging.getLogger("airlock.broadcaster.bybit")
 
 DUE_BATCH = 100  # queued items read per dispatch step
 IDLE_TICK_S = 0.2  # how often an idle service looks for new work in the queue
+STORE_RETRY_S = 1.0  # a shared queue's server unreachable: try again after this
 STOP_S = 10.0
 ONCE_WAIT_MS = 15_000  # --once waits for a retry or an unresolved send this long at most
 
@@ -162,6 +168,8 @@ class VenueBroadcaster:
         total = VenueResult()
         if not await self.connect():
             return total
+        if self.keeper is not None:  # lanes just taken are sent for once reconciled
+            total.add(await self.reconcile())
         idle = 0
         while idle < max_idle_passes:
             result = VenueResult()
@@ -187,11 +195,19 @@ class VenueBroadcaster:
                 if self.reconnected.is_set():
                     self.reconnected.clear()
                     reconcile = True
-                if reconcile or self._reconcile_due():
-                    await self.reconcile()
-                    reconcile = False
-                self.store.items.expire_due()
-                result = await self.dispatch(yield_to_reconcile=True)
+                try:
+                    if reconcile or self._reconcile_due():
+                        await self.reconcile()
+                        reconcile = False
+                    self.store.items.expire_due()
+                    result = await self.dispatch(yield_to_reconcile=True)
+                except StoreUnavailable as exc:  # a shared queue's server went away
+                    log.warning("the queue is unreachable, retrying: %s", exc)
+                    if self.keeper is not None:
+                        self.keeper.lost()
+                    reconcile = True
+                    await _wait_any(stop, asyncio.Event(), STORE_RETRY_S)
+                    continue
                 if result.sent and not result.halted:
                     continue  # a backlog: keep going
                 await _wait_any(stop, self.reconnected, IDLE_TICK_S)

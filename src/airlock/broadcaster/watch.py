@@ -25,6 +25,7 @@ from airlock.broadcaster import failover
 from airlock.broadcaster.failover import LinkView, Mode, ModeState, RouteLinks
 from airlock.broadcaster.service import Broadcaster
 from airlock.config import FailoverConfig
+from airlock.queue.errors import StoreUnavailable
 from airlock.queue.states import State
 from airlock.queue.store import Store
 
@@ -76,7 +77,10 @@ class Watch:
 
     async def run(self, stop: asyncio.Event, tick: Callable[[], None] | None = None) -> None:
         while not stop.is_set():
-            await self.check()
+            try:
+                await self.check()
+            except StoreUnavailable as exc:  # a shared queue's server: judged next pass
+                log.warning("failover rules not applied this pass: %s", exc)
             if tick is not None:
                 tick()
             with contextlib.suppress(TimeoutError):

@@ -75,16 +75,18 @@ def collect(ctx: click.Context, settings: AirlockConfig, *, probe: bool) -> dict
     """Every section as data. The HSM is always opened (its failure is an error), the
     queue only when its file exists."""
     path = settings.queue.path
-    with _local(ctx, path) as (store, ring):
+    on_server = settings.queue.url is not None  # a PostgreSQL queue: always there to open
+    with _local(ctx, on_server or path.exists()) as (store, ring):
         now = wall_clock_ms()
         local = _read_store(store, now) if store is not None else _no_store(path)
         links = _links(settings, ring, probe=probe)
-    return {"generated_ms": now, "queue_path": str(path), "links": links, **local}
+    shown = store.shown if store is not None else str(path)
+    return {"generated_ms": now, "queue_path": shown, "links": links, **local}
 
 
 @contextlib.contextmanager
-def _local(ctx: click.Context, path: Path) -> Iterator[tuple[Store | None, KeyRing]]:
-    if path.exists():
+def _local(ctx: click.Context, exists: bool) -> Iterator[tuple[Store | None, KeyRing]]:
+    if exists:
         with common.open_store(ctx) as (store, ring):
             yield store, ring
     else:

@@ -76,9 +76,14 @@ class PgConn:
         self._db = db
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Row]:
-        raw = self._db.usable()
+        query, values = to_pyformat(sql), tuple(parameters) or None
         try:
-            return raw.execute(to_pyformat(sql), tuple(parameters) or None)
+            return self._db.usable().execute(query, values)
+        except psycopg.OperationalError as exc:
+            if not self._db.retryable():
+                raise self._db.lost(exc) from exc
+        try:  # a read outside a transaction, on a connection found dead: once more, anew
+            return self._db.usable().execute(query, values)
         except psycopg.OperationalError as exc:
             raise self._db.lost(exc) from exc
 
@@ -119,17 +124,34 @@ class PostgresDatabase(Database):
     def lost(self, exc: psycopg.Error) -> StoreUnavailable:
         return StoreUnavailable(f"lost the queue at {self.shown}: {exc}")
 
+    def retryable(self) -> bool:
+        """A statement failed on a connection now known dead, outside a transaction:
+        nothing of the caller's was done, so it may run again on a new connection (how a
+        server restart or a cut path is noticed: by the first statement after it)."""
+        return not self._in_transaction and (self.raw.closed or self.raw.broken)
+
     def begin(self) -> None:
-        raw = self.usable()
         try:
-            # READ COMMITTED: each statement sees every commit made before it, so after the
-            # head lock, every earlier writer's changes.
-            raw.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-            self._in_transaction = True
-            raw.execute("SELECT id FROM audit_head WHERE id = 1 FOR UPDATE")
+            self._begin()
+        except psycopg.OperationalError as exc:
+            self._in_transaction = False
+            if not self.retryable():
+                raise self.lost(exc) from exc
+        else:
+            return
+        try:  # nothing was written yet: begin again on a new connection
+            self._begin()
         except psycopg.OperationalError as exc:
             self._in_transaction = False
             raise self.lost(exc) from exc
+
+    def _begin(self) -> None:
+        raw = self.usable()
+        # READ COMMITTED: each statement sees every commit made before it, so after the
+        # head lock, every earlier writer's changes.
+        raw.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        self._in_transaction = True
+        raw.execute("SELECT id FROM audit_head WHERE id = 1 FOR UPDATE")
 
     def commit(self) -> None:
         try:

@@ -22,6 +22,11 @@ class Leases:
         with self._core.reading() as conn:
             return leases.every(conn)
 
+    def work(self) -> set[str]:
+        """The lanes of every live item."""
+        with self._core.reading() as conn:
+            return leases.work(conn)
+
     def now_ms(self) -> int:
         """The leases' clock: the database server's on PostgreSQL (one clock for every
         broadcaster, whatever their machines say), else the store's."""

@@ -35,6 +35,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="off",
         help="rpc-a over a veth pair in a network namespace, flaps as interface down (root)",
     )
+    run.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="sqlite: one broadcaster (the default); postgres: a fleet on one shared queue",
+    )
+    run.add_argument(
+        "--broadcasters", type=int, default=3, help="with --store postgres: how many (1-8)"
+    )
     fwd = sub.add_parser("forward", help=argparse.SUPPRESS)
     fwd.add_argument("listen")
     fwd.add_argument("to")
@@ -78,9 +87,20 @@ def _run(args: argparse.Namespace, seeds: list[int]) -> int:
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
     say = _say_stderr if args.json else _say
-    summary = run_seeds(seeds, say, keep=args.keep, netns=args.netns)
-    if args.report is not None:
-        write_report(args.report, summary)
+    if args.store == "postgres":
+        from airlock.sim.chaos.fleet import run_fleet_seeds
+        from airlock.sim.chaos.report import write_fleet_report
+
+        if not 1 <= args.broadcasters <= 8:
+            print("--broadcasters must be between 1 and 8", file=sys.stderr)
+            return 2
+        summary = run_fleet_seeds(seeds, args.broadcasters, say, keep=args.keep)
+        if args.report is not None:
+            write_fleet_report(args.report, summary)
+    else:
+        summary = run_seeds(seeds, say, keep=args.keep, netns=args.netns)
+        if args.report is not None:
+            write_report(args.report, summary)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airlock.audit.export import export
 from airlock.audit.verify import verify_export
@@ -22,7 +23,21 @@ from airlock.sim.bybit import BybitSim
 from airlock.sim.chaos.report import Outcome
 
 if TYPE_CHECKING:
-    from airlock.sim.chaos.scenario import Scenario
+    from airlock.sim.chaos.rig import Rig
+
+
+class Checked(Protocol):
+    """What the invariants read of a scenario (one broadcaster, or a fleet)."""
+
+    out: Outcome
+    rig: Rig
+    plan: Any  # its ``seed``
+    dir: Path
+    log_path: Path
+    senders: list[str]
+    evm_ids: list[str]
+    order_ids: list[str]
+
 
 log = logging.getLogger("airlock.chaos")
 
@@ -33,7 +48,7 @@ LOG_TAIL = 8  # lines of the service's log kept with a failed seed
 
 
 def check_invariants(
-    sc: Scenario, store: Store, sim: BybitSim, summary: dict[str, Any] | None
+    sc: Checked, store: Store, sim: BybitSim, summary: dict[str, Any] | None
 ) -> None:
     """Every invariant, each failure recorded with what failed:
 
@@ -168,7 +183,7 @@ def _check_fills(out: Outcome, store: Store, sim: BybitSim) -> None:
         )
 
 
-def _check_audit(sc: Scenario, store: Store) -> None:
+def _check_audit(sc: Checked, store: Store) -> None:
     """The audit log exports and verifies offline with the audit public key only."""
     out = sc.out
     try:

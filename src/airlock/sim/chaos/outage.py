@@ -18,6 +18,7 @@ import logging
 import signal
 import time
 from concurrent.futures import Future
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -134,13 +135,11 @@ def serve(config_path: Path, window: OutageWindow) -> int:
     when one is due on a clean stop; no local API, which the chaos suite does not use."""
     settings = load_config(config_path)
     configure_logging(settings.service.log_format, False)
-    with (
-        ServiceLock(settings.queue.path),
-        KeyRing.open(settings.hsm, prompt=terminal_prompt) as real,
-    ):
+    lock = ServiceLock(settings.queue.path) if settings.queue.url is None else nullcontext()
+    with lock, KeyRing.open(settings.hsm, prompt=terminal_prompt) as real:
         kek = HsmKek(real, settings.queue.kek_label)
         with Store.open(
-            settings.queue.path, kek, rotate_after=settings.queue.rotate_after
+            settings.queue.location, kek, rotate_after=settings.queue.rotate_after
         ) as store:
             service = build_service(settings, store, outage_keyring(real, window))
             window.begin()

@@ -13,8 +13,6 @@ a seed that fails, or whose runner breaks, is reported and the run goes on.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import random
 import signal
 import subprocess
@@ -28,15 +26,12 @@ from typing import Any
 
 from airlock.errors import AirlockError
 from airlock.hsm.keyring import KeyRing
-from airlock.queue.bybit import enqueue_order
-from airlock.queue.evm import enqueue_transaction
-from airlock.queue.policy import OrderRequest, PolicyConfig, decide_order
 from airlock.queue.states import State
 from airlock.queue.store import Store
-from airlock.signer import evm
-from airlock.signer.ladder import LadderSpec
 from airlock.sim.anvil import free_port
 from airlock.sim.bybit import CREATE, BybitSim
+from airlock.sim.chaos import processes
+from airlock.sim.chaos.intents import CHAIN_ID, SYMBOL, queue_orders, queue_transfers
 from airlock.sim.chaos.invariants import check_invariants
 from airlock.sim.chaos.netns import netns_available
 from airlock.sim.chaos.outage import HSM_REFUSED
@@ -45,12 +40,8 @@ from airlock.sim.chaos.report import Outcome, summarise
 from airlock.sim.chaos.rig import Rig, rig
 from airlock.sim.faultproxy import FaultProxy
 
-RECIPIENT = "0x000000000000000000000000000000000000c4a0"
 API_KEY = "airlock-chaos"
-SYMBOL = "BTCUSDT"
-CHAIN_ID = 31337
 SETTLE_TIMEOUT_S = 60.0  # the --once settle: bounded, a hang is a finding
-STOP_TIMEOUT_S = 20.0
 UP_TIMEOUT_S = 30.0
 # The timelines are seconds long: the rebroadcast timer (120 s by default) is scaled down
 # with them. It is what brings back a transaction a reorg dropped before airlock saw it
@@ -69,6 +60,8 @@ confirmations = 1
 reconcile_seconds = 0.2
 rebroadcast_seconds = {rebroadcast}
 
+{scaled}"""
+SCALED = """
 [broadcaster.health]
 probe_seconds = 0.2
 probe_down_seconds = 0.05
@@ -88,7 +81,8 @@ retry_cap_seconds = 0.2
 [service]
 metrics_port = 0
 """
-_RELAY = """
+"""The links' and the venue's timers, scaled to a seconds-long timeline (the fleet's too)."""
+RELAY = """
 [[relays]]
 name = "{name}"
 kind = "evm-rpc"
@@ -178,8 +172,10 @@ class Scenario:
         venue_port = free_port()
         store = stack.enter_context(Store.open(db, self.rig.kek))
         self._store = store
-        self._queue_evm(store)
-        self._queue_orders(store)
+        queued = queue_transfers(store, self.rig, plan.seed, plan.senders, plan.per_sender)
+        self.senders, self.evm_ids = queued.senders, queued.evm_ids
+        self.funded_block = queued.funded_block
+        self.order_ids = queue_orders(store, self.rig, plan.seed, plan.orders)
         self.out.evm_items, self.out.bybit_items = len(self.evm_ids), len(self.order_ids)
         sim = BybitSim(API_KEY, secret=self.rig.secret, port=venue_port, clock_ms=clock)
         sim.set_mark_price(SYMBOL, "61000")
@@ -197,72 +193,26 @@ class Scenario:
         self._write_config(config, db, urls)
         return World(store, sim, clock, proxies, config)
 
-    def _queue_evm(self, store: Store) -> None:
-        """Fresh funded HSM senders, each with its transfers: three fee levels and a
-        pre-signed cancel, nonces allocated in the queue."""
-        anvil, ring = self.rig.anvil, self.rig.ring
-        keys = []
-        for n in range(self.plan.senders):
-            label = f"chaos-{self.plan.seed}-{n}-{os.urandom(3).hex()}"
-            ring.generate("secp256k1", label)
-            key = ring.ecdsa_key(label, curve="secp256k1")
-            address = evm.address_from_public_key(key.public_key)
-            anvil.rpc("anvil_setBalance", [address, hex(10**21)])
-            keys.append(key)
-            self.senders.append(address)
-        anvil.rpc("evm_mine", [])  # the balances live in a block a reorg cannot undo
-        self.funded_block = int(anvil.rpc("eth_blockNumber"), 16)
-        base = int(anvil.rpc("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
-        for n in range(self.plan.per_sender):
-            for key in keys:
-                fields = {
-                    "chain_id": CHAIN_ID,
-                    "to": RECIPIENT,
-                    "value": 10**12 + n,
-                    "gas": 21000,
-                    "max_fee_per_gas": 2 * base + 10**9,
-                    "max_priority_fee_per_gas": 10**9,
-                }
-                ladder = LadderSpec(levels=3, with_cancel=True)
-                queued = enqueue_transaction(store, key, fields, ladder=ladder, ttl_s=3600)
-                self.evm_ids.append(queued.item.id)
-
-    def _queue_orders(self, store: Store) -> None:
-        """GTC limit buys queued while the venue is unreachable, as the policy decides."""
-        for n in range(self.plan.orders):
-            price = "60000" if n % 2 == 0 else "58000"  # the mark event fills only the first
-            request = OrderRequest(
-                "linear",
-                SYMBOL,
-                "Buy",
-                "Limit",
-                "0.01",
-                f"chaos-{self.plan.seed}-{n}",
-                price,
-                "GTC",
-                ttl_s=3600,
-            )
-            decision = decide_order(request, venue_reachable=False, config=PolicyConfig())
-            queued = enqueue_order(store, request, decision, self.rig.intent, account="bybit")
-            self.order_ids.append(queued.item.id)
-
     def _write_config(self, path: Path, db: Path, urls: dict[str, str]) -> None:
         """airlock.toml with every timer scaled to a two-second timeline."""
         relays = "".join(
-            _RELAY.format(
+            RELAY.format(
                 name=name, url=urls[name], chain_id=CHAIN_ID, batch_size=self.plan.batch_size
             )
             for name in RELAYS
+        )
+        scaled = SCALED.format(
+            venue=urls["venue"],
+            api_key=API_KEY,
+            secret_label=self.rig.secret_label,
+            intent_label=self.rig.intent.label,
         )
         text = _CONFIG.format(
             db=db,
             kek_label=self.rig.kek.label,
             relays=relays,
             rebroadcast=REBROADCAST_S,
-            venue=urls["venue"],
-            api_key=API_KEY,
-            secret_label=self.rig.secret_label,
-            intent_label=self.rig.intent.label,
+            scaled=scaled,
         )
         path.write_text(text)
 
@@ -315,51 +265,12 @@ class Scenario:
         self.out.kills += 1
 
     def _stop(self) -> None:
-        """SIGTERM, as an operator would; it must stop cleanly within STOP_TIMEOUT_S."""
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is not None:
-            code = process.returncode
-            self.out.fail(f"broadcaster exited by itself during the timeline ({code})")
-            return
-        try:  # a service still starting has no SIGTERM handler yet: stop it once it runs
-            self._wait_up(self._store)
-        except RuntimeError as exc:
-            self.out.fail(f"restarted broadcaster never came up: {exc}")
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-            self.out.fail(f"broadcaster ignored SIGTERM for {STOP_TIMEOUT_S} s")
-            return
-        if code != 0:
-            self.out.fail(f"broadcaster stopped with status {code} after SIGTERM")
+        assert self._store is not None
+        store = self._store
+        processes.stop(self.process, "broadcaster", self.out, lambda: self._wait_up(store))
 
     def _settle(self, config: Path) -> dict[str, Any] | None:
-        """``broadcaster run --once --json``: bounded, and its summary is read back."""
-        argv = [sys.executable, "-m", "airlock.cli", "--config", str(config)]
-        argv += ["broadcaster", "run", "--once", "--json", "-q"]
-        with self.log_path.open("ab") as err:
-            process = subprocess.Popen(argv, env=self.rig.env(), stdout=subprocess.PIPE, stderr=err)
-            try:
-                out, _ = process.communicate(timeout=SETTLE_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate(timeout=10)
-                self.out.fail(f"settle (--once) did not finish within {SETTLE_TIMEOUT_S} s")
-                return None
-        if process.returncode != 0:
-            self.out.fail(f"settle (--once) exited {process.returncode}")
-            return None
-        try:
-            data: dict[str, Any] = json.loads(out)
-        except ValueError:
-            self.out.fail("settle (--once) printed no JSON summary")
-            return None
-        return data
+        return processes.settle(config, self.rig.env(), self.log_path, self.out, SETTLE_TIMEOUT_S)
 
     # -- the timeline --------------------------------------------------------------
 
@@ -489,25 +400,33 @@ def run_seeds(
     home, ring = token or (None, None)
     with rig(home, ring, netns=use_netns) as shared:
         for seed in seeds:
-            outcomes.append(_run_one(shared, make_plan(seed), keep, say))
+            plan = make_plan(seed)
+            run = lambda workdir, plan=plan: Scenario(shared, plan, workdir).run()  # noqa: E731
+            outcomes.append(run_one(seed, set(plan.faults), run, keep, say))
     summary = summarise(seeds, outcomes, time.monotonic() - began)
     summary["netns"] = {"used": use_netns, "why": why}
     return summary
 
 
-def _run_one(shared: Rig, plan: Plan, keep: Path | None, say: Callable[[str], None]) -> Outcome:
-    """One seed, its verdict line and its failures said as they happen."""
-    seed = plan.seed
+def run_one(
+    seed: int,
+    faults: set[str],
+    run: Callable[[Path], Outcome],
+    keep: Path | None,
+    say: Callable[[str], None],
+) -> Outcome:
+    """One seed run in its own directory, its verdict line and its failures said as they
+    happen; a runner that breaks is a failed seed, and the run goes on."""
     with _workdir(seed, keep) as workdir:
         try:
-            outcome = Scenario(shared, plan, workdir).run()
+            outcome = run(workdir)
         except Exception as exc:  # the runner itself broke: a failed seed, go on
             outcome = Outcome(seed)
             outcome.fail(f"scenario crashed: {type(exc).__name__}: {exc}")
     verdict = "ok" if outcome.ok else "FAILED"
     say(
         f"seed {seed:>4} {verdict:<6} {outcome.wall_s:5.1f} s  "
-        f"faults {','.join(sorted(set(plan.faults)))}  states {dict(outcome.states)}"
+        f"faults {','.join(sorted(faults))}  states {dict(outcome.states)}"
     )
     for failure in outcome.failures:
         say(f"  seed {seed}: {failure}")

@@ -112,3 +112,12 @@ def test_copy_refuses_a_password_on_the_command_line(home: Path, pg_url: str) ->
 def test_copy_refuses_what_is_not_a_postgresql_database(home: Path, target, message) -> None:
     done = run(home, "db", "copy", "--to", target)
     assert done.returncode == 1 and message in done.stderr
+
+
+def test_status_reads_a_queue_on_the_server(home: Path, pg_url: str) -> None:
+    assert run(home, "db", "copy", "--to", pg_url).returncode == 0
+    done = run(home, "status", "--no-probe", "--json", env=on_server(pg_url))
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["queue_path"].startswith("postgresql://") and "test_" in data["queue_path"]
+    assert data["queue"]["exists"] and data["queue"]["total"] == 2, data["queue"]

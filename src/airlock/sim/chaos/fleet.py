@@ -282,7 +282,11 @@ class FleetScenario:
         deadline = time.monotonic() + UP_TIMEOUT_S
         while not any(lease.holder.startswith(prefix) for lease in store.leases.all().values()):
             if member.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{member.name} did not start ({member.process.poll()})")
+                tail = self.log_path.read_text(errors="replace").splitlines()[-6:]
+                raise RuntimeError(
+                    f"{member.name} did not start ({member.process.poll()}); the log ends: "
+                    + " | ".join(tail)
+                )
             time.sleep(0.02)
 
     def _stop(self, store: Store, member: Member) -> None:

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from airlock.broadcaster.keeper import parse_evm_lane
 from airlock.broadcaster.lanes import fair_share, live_nodes, plan
-from airlock.queue.leases import Lease, bybit_lane, evm_lane, node_lane
+from airlock.queue.leases import (
+    Lease,
+    bybit_account,
+    bybit_lane,
+    evm_lane,
+    evm_sender,
+    node_lane,
+)
 
 NOW = 1_000_000
 A, B, C = "a/1/x", "b/2/y", "c/3/z"
@@ -120,6 +126,7 @@ def test_fair_share(work: int, nodes: int, share: int) -> None:
 
 
 def test_lane_names_parse_back() -> None:
-    assert parse_evm_lane(evm_lane(31337, "0xAbC")) == (31337, "0xAbC")
-    assert parse_evm_lane(bybit_lane("main")) is None
-    assert parse_evm_lane(node_lane(A)) is None
+    assert evm_sender(evm_lane(31337, "0xAbC")) == (31337, "0xAbC")
+    assert evm_sender(bybit_lane("main")) is None and evm_sender(node_lane(A)) is None
+    assert bybit_account(bybit_lane("main")) == "main"
+    assert bybit_account(evm_lane(1, "0x1")) is None and bybit_account(node_lane(A)) is None

@@ -6,7 +6,7 @@ reach, release what it cannot, take free lanes up to its share. The sides ask it
 they may do:
 
 - **reconcile** the lanes it holds (:meth:`LaneKeeper.evm_senders`,
-  :meth:`LaneKeeper.holds`);
+  :meth:`LaneKeeper.bybit_accounts`);
 - **send** only on lanes it holds *and* has reconciled since it took them
   (:meth:`LaneKeeper.evm_dispatch_senders`, :meth:`LaneKeeper.may_send`): the last holder
   may have put bytes on the wire that it never recorded as answered, so the taker asks the
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from airlock.broadcaster import lanes
-from airlock.queue.leases import Lease, Plan, bybit_lane, evm_lane
+from airlock.queue.leases import Lease, Plan, bybit_account, evm_sender
 from airlock.queue.store import Store
 
 log = logging.getLogger("airlock.broadcaster")
@@ -47,15 +47,6 @@ def holder_name(name: str = "") -> str:
     and a few random characters (a restarted process is a new holder)."""
     base = name or socket.gethostname()
     return f"{base}/{os.getpid()}/{secrets.token_hex(3)}"
-
-
-def parse_evm_lane(lane: str) -> tuple[int | None, str] | None:
-    """``evm:<chain id>:<sender>`` as ``(chain id, sender)``; None for other lanes."""
-    kind, _, rest = lane.partition(":")
-    if kind != "evm":
-        return None
-    chain, _, sender = rest.partition(":")
-    return (None if chain == "None" else int(chain)), sender
 
 
 @dataclass(frozen=True)
@@ -150,27 +141,20 @@ class LaneKeeper:
 
     # -- what the sides may do -----------------------------------------------------------
 
-    def holds(self, lane: str) -> bool:
-        return lane in self.held
-
     def may_send(self, lane: str) -> bool:
         """Held, and reconciled since it was taken."""
         return lane in self.held and lane not in self._taken_at
 
     def evm_senders(self) -> list[tuple[int | None, str]]:
-        return sorted(filter(None, map(parse_evm_lane, self.held)), key=str)
+        return sorted(filter(None, map(evm_sender, self.held)), key=str)
 
     def evm_dispatch_senders(self) -> list[tuple[int | None, str]]:
         sendable = (lane for lane in self.held if self.may_send(lane))
-        return sorted(filter(None, map(parse_evm_lane, sendable)), key=str)
+        return sorted(filter(None, map(evm_sender, sendable)), key=str)
 
     def bybit_accounts(self, sendable: bool = False) -> list[str]:
-        prefix = "bybit:"
-        return sorted(
-            lane[len(prefix) :]
-            for lane in self.held
-            if lane.startswith(prefix) and (not sendable or self.may_send(lane))
-        )
+        lanes_ = (lane for lane in self.held if not sendable or self.may_send(lane))
+        return sorted(filter(None, map(bybit_account, lanes_)))
 
     def reconciled(self, lanes_done: set[str], generation: int) -> None:
         """A reconcile that started at ``generation`` covered ``lanes_done``: lanes taken
@@ -182,11 +166,4 @@ class LaneKeeper:
                 log.info("lane %s reconciled: sending", lane)
 
 
-__all__ = [
-    "KeeperSettings",
-    "LaneKeeper",
-    "bybit_lane",
-    "evm_lane",
-    "holder_name",
-    "parse_evm_lane",
-]
+__all__ = ["KeeperSettings", "LaneKeeper", "holder_name"]

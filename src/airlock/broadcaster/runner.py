@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airlock.broadcaster.alerts import AlertSink
-from airlock.broadcaster.keeper import LaneKeeper, parse_evm_lane
+from airlock.broadcaster.keeper import LaneKeeper
 from airlock.broadcaster.metrics import Metrics, service_checks
 from airlock.broadcaster.results import PassResult
 from airlock.broadcaster.service import Broadcaster
@@ -41,6 +41,7 @@ from airlock.broadcaster.venue import VenueBroadcaster, VenueResult
 from airlock.broadcaster.watch import Watch
 from airlock.config import FailoverConfig, ServiceConfig
 from airlock.queue.errors import StoreUnavailable
+from airlock.queue.leases import bybit_account, evm_sender
 from airlock.queue.store import Store
 from airlock.relays.jsonrpc import started
 
@@ -113,13 +114,13 @@ class Service:
 
     def can_reach(self, lane: str) -> bool:
         """A usable link for ``lane``: a relay of its chain, or the venue."""
-        chain = parse_evm_lane(lane)
+        chain = evm_sender(lane)
         if chain is not None:
             evm = self.evm
             return evm is not None and any(
                 r.chain_id == chain[0] and evm.monitor.usable(r.name) for r in evm.relays
             )
-        if lane.startswith("bybit:"):
+        if bybit_account(lane) is not None:
             return self.venue is not None and self.venue.connected()
         return False
 

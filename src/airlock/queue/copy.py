@@ -108,9 +108,10 @@ def copy_to_postgres(source: Path, target: str, progress: Progress | None = None
 
 
 def _refuse_unless_empty(dst: PostgresDatabase) -> None:
-    if dst.version() != 0:
+    version = dst.version()
+    if version != 0:
         raise CopyRefused(
-            f"{dst.shown} already holds a queue (schema version {dst.version()}): "
+            f"{dst.shown} already holds a queue (schema version {version}): "
             "copy into a new, empty database"
         )
     tables = dst.conn.execute(

@@ -19,26 +19,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from airlock.queue.errors import StoreUnavailable
-from airlock.redact import redact_url
-
 Engine = Literal["sqlite", "postgres"]
-
-
-class Cursor(Protocol):
-    """What the queue's SQL reads from a statement."""
-
-    rowcount: int
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-    def __iter__(self) -> Iterator[Any]: ...
 
 
 class Conn(Protocol):
@@ -144,19 +129,12 @@ def to_pyformat(sql: str) -> str:
     return _PLACEHOLDER.sub("%s", sql)
 
 
-def shown_location(location: Path | str) -> str:
-    return redact_url(str(location)) if is_postgres(location) else str(location)
-
-
 __all__ = [
     "Conn",
-    "Cursor",
     "Database",
     "Engine",
     "SqliteDatabase",
-    "StoreUnavailable",
     "is_postgres",
     "open_database",
-    "shown_location",
     "to_pyformat",
 ]

@@ -72,6 +72,21 @@ def node_lane(holder: str) -> str:
     return NODE_PREFIX + holder
 
 
+def evm_sender(lane: str) -> tuple[int | None, str] | None:
+    """``evm:<chain id>:<sender>`` as ``(chain id, sender)``; None for other lanes."""
+    kind, _, rest = lane.partition(":")
+    if kind != "evm":
+        return None
+    chain, _, sender = rest.partition(":")
+    return (None if chain == "None" else int(chain)), sender
+
+
+def bybit_account(lane: str) -> str | None:
+    """``bybit:<account>`` as its account; None for other lanes."""
+    kind, _, account = lane.partition(":")
+    return account if kind == "bybit" else None
+
+
 def every(conn: Conn) -> dict[str, Lease]:
     rows = conn.execute(
         "SELECT lane, holder, taken_ms, expires_ms, released_ms, why FROM leases ORDER BY lane"
@@ -125,9 +140,11 @@ __all__ = [
     "Plan",
     "Release",
     "Take",
+    "bybit_account",
     "bybit_lane",
     "every",
     "evm_lane",
+    "evm_sender",
     "node_lane",
     "release",
     "renew",

@@ -31,14 +31,17 @@ class Leases:
         """The leases' clock: the database server's on PostgreSQL (one clock for every
         broadcaster, whatever their machines say), else the store's."""
         with self._core.reading():
-            return self._core.db.now_ms() or self._core.clock_ms()
+            return self._now()
+
+    def _now(self) -> int:
+        return self._core.db.now_ms() or self._core.clock_ms()
 
     def cycle(self, holder: str, ttl_ms: int, planner: Planner) -> Plan:
         """One tick for ``holder``, in one transaction: read every lease and the lanes with
         work, let ``planner`` decide, write it. Each take and release is a
         ``failover.decision`` entry naming who let go, who took, and why."""
         with self._core.transaction() as conn:
-            now = self._core.db.now_ms() or self._core.clock_ms()
+            now = self._now()
             before = leases.every(conn)
             plan = planner(now, before, leases.work(conn))
             expires = now + ttl_ms
@@ -60,7 +63,7 @@ class Leases:
         """Let go of every lane ``holder`` holds (a clean stop): the others need not wait
         for the leases to run out."""
         with self._core.transaction() as conn:
-            now = self._core.db.now_ms() or self._core.clock_ms()
+            now = self._now()
             held = [
                 lane
                 for lane, lease in leases.every(conn).items()

@@ -19,14 +19,17 @@ demo: deps
 	$(VENV)/bin/airlock demo
 
 # The tests need PostgreSQL's server programs too (each test process runs a private
-# cluster); missing, they are installed, and a PostgreSQL test that cannot run fails.
+# cluster) and Debian's chromium (the browser tests drive it headless); missing, they are
+# installed, and a PostgreSQL or browser test that cannot run fails. `make demo` needs
+# neither.
 test: deps
-	@scripts/system-deps.sh postgresql
+	@scripts/system-deps.sh postgresql chromium
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python scripts/check_imports.py
 	$(VENV)/bin/python scripts/check_sizes.py
-	AIRLOCK_REQUIRE_POSTGRES=1 $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
+	AIRLOCK_REQUIRE_POSTGRES=1 AIRLOCK_REQUIRE_CHROMIUM=1 \
+		$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 # The quick part alone, for a developer between edits: no subprocess, kill or chaos tests.
 test-quick: deps
@@ -79,4 +82,4 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .hypothesis test-artifacts

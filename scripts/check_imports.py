@@ -27,6 +27,7 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sim", ("airlock.sim",)),
     ("broadcaster", ("airlock.broadcaster",)),
     ("relays", ("airlock.relays",)),
+    ("slo", ("airlock.slo",)),
     ("audit", ("airlock.audit.log", "airlock.audit.export", "airlock.audit.proof")),
     ("queue", ("airlock.queue",)),
     ("audit format", ("airlock.audit",)),

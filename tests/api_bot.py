@@ -180,7 +180,12 @@ class Bot:
     async def read_stream(self, response: aiohttp.ClientResponse, events: Any) -> None:
         fields: dict[str, str] = {}
         while not self.settled.is_set():
-            raw = await response.content.readline()
+            self.check_deadline("the items to settle")
+            try:  # a stream that stays open but silent must not outlive the deadline
+                async with asyncio.timeout(max(self.deadline - time.monotonic(), 0.01)):
+                    raw = await response.content.readline()
+            except TimeoutError:
+                continue  # the deadline check above raises
             if not raw:
                 return  # the service closed the stream
             line = raw.decode().rstrip("\r\n")

@@ -173,6 +173,18 @@ def assert_each_mined_once(store: Store, anvil: Anvil, ids: list[str]) -> None:
         assert chain == len(taken), (sender, chain, len(taken))
 
 
+def diagnosis(store: Store, bot_err: bytes, log: Path) -> str:
+    """What a failed run needs to be understood: the bot's last words, the queue's states,
+    the newest event recorded and the tail of the service's log."""
+    states = Counter((str(i.kind), str(i.state)) for i in store.items.select())
+    newest = store.events.after(0, 10**6)
+    return (
+        f"bot: {bot_err.decode()[-2000:]}\nqueue: {dict(states)}\n"
+        f"events recorded: {len(newest)} (last id {newest[-1].id if newest else 0})\n"
+        f"service log tail:\n{log.read_text()[-6000:]}"
+    )
+
+
 def test_a_bot_queues_through_an_outage_and_two_kills_and_sees_every_event_once(
     store, kek, keyring, keys, token_home, tmp_path: Path, short_dir: Path
 ):
@@ -263,7 +275,7 @@ def test_a_bot_queues_through_an_outage_and_two_kills_and_sees_every_event_once(
         wait_serving(service, api, log)
 
         bot_out, bot_err = bot.communicate(timeout=180)
-        assert bot.returncode == 0, (bot_err.decode(), log.read_text()[-4000:])
+        assert bot.returncode == 0, diagnosis(store, bot_err, log)
         wait_until(
             lambda: all(i.state is GOAL[i.kind] for i in store.items.select()),
             60,

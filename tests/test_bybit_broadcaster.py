@@ -369,3 +369,33 @@ def test_an_order_cancelled_elsewhere_is_caught_by_the_next_periodic_pass(
     item, ref = store.venue.of_item(queued[0].item.id)
     assert ref.status == "Cancelled" and "Cancelled" in (item.state_reason or "")
     assert states(store, queued[1:]) == {"sent": 2}
+
+
+def test_a_reconcile_slower_than_its_interval_does_not_starve_the_drain(
+    keyring, store: Store, keys
+):
+    """A loaded machine: following hundreds of sent orders takes longer than
+    reconcile_seconds. The service used to start the next reconcile before sending
+    anything, forever (the CI failure of 2026-12-04); now each dispatch sends at least one
+    item before it yields, and the next reconcile is due an interval after one ends."""
+    queued = kit.queue_orders(store, keys, 5)
+
+    async def drain(venue: VenueBroadcaster) -> None:
+        stop = asyncio.Event()
+        async with venue.client:
+            task = asyncio.create_task(venue.run(stop))
+            try:
+                await wait_until_async(
+                    lambda: states(store, queued) == Counter({"sent": 5}) or task.done(),
+                    30,
+                    "every order placed",
+                )
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 10)
+
+    with kit.sim_for(keys) as sim:
+        # A reconcile is always due: the interval is shorter than any reconcile.
+        venue = kit.venue(keyring, store, keys, sim.url, reconcile_seconds=0.0)
+        asyncio.run(drain(venue))
+        assert sorted(kit.creates(sim)) == sorted(link_ids(store, queued))

@@ -5,6 +5,8 @@ never another test module.
   local chain (fresh per test, or one per module with ``ANVIL_PER_MODULE = True``).
 - ``api``: the public library's tests: a config whose venue is down, valid transaction
   and order arguments, a snapshot for all-or-nothing checks.
+- ``browser``: Debian's chromium, headless, over the DevTools protocol (``browser_or_skip``,
+  ``Page.wait_for``, screenshots into ``artifacts_dir()``; skipped unless installed or required).
 - ``broadcast``: funded HSM senders, queued transfers, relays, the fast broadcaster
   config, and checks against the chain.
 - ``bybit``: Bybit keys in the HSM, the simulator, fast settings, queued orders, the

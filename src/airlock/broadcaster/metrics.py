@@ -1,4 +1,5 @@
-"""The broadcaster's Prometheus metrics and its ``/metrics`` + ``/healthz`` endpoint.
+"""The broadcaster's Prometheus metrics and its ``/metrics`` + ``/healthz`` endpoint,
+with the live status page (``/`` and ``/status.json``) beside them.
 
 Every metric lives in the :class:`Metrics` object's own ``CollectorRegistry`` (never the
 process-global one), so two services or two tests in one process never share counters.
@@ -7,7 +8,9 @@ the service through the small ``observe_*`` / ``set_*`` methods.
 
 The HTTP endpoint has no authentication, so it only ever listens on a loopback address;
 anything else is refused before a socket is opened. Scrapes and health checks read the
-store in a worker thread so a held store lock never stalls the event loop.
+store in a worker thread so a held store lock never stalls the event loop. The status
+page, which a browser opens, also refuses a request whose ``Host`` is not a loopback
+name (a DNS-rebinding page on another site could otherwise read it).
 
 The metric list, with labels and meaning, is in docs/observability.md.
 """
@@ -31,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from airlock.broadcaster import statuspage
 from airlock.errors import ConfigError
 from airlock.queue.items import Kind
 from airlock.queue.states import LIVE, State
@@ -51,10 +55,13 @@ FAILOVER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0
 SIGN_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 HEALTH_TIMEOUT_S = 5.0  # a check that takes longer counts as failed
+STATUS_TIMEOUT_S = 5.0  # a status reading that takes longer gives the "unavailable" page
 
 CheckValue = bool | tuple[bool, str]
 Checks = Mapping[str, CheckValue]
 ChecksFn = Callable[[], Checks | Awaitable[Checks]]
+StatusData = Mapping[str, Any]
+StatusFn = Callable[[], StatusData | Awaitable[StatusData]]
 
 
 class _QueueCollector(Collector):
@@ -267,15 +274,26 @@ class Metrics:
 
     @contextlib.asynccontextmanager
     async def serve(
-        self, host: str, port: int, *, checks: ChecksFn | None = None
+        self,
+        host: str,
+        port: int,
+        *,
+        checks: ChecksFn | None = None,
+        status: StatusFn | None = None,
     ) -> AsyncIterator[MetricsServer]:
         """Serve ``/metrics`` and ``/healthz`` on ``host:port`` (loopback only) on the
         running event loop until the block ends. ``port`` 0 picks a free port; the
-        yielded :class:`MetricsServer` says which."""
+        yielded :class:`MetricsServer` says which. With ``status`` (a callable returning
+        the data of :mod:`airlock.broadcaster.status`; a synchronous one runs in a
+        worker thread, bounded like ``checks``), also the status page at ``/`` and the
+        same data at ``/status.json``."""
         check_loopback(host)
         app = web.Application()
         app.router.add_get("/metrics", self._metrics_handler)
         app.router.add_get("/healthz", _health_handler(checks))
+        if status is not None:
+            app.router.add_get("/", _page_handler(status))
+            app.router.add_get("/status.json", _status_json_handler(status))
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -303,15 +321,19 @@ class MetricsServer:
         return f"http://{host}:{self.port}"
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_loopback(host: str) -> None:
     """Refuse any host that is not a loopback address: the endpoint has no auth."""
-    if host in LOOPBACK_NAMES:
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         raise ConfigError(
             f"the metrics endpoint only listens on a loopback address (127.0.0.1, ::1 or "
             f"localhost), got {host!r}: it has no authentication; put a proxy in front "
@@ -337,18 +359,24 @@ def _health_handler(
     return handler
 
 
+async def _call(fn: Callable[[], Any]) -> Any:
+    """``fn()``: awaited when it is a coroutine function, else run in a worker thread
+    (and its result awaited if it is awaitable)."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn()
+    raw = await asyncio.to_thread(fn)
+    if inspect.isawaitable(raw):
+        raw = await raw
+    return raw
+
+
 async def run_checks(checks: ChecksFn | None) -> dict[str, Any]:
     """Run ``checks`` (sync ones in a thread) within a bound; the /healthz body."""
     if checks is None:
         return {"status": "ok", "checks": {}}
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_S):
-            if inspect.iscoroutinefunction(checks):
-                raw = await checks()
-            else:
-                raw = await asyncio.to_thread(checks)
-                if inspect.isawaitable(raw):
-                    raw = await raw
+            raw = await _call(checks)
     except TimeoutError:
         raw = {"checks": (False, f"the checks took longer than {HEALTH_TIMEOUT_S:g} s")}
     except Exception as exc:
@@ -360,6 +388,75 @@ async def run_checks(checks: ChecksFn | None) -> dict[str, Any]:
         result[name] = {"ok": bool(ok), "detail": detail}
     healthy = all(c["ok"] for c in result.values())
     return {"status": "ok" if healthy else "degraded", "checks": result}
+
+
+async def run_status(status: StatusFn) -> tuple[StatusData | None, str | None]:
+    """Read ``status`` within a bound: (the data, None), or (None, why not)."""
+    try:
+        async with asyncio.timeout(STATUS_TIMEOUT_S):
+            data = await _call(status)
+    except TimeoutError:
+        return None, f"the status took longer than {STATUS_TIMEOUT_S:g} s to read"
+    except Exception as exc:
+        log.warning("status page: the status could not be read", exc_info=True)
+        return None, f"the status could not be read ({type(exc).__name__})"
+    return data, None
+
+
+def host_allowed(request: web.BaseRequest) -> bool:
+    """The request names a loopback host (``Host: 127.0.0.1:9464``, ``[::1]``,
+    ``localhost``): a page of another site that rebound its name to 127.0.0.1 does not."""
+    host = request.headers.get("Host", "")
+    if host.startswith("["):
+        name = host[1:].partition("]")[0]
+    else:
+        name = host.rpartition(":")[0] if host.count(":") == 1 else host
+    return is_loopback(name.lower())
+
+
+def _misdirected() -> web.Response:
+    return web.Response(
+        status=421,
+        text="the status page answers only to a loopback Host (127.0.0.1, [::1], localhost)\n",
+        headers=dict(statuspage.HEADERS),
+    )
+
+
+def _page_handler(status: StatusFn) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        if not host_allowed(request):
+            return _misdirected()
+        refresh = statuspage.refresh_from_query(request.query.get("refresh"))
+        data, problem = await run_status(status)
+        if data is None:
+            text = statuspage.render_unavailable(problem or "unavailable", refresh_s=refresh)
+        else:
+            text = statuspage.render_page(data, refresh_s=refresh)
+        return web.Response(
+            text=text,
+            status=200 if data is not None else 503,
+            content_type="text/html",
+            charset="utf-8",
+            headers=dict(statuspage.HEADERS),
+        )
+
+    return handler
+
+
+def _status_json_handler(status: StatusFn) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        if not host_allowed(request):
+            return _misdirected()
+        data, problem = await run_status(status)
+        body = {"error": problem} if data is None else data
+        return web.json_response(
+            body,
+            status=200 if data is not None else 503,
+            headers=dict(statuspage.HEADERS),
+            dumps=lambda obj: json.dumps(obj, indent=2),
+        )
+
+    return handler
 
 
 def service_checks(

@@ -17,9 +17,11 @@ What it adds to the two sides:
   must see it, not a half-working service.
 - **The watch** (:mod:`airlock.broadcaster.watch`): the failover rules over the links and
   the queue, the EVM side's routing by relay role, escalations.
-- **Observability**: ``/metrics`` and ``/healthz`` on loopback, and every alert of either
-  side delivered through one :class:`~airlock.broadcaster.alerts.AlertSink` (signed
-  webhook, command hook, de-duplicated in the queue).
+- **Observability**: ``/metrics``, ``/healthz`` and the live status page (``/``,
+  ``/status.json``: what ``airlock status`` shows, its links from this service's own
+  monitor) on loopback, and every alert of either side delivered through one
+  :class:`~airlock.broadcaster.alerts.AlertSink` (signed webhook, command hook,
+  de-duplicated in the queue).
 """
 
 from __future__ import annotations
@@ -32,14 +34,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from airlock.broadcaster import status as status_data
 from airlock.broadcaster.alerts import AlertSink
 from airlock.broadcaster.keeper import LaneKeeper
-from airlock.broadcaster.metrics import Metrics, service_checks
+from airlock.broadcaster.metrics import Metrics, MetricsServer, service_checks
 from airlock.broadcaster.results import PassResult
 from airlock.broadcaster.service import Broadcaster
 from airlock.broadcaster.venue import VenueBroadcaster, VenueResult
 from airlock.broadcaster.watch import Watch
-from airlock.config import FailoverConfig, ServiceConfig
+from airlock.config import BybitConfig, FailoverConfig, ServiceConfig
 from airlock.queue.errors import StoreUnavailable
 from airlock.queue.leases import bybit_account, evm_sender
 from airlock.queue.store import Store
@@ -72,6 +75,7 @@ class Service:
         metrics: Metrics | None = None,
         clock_ms: Callable[[], int] | None = None,
         keeper: LaneKeeper | None = None,
+        bybit: BybitConfig | None = None,
     ) -> None:
         if evm is None and venue is None:
             raise ValueError("a service needs an EVM side, a Bybit side, or both")
@@ -81,6 +85,7 @@ class Service:
         self.settings = settings or ServiceConfig(metrics_port=0)
         self.metrics = metrics
         self.sink = sink
+        self.bybit = bybit  # the [bybit] section: the status page's venue row
         self._clock_ms = clock_ms or store.now_ms
         self._alert_tasks: set[asyncio.Task[bool]] = set()
         self.watch = Watch(
@@ -235,14 +240,49 @@ class Service:
         """Serve until ``stop`` is set; see the module doc for how it stops."""
         async with contextlib.AsyncExitStack() as stack:
             if self.metrics is not None and self.settings.metrics_port:
+                settings = self.settings
                 await stack.enter_async_context(
-                    self.metrics.serve(
-                        self.settings.metrics_host,
-                        self.settings.metrics_port,
-                        checks=service_checks(self.store, self.metrics),
-                    )
+                    self.serving(settings.metrics_host, settings.metrics_port)
                 )
             await self._serve(stop)
+
+    def serving(
+        self, host: str, port: int
+    ) -> contextlib.AbstractAsyncContextManager[MetricsServer]:
+        """The endpoint on ``host:port`` (loopback only; 0 picks a port) for the block:
+        ``/metrics``, ``/healthz`` with the service's checks, and the status page.
+        :meth:`run` opens it at ``[service] metrics_host:metrics_port``."""
+        if self.metrics is None:
+            raise ValueError("a service without metrics has no endpoint")
+        return self.metrics.serve(
+            host, port, checks=service_checks(self.store, self.metrics), status=self.status
+        )
+
+    async def status(self) -> dict[str, Any]:
+        """What ``airlock status`` shows, its links from this service's own monitor and
+        venue supervisor (read on the loop, no probe), the rest from the store (read in
+        a worker thread)."""
+        links = self.links()
+        return await asyncio.to_thread(status_data.document, self.store, links)
+
+    def links(self) -> dict[str, Any]:
+        """The LINKS section as the service sees its links now."""
+        relays, probes = [], {}
+        if self.evm is not None:
+            relays = [relay.config for relay in self.evm.relays]
+            snapshots = self.evm.monitor.snapshots()
+            probes = {name: status_data.live_relay_probe(s) for name, s in snapshots.items()}
+        bybit = None
+        if self.venue is not None:
+            venue, b = self.venue, self.bybit
+            connected = venue.supervisor.is_connected
+            error = venue.client.auth_stopped or (None if connected else venue.last_error)
+            probe = status_data.live_bybit_probe(
+                connected, venue.client.offset_ms, venue.supervisor.latency_ms, error
+            )
+            account, url = (b.account, b.base_url) if b is not None else ("bybit", "-")
+            bybit = status_data.bybit_row(account, url, venue.settings.recv_window_ms, probe)
+        return status_data.links_section(relays, probes, bybit, probed=True)
 
     async def _serve(self, stop: asyncio.Event) -> None:
         parts: list[Awaitable[None]] = []

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from airlock.audit import entries as audit_entries
 from airlock.broadcaster import decide, routes
 from airlock.broadcaster.decide import ChainVerdict, SendVerdict
+from airlock.broadcaster.linklog import LinkLog
 from airlock.broadcaster.results import AlertHook, PassResult, Resigner, alert_key
 from airlock.clock import wall_clock_ms
 from airlock.config import BroadcasterConfig
@@ -106,6 +107,7 @@ class Broadcaster:
         self.alert_hook: AlertHook | None = None  # the service's alert delivery, if any
         self.metrics: Metrics | None = None
         self.keeper: LaneKeeper | None = None  # a shared queue: the lanes this one holds
+        self.link_log = LinkLog(store, "evm", lambda: self.keeper.holder if self.keeper else None)
         self.reconcile_asked = asyncio.Event()  # a lane was taken: reconcile it now
         # A wave is what every relay takes in one go over its connection pool. At most two
         # are unrecorded at any time (one being written, the next in flight), so a slow
@@ -141,6 +143,7 @@ class Broadcaster:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or the task is cancelled)."""
         stop = stop or asyncio.Event()
+        self.link_log.restart()
         monitor = asyncio.create_task(self.monitor.run(), name="airlock-link-monitor")
         try:
             await self._first_probes()
@@ -192,6 +195,7 @@ class Broadcaster:
         for name, snap in (await self.monitor.probe_all()).items():
             if not snap.usable:
                 log.warning("relay %s is %s at start: %s", name, snap.state, snap.last_error)
+            self.link_log.first_view(name, str(snap.state), snap.last_error)
 
     async def _wait_for_work(self, stop: asyncio.Event) -> bool:
         """Sleep until a relay returns, the queue may have work, or ``stop``; True if a
@@ -662,16 +666,7 @@ class Broadcaster:
             change.new,
             change.reason,
         )
-        data = {
-            "relay": change.relay,
-            "from": str(change.old),
-            "to": str(change.new),
-            "reason": change.reason,
-        }
-        try:
-            self.store.audit.record(audit_entries.RELAY_HEALTH, data)
-        except StoreUnavailable as exc:  # the monitor must go on judging the links
-            log.warning("relay %s's change not recorded: %s", change.relay, exc)
+        self.link_log.changed(change.relay, str(change.old), str(change.new), change.reason)
         if change.new is LinkState.DISABLED:
             message = f"relay {change.relay} disabled: {change.reason}"
             self._alert(PassResult(), message, key=f"relay-disabled.{change.relay}")

@@ -15,6 +15,7 @@ from airlock.broadcaster.metrics import Metrics
 from airlock.broadcaster.results import Resigner
 from airlock.broadcaster.runner import Service
 from airlock.broadcaster.service import Broadcaster
+from airlock.broadcaster.slo_gauges import SloCollector
 from airlock.broadcaster.venue import VenueBroadcaster, VenueSettings
 from airlock.config import AirlockConfig, BybitConfig
 from airlock.errors import ConfigError
@@ -148,15 +149,17 @@ def _timed(metrics: Metrics | None, op: str) -> contextlib.AbstractContextManage
 
 def build_service(config: AirlockConfig, store: Store, keyring: KeyRing) -> Service:
     """The whole service from the configuration: the EVM side for ``[[relays]]``, the
-    Bybit side for ``[bybit]``, metrics, and alert delivery signed by the HSM's webhook
-    secret. Nothing is started: use ``async with service.started()``. A missing key or
-    secret fails here, before anything is sent."""
+    Bybit side for ``[bybit]``, metrics and the status page (served by
+    :meth:`Service.run` beside ``/metrics``), and alert delivery signed by the HSM's
+    webhook secret. Nothing is started: use ``async with service.started()``. A missing
+    key or secret fails here, before anything is sent."""
     if not config.relays and config.bybit is None:
         raise ConfigError(
             f"nothing to broadcast to: add [[relays]] or [bybit] to "
             f"{config.home / 'airlock.toml'} (see docs/configuration.md)"
         )
     metrics = Metrics(store)
+    metrics.registry.register(SloCollector(store, config.slo))
     evm = None
     if config.relays:
         relays = build_relays(config, keyring)
@@ -181,6 +184,7 @@ def build_service(config: AirlockConfig, store: Store, keyring: KeyRing) -> Serv
         sink=sink,
         metrics=metrics,
         keeper=build_keeper(config, store),
+        bybit=config.bybit,
     )
 
 

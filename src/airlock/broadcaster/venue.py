@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from airlock.audit import entries as audit_entries
 from airlock.broadcaster import venue_decide as decide
+from airlock.broadcaster.linklog import LinkLog
 from airlock.broadcaster.results import AlertHook, alert_key
 from airlock.broadcaster.venue_decide import Step
 from airlock.errors import InvalidInput
@@ -128,6 +129,7 @@ class VenueBroadcaster:
             client,
             settings.backoff,
             on_reconnect=self._on_reconnect,
+            on_change=self._on_link,
             interval_s=settings.probe_s,
             category=settings.category,
         )
@@ -139,10 +141,12 @@ class VenueBroadcaster:
         self._stop: asyncio.Event | None = None  # set while serving: a stop parks the pass
         self._paused_until = 0
         self._failures = 0
-        self.last_reconcile_ms = 0
+        self.last_reconcile_ms = 0  # when the last reconcile started (the status notes)
+        self._reconciled_ms = 0  # ... and ended (when the next is due)
         self._fills_from: int | None = None  # in-process watermark of executions read
         self.keeper: LaneKeeper | None = None  # a shared queue: the lanes this one holds
         self._generation = 0  # the keeper's, at the last reconcile
+        self.link_log = LinkLog(store, "bybit", lambda: self.keeper.holder if self.keeper else None)
 
     # -- the loops ---------------------------------------------------------------------
 
@@ -187,7 +191,9 @@ class VenueBroadcaster:
         reconnect and periodically. Raises :class:`BybitAuthError` if the key is refused
         at the first connection."""
         self._stop = stop
-        await self.connect()
+        self.link_log.restart()
+        if not await self.connect():
+            self.link_log.first_view("bybit", "down", self.last_error)
         watcher = asyncio.create_task(self._supervise(), name="airlock-bybit-supervisor")
         try:
             reconcile = True
@@ -221,6 +227,10 @@ class VenueBroadcaster:
         except BybitAuthError as exc:
             log.error("bybit key refused; the account is stopped: %s", exc.reason)
 
+    def _on_link(self, connected: bool, why: str) -> None:
+        old, new = ("down", "up") if connected else ("up", "down")
+        self.link_log.changed("bybit", old, new, why)
+
     async def _on_reconnect(self) -> None:
         log.info("bybit reachable again: reconciling, then sending")
         self._paused_until = 0
@@ -228,7 +238,10 @@ class VenueBroadcaster:
         self.reconnected.set()
 
     def _reconcile_due(self) -> bool:
-        elapsed = self._clock_ms() - self.last_reconcile_ms
+        """``reconcile_s`` after the last reconcile *ended*: a reconcile slower than the
+        interval (hundreds of sent orders to follow on a loaded machine) must leave time
+        to send, not start again at once."""
+        elapsed = self._clock_ms() - self._reconciled_ms
         return elapsed >= self.settings.reconcile_s * 1000
 
     async def _retry_soon(self) -> bool:
@@ -277,14 +290,16 @@ class VenueBroadcaster:
         with ``yield_to_reconcile``, until a periodic reconcile is due (a long drain at
         the venue's rate limit must not hold back fills and status changes)."""
         result = VenueResult()
+        handled = 0  # a call sends at least one item before it yields: the drain never starves
         while self._usable() and self._clock_ms() >= self._paused_until:
             due = self.store.venue.due(DUE_BATCH, self._accounts(sendable=True))
             if not due:
                 break
             moved = 0
             for item, ref in due:
-                if yield_to_reconcile and self._reconcile_due():
+                if yield_to_reconcile and handled and self._reconcile_due():
                     return result
+                handled += 1
                 if self._stop is not None and self._stop.is_set():
                     return result  # stopping: what is not yet marked sending stays queued
                 step = await self._dispatch_one(item, ref, result)
@@ -447,6 +462,7 @@ class VenueBroadcaster:
             )
             if result.fills:
                 self.metrics.observe_reconcile("bybit", "fills", result.fills)
+        self._reconciled_ms = self._clock_ms()
         return result
 
     async def _resolve_sending(self, result: VenueResult) -> None:

@@ -19,6 +19,7 @@ from airlock.cli.broadcast_cmds import broadcaster_group, links_group, reconcile
 from airlock.cli.bybit_cmds import bybit_group
 from airlock.cli.db_cmds import db_group
 from airlock.cli.queue_cmds import evm_queue, keys_group, nonce_group, queue_group
+from airlock.cli.slo_cmds import slo
 from airlock.cli.status_cmds import status
 from airlock.cli.tx_options import intent_fields, tx_options
 from airlock.errors import InvalidInput
@@ -193,15 +194,27 @@ cli.add_command(reconcile)
 cli.add_command(bybit_group)
 cli.add_command(db_group)
 cli.add_command(status)
+cli.add_command(slo)
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
-def demo(as_json: bool) -> None:
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run in this new (or empty) directory and keep it: AIRLOCK_HOME=DIR airlock slo.",
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the drill report (self-contained HTML) to this file.",
+)
+def demo(as_json: bool, keep: Path | None, report: Path | None) -> None:
     """Run the drill on embedded defaults: SoftHSM signs, a local anvil mines."""
     from airlock.sim.demo import run_demo  # sim/ is only ever imported by the demo
 
-    result = run_demo(lambda line: click.echo(f"· {line}", err=True))
+    say = lambda line: click.echo(f"· {line}", err=True)  # noqa: E731
+    result = run_demo(say, keep=keep, report=report)
     common.emit(as_json, result, lambda: "\n".join(f"{k}: {v}" for k, v in result.items()))
 
 

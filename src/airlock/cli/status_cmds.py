@@ -8,7 +8,9 @@ because its data keys are wrapped there, and a missing queue file is reported, n
 created. Links being down is information, not an error: the exit status is 0 and a
 warning says so on stderr; 1 only for errors (configuration, HSM). The probes live in
 :mod:`airlock.cli.status_probe`, imported only when probing: without them the command
-loads neither aiohttp nor the relays.
+loads neither aiohttp nor the relays. What the sections hold is computed by
+:mod:`airlock.broadcaster.status`, which the service's status page (``GET /`` beside
+``/metrics``) reads too: this module only adds the probes, the wording and the layout.
 """
 
 from __future__ import annotations
@@ -21,34 +23,34 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from airlock.broadcaster import status as status_data
+from airlock.broadcaster.status import (
+    NOTE_HEARTBEAT,
+    NOTE_PID,
+    NOTE_RECONCILE,
+    STALE_HEARTBEAT_S,
+    STATE_ORDER,
+    age,
+    ago,
+)
 from airlock.cli import common
 from airlock.clock import wall_clock_ms
-from airlock.queue.states import LIVE, State
-from airlock.redact import redact_url
 
 if TYPE_CHECKING:
-    from airlock.config import AirlockConfig, BybitConfig
+    from airlock.config import AirlockConfig
     from airlock.hsm.keyring import KeyRing
     from airlock.queue.store import Store
 
-STALE_HEARTBEAT_S = 15.0  # the service writes its heartbeat every few seconds
-
-NOTE_HEARTBEAT = "broadcaster.heartbeat_ms"
-NOTE_RECONCILE = "broadcaster.last_reconcile_ms"
-NOTE_PID = "broadcaster.pid"
-
-# Live states first (what still waits or may still land), then the final ones.
-STATE_ORDER = [
-    State.QUEUED,
-    State.SENDING,
-    State.SENT,
-    State.NEEDS_OPERATOR,
-    State.QUARANTINED,
-    State.CONFIRMED,
-    State.REPLACED,
-    State.REJECTED,
-    State.EXPIRED,
-    State.CANCELLED,
+__all__ = [
+    "NOTE_HEARTBEAT",
+    "NOTE_PID",
+    "NOTE_RECONCILE",
+    "STALE_HEARTBEAT_S",
+    "STATE_ORDER",
+    "age",
+    "collect",
+    "render",
+    "status",
 ]
 
 
@@ -78,7 +80,10 @@ def collect(ctx: click.Context, settings: AirlockConfig, *, probe: bool) -> dict
     on_server = settings.queue.url is not None  # a PostgreSQL queue: always there to open
     with _local(ctx, on_server or path.exists()) as (store, ring):
         now = wall_clock_ms()
-        local = _read_store(store, now) if store is not None else _no_store(path)
+        if store is not None:
+            local = status_data.read_store(store, now)
+        else:
+            local = status_data.no_store(path)
         links = _links(settings, ring, probe=probe)
     shown = store.shown if store is not None else str(path)
     return {"generated_ms": now, "queue_path": shown, "links": links, **local}
@@ -99,159 +104,16 @@ def _local(ctx: click.Context, exists: bool) -> Iterator[tuple[Store | None, Key
 
 def _links(settings: AirlockConfig, ring: KeyRing, *, probe: bool) -> dict[str, Any]:
     probes: dict[str, dict[str, Any]] = {}
-    bybit: dict[str, Any] | None = None
+    bybit_probe: dict[str, Any] | None = None
     if probe:
         from airlock.cli.status_probe import probe_all  # aiohttp and the relays: to probe only
 
-        probes, bybit = probe_all(settings, ring)
-    relays = [_relay_row(relay, probes.get(relay.name)) for relay in settings.relays]
+        probes, bybit_probe = probe_all(settings, ring)
+    bybit = None
     if settings.bybit is not None:
-        bybit = _bybit_row(settings.bybit, bybit)
-    rows = relays + ([bybit] if bybit is not None else [])
-    down = [row["name"] for row in rows if row["probed"] and not row["usable"]]
-    return {
-        "probed": probe,
-        "relays": relays,
-        "bybit": bybit,
-        "down": down,
-        "any_up": any(row["usable"] for row in rows),
-    }
-
-
-def _relay_row(relay: Any, probe: dict[str, Any] | None) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "name": relay.name,
-        "kind": relay.kind,
-        "role": relay.role,
-        "url": redact_url(relay.url),
-        "link": relay.link,
-        "chain_id": relay.chain_id,
-    }
-    if probe is None:
-        return row | {
-            "probed": False,
-            "state": "not probed",
-            "usable": False,
-            "head": None,
-            "latency_ms": None,
-            "last_error": None,
-        }
-    return row | {"probed": True, **probe}
-
-
-def _bybit_row(settings: BybitConfig, probe: dict[str, Any] | None) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "name": "bybit",
-        "kind": "bybit",
-        "account": settings.account,
-        "url": redact_url(settings.base_url),
-        "recv_window_ms": settings.recv_window_ms,
-    }
-    if probe is None:
-        return row | {
-            "probed": False,
-            "state": "not probed",
-            "usable": False,
-            "offset_ms": None,
-            "latency_ms": None,
-            "last_error": None,
-        }
-    state = "up" if probe["usable"] else "down"
-    return row | {"probed": True, "state": state, **probe}
-
-
-# --------------------------------------------------------------------------- the queue
-
-
-def _read_store(store: Store, now: int) -> dict[str, Any]:
-    return {
-        "queue": _queue(store, now),
-        "nonces": [_nonce_row(row.as_json(), now) for row in store.nonces.status()],
-        "broadcaster": _broadcaster(store, now),
-        "alerts": [_alert_row(a.as_json(), now) for a in store.alerts.open()],
-    }
-
-
-def _no_store(path: Path) -> dict[str, Any]:
-    empty = {"exists": False, "live": 0, "total": 0, "by_kind": {}, "by_state": {}}
-    broadcaster = {
-        "heartbeat_ms": None,
-        "heartbeat_age_s": None,
-        "stale": None,
-        "last_reconcile_ms": None,
-        "last_reconcile_age_s": None,
-        "pid": None,
-    }
-    return {
-        "queue": empty | {"oldest_live": None},
-        "nonces": [],
-        "broadcaster": broadcaster,
-        "alerts": [],
-    }
-
-
-def _queue(store: Store, now: int) -> dict[str, Any]:
-    by_kind: dict[str, dict[str, int]] = {}
-    by_state: dict[str, int] = {}
-    for kind, state, count, _ in store.items.counts_by_kind():
-        by_kind.setdefault(kind, {})[state] = count
-        by_state[state] = by_state.get(state, 0) + count
-    live_states = {str(s) for s in LIVE}
-    oldest = store.items.select(sorted(LIVE), limit=1)  # ids are ULIDs: creation order
-    return {
-        "exists": True,
-        "live": sum(n for s, n in by_state.items() if s in live_states),
-        "total": sum(by_state.values()),
-        "by_kind": by_kind,
-        "by_state": by_state,
-        "oldest_live": None
-        if not oldest
-        else {
-            "id": oldest[0].id,
-            "kind": str(oldest[0].kind),
-            "state": str(oldest[0].state),
-            "account": oldest[0].account,
-            "created_ms": oldest[0].created_ms,
-            "age_s": _age_s(now, oldest[0].created_ms),
-        },
-    }
-
-
-def _nonce_row(row: dict[str, Any], now: int) -> dict[str, Any]:
-    return row | {"synced_age_s": _age_s(now, row["synced_ms"])}
-
-
-def _broadcaster(store: Store, now: int) -> dict[str, Any]:
-    heartbeat = _int_note(store, NOTE_HEARTBEAT)
-    reconciled = _int_note(store, NOTE_RECONCILE)
-    heartbeat_age = _age_s(now, heartbeat)
-    return {
-        "heartbeat_ms": heartbeat,
-        "heartbeat_age_s": heartbeat_age,
-        "stale": None if heartbeat_age is None else heartbeat_age > STALE_HEARTBEAT_S,
-        "last_reconcile_ms": reconciled,
-        "last_reconcile_age_s": _age_s(now, reconciled),
-        "pid": _int_note(store, NOTE_PID),
-    }
-
-
-def _int_note(store: Store, key: str) -> int | None:
-    raw = store.notes.get(key)
-    try:
-        return None if raw is None else int(raw)
-    except ValueError:
-        return None  # a note the service will overwrite; not worth failing the screen
-
-
-def _alert_row(alert: dict[str, Any], now: int) -> dict[str, Any]:
-    return alert | {
-        "first_age_s": _age_s(now, alert["first_ms"]),
-        "last_age_s": _age_s(now, alert["last_ms"]),
-    }
-
-
-def _age_s(now: int, then_ms: int | None) -> int | None:
-    return None if then_ms is None else (now - then_ms) // 1000
+        b = settings.bybit
+        bybit = status_data.bybit_row(b.account, b.base_url, b.recv_window_ms, bybit_probe)
+    return status_data.links_section(settings.relays, probes, bybit, probed=probe)
 
 
 # --------------------------------------------------------------------------- text
@@ -269,27 +131,6 @@ def render(data: dict[str, Any]) -> str:
         _alerts_text(data["alerts"]),
     ]
     return "\n\n".join(sections)
-
-
-def age(seconds: int | None) -> str:
-    """42 s, 3 min, 2 h 5 min, 3 d 4 h; "never" for no time at all."""
-    if seconds is None:
-        return "never"
-    if seconds < 0:
-        return f"{age(-seconds)} in the future (clock?)"
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    if seconds < 86400:
-        hours, minutes = divmod(seconds // 60, 60)
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(seconds // 3600, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
-
-
-def _ago(seconds: int | None) -> str:
-    return "never" if seconds is None else f"{age(seconds)} ago"
 
 
 def _table(header: list[str] | None, rows: list[list[str]], right: set[int]) -> list[str]:
@@ -377,7 +218,7 @@ def _nonces_text(nonces: list[dict[str, Any]]) -> str:
                 str(n["live"]),
                 lowest,
                 pending,
-                _ago(n["synced_age_s"]),
+                ago(n["synced_age_s"]),
                 gaps,
             ]
         )
@@ -393,7 +234,7 @@ def _broadcaster_text(b: dict[str, Any]) -> str:
         title = "BROADCASTER  no heartbeat ever recorded (never run as a service here?)"
     elif b["stale"]:
         title = (
-            f"BROADCASTER  -- NOT RUNNING? last heartbeat {_ago(b['heartbeat_age_s'])} "
+            f"BROADCASTER  -- NOT RUNNING? last heartbeat {ago(b['heartbeat_age_s'])} "
             "(start it: airlock broadcaster run)"
         )
     else:
@@ -401,8 +242,8 @@ def _broadcaster_text(b: dict[str, Any]) -> str:
     pid = "" if b["pid"] is None else f"  (pid {b['pid']})"
     lines = [
         title,
-        f"  heartbeat       {_ago(b['heartbeat_age_s'])}{pid}",
-        f"  last reconcile  {_ago(b['last_reconcile_age_s'])}",
+        f"  heartbeat       {ago(b['heartbeat_age_s'])}{pid}",
+        f"  last reconcile  {ago(b['last_reconcile_age_s'])}",
     ]
     return "\n".join(lines)
 
@@ -416,8 +257,8 @@ def _alerts_text(alerts: list[dict[str, Any]]) -> str:
             a["severity"].upper(),
             a["key"],
             f"x{a['count']}",
-            f"first {_ago(a['first_age_s'])}",
-            f"last {_ago(a['last_age_s'])}",
+            f"first {ago(a['first_age_s'])}",
+            f"last {ago(a['last_age_s'])}",
         ]
         for a in alerts
     ]

@@ -32,6 +32,7 @@ from airlock.config.network import (
     RelayConfig,
 )
 from airlock.config.sections import ApiConfig, AuditConfig, EvmConfig, QueueConfig, ServiceConfig
+from airlock.config.slo import SloConfig
 from airlock.redact import redact_url
 from airlock.vocab import LOG_FORMATS, PRIVATE_METHODS, RELAY_KINDS, RELAY_ROLES
 
@@ -56,6 +57,7 @@ __all__ = [
     "QueueConfig",
     "RelayConfig",
     "ServiceConfig",
+    "SloConfig",
     "airlock_home",
     "embedded_paths",
     "load_config",

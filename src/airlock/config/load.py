@@ -38,6 +38,7 @@ from airlock.config.sections import (
     load_service,
 )
 from airlock.config.settings import load_section
+from airlock.config.slo import SloConfig
 from airlock.errors import ConfigError
 
 
@@ -55,6 +56,7 @@ class AirlockConfig:
     failover: FailoverConfig = field(default_factory=FailoverConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    slo: SloConfig = field(default_factory=SloConfig)
     source: Path | None = None  # the TOML file read, if any
 
 
@@ -93,6 +95,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -
         failover=load_section(FailoverConfig, "failover", _table(data, "failover", path)),
         service=load_service(_table(data, "service", path)),
         api=load_api(_table(data, "api", path)),
+        slo=load_section(SloConfig, "slo", _table(data, "slo", path)),
         source=path if path.exists() else None,
     )
 

@@ -41,6 +41,7 @@ class ConnectionSupervisor:
         policy: BackoffPolicy,
         *,
         on_reconnect: Callable[[], Awaitable[None]],
+        on_change: Callable[[bool, str], None] | None = None,
         interval_s: float = 5.0,
         category: Category = "linear",
         sleep: Sleep = asyncio.sleep,
@@ -52,16 +53,27 @@ class ConnectionSupervisor:
         self._category = category
         self._sleep = sleep
         self._connected = False
+        self._on_change = on_change  # (connected, why): each change of is_connected
+        self.last_error = "not probed yet"
         self.latency_ms: float | None = None  # the last successful time probe's round trip
 
     @property
     def is_connected(self) -> bool:
         return self._connected
 
+    def _set(self, connected: bool, why: str) -> None:
+        if connected is not self._connected and self._on_change is not None:
+            self._on_change(connected, why)
+        self._connected = connected
+
     async def connect(self) -> None:
         """First connection: raises BybitAuthError (bad key) or BybitError (unreachable)."""
-        await self._probe()
-        self._connected = True
+        try:
+            await self._probe()
+        except BybitError as exc:
+            self.last_error = str(exc)
+            raise
+        self._set(True, "connected")
 
     async def _probe(self) -> None:
         stopped = self._client.auth_stopped
@@ -75,10 +87,11 @@ class ConnectionSupervisor:
     async def _probe_ok(self) -> bool:
         try:
             await self._probe()
-        except BybitAuthError:
-            self._connected = False
+        except BybitAuthError as exc:
+            self._set(False, f"key refused: {exc}")
             raise
-        except BybitError:
+        except BybitError as exc:
+            self.last_error = str(exc)
             return False
         return True
 
@@ -87,14 +100,14 @@ class ConnectionSupervisor:
         while True:
             await self._sleep(self._interval)
             if await self._probe_ok():
-                self._connected = True
+                self._set(True, "probe ok")
                 continue
-            self._connected = False
+            self._set(False, f"probe failed: {self.last_error}")
             attempt = 0
             while True:
                 await self._sleep(self._policy.delay(attempt))
                 attempt += 1
                 if await self._probe_ok():
                     break
-            self._connected = True
+            self._set(True, f"answering again after {attempt} attempt(s)")
             await self._on_reconnect()

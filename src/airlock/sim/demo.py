@@ -18,10 +18,11 @@ stops what it started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,10 @@ from airlock.signer import evm
 from airlock.signer.ladder import LadderSpec
 from airlock.sim.anvil import Anvil, start_anvil
 from airlock.sim.demo_bybit import bybit_drill
+from airlock.sim.demo_report import read_drill, write_report
 from airlock.sim.drill import DemoFailed, until
 from airlock.sim.faultproxy import FaultProxy
+from airlock.slo.html import AuditVerdict
 
 RECIPIENT = "0x000000000000000000000000000000000000dEaD"
 SENDERS = 2
@@ -68,10 +71,15 @@ class _EvmDrill:
     mined: list[str]
 
 
-def run_demo(say: Callable[[str], None]) -> dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="airlock-demo-") as tmp:
-        home = Path(tmp)
-        say(f"data dir {home} (removed at the end)")
+def run_demo(
+    say: Callable[[str], None], *, keep: Path | None = None, report: Path | None = None
+) -> dict[str, object]:
+    """The drill; ``keep`` names an empty (or new) directory to run it in and leave behind
+    (``AIRLOCK_HOME=DIR airlock slo`` reads it afterwards), ``report`` a file for the HTML
+    drill report."""
+    with _data_dir(keep) as home:
+        say(f"data dir {home} ({'kept' if keep is not None else 'removed at the end'})")
+        started_ms = time.time_ns() // 1_000_000
         init_embedded(home)
         say("SoftHSM token created (development and drills only)")
         config = load_config(env={"AIRLOCK_HOME": str(home)})
@@ -97,13 +105,11 @@ def run_demo(say: Callable[[str], None]) -> dict[str, object]:
                 export(store, audit_key, home / "audit").out, audit_key.pem.encode()
             )
             states = _state_counts(store)
+            slo = read_drill(store, started_ms) if report is not None else None
         result: dict[str, Any] = {
             "senders": [evm.address_from_public_key(k.public_key) for k in keys],
             "queued": TRANSFERS,
-            "persist_ms": {
-                "p50": round(statistics.median(persist_ms), 2),
-                "max": round(max(persist_ms), 2),
-            },
+            "persist_ms": _spread(persist_ms),
             "link_return_to_first_send_ms": drill.first_send_ms - drill.return_ms,
             "bumped": drill.bumped,
             "mined": len(drill.mined),
@@ -113,20 +119,50 @@ def run_demo(say: Callable[[str], None]) -> dict[str, object]:
             "audit_entries": audit.entries,
             "audit_verified": audit.ok,
             "bybit": bybit,
+            "data_dir": str(home) if keep is not None else None,
         }
         _report(result, say)
-        expected = {"confirmed": TRANSFERS - 1 + BYBIT_FILLED, "cancelled": 2}
-        failed = (
-            not audit.ok
-            or not audit.intent_keys
-            or states != expected
-            or result["duplicates"] != 0
-            or result["lost"] != 0
-            or drill.bumped == 0
-        )
-        if failed:
-            raise DemoFailed(f"demo invariant failed: {result} {audit.problem or ''}")
+        if report is not None and slo is not None:
+            verdict = AuditVerdict(audit.ok, audit.entries, audit.problem)
+            write_report(report, *slo, verdict, result)
+            result["slo_passed"] = slo[0].passed
+            say(f"drill report written to {report} (SLO {'PASS' if slo[0].passed else 'FAIL'})")
+        _check(result, audit.ok and bool(audit.intent_keys), audit.problem)
         return result
+
+
+def _spread(persist_ms: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(statistics.median(persist_ms), 2),
+        "mean": round(statistics.fmean(persist_ms), 2),
+        "max": round(max(persist_ms), 2),
+    }
+
+
+def _check(result: dict[str, Any], audit_ok: bool, problem: str | None) -> None:
+    """The drill's invariants; any failed one raises :class:`DemoFailed` (exit 1)."""
+    expected = {"confirmed": TRANSFERS - 1 + BYBIT_FILLED, "cancelled": 2}
+    failed = (
+        not audit_ok
+        or result["states"] != expected
+        or result["duplicates"] != 0
+        or result["lost"] != 0
+        or result["bumped"] == 0
+    )
+    if failed:
+        raise DemoFailed(f"demo invariant failed: {result} {problem or ''}")
+
+
+@contextlib.contextmanager
+def _data_dir(keep: Path | None) -> Iterator[Path]:
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="airlock-demo-") as tmp:
+            yield Path(tmp)
+        return
+    if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+        raise DemoFailed(f"--keep {keep}: not an empty directory (the drill needs a fresh one)")
+    keep.mkdir(parents=True, exist_ok=True)
+    yield keep
 
 
 def _state_counts(store: Store) -> dict[str, int]:

@@ -56,10 +56,11 @@ class Items:
         the signed content; it runs inside the write transaction, so the nonce it signs
         with is stored together with the signature or not at all.
         """
+        received = self._core.clock_ms()  # the persist time starts here (the SLO report)
         with self._core.transaction() as conn:
             existing = items.by_idempotency_key(conn, draft.idempotency_key)
             if existing is None:
-                return self._enqueue_new(conn, draft, build)
+                return self._enqueue_new(conn, draft, build, received)
         # Compared after the transaction: a tampered payload quarantines its item, and
         # that must not be rolled back with this read-only transaction.
         return self._existing(existing, draft)
@@ -72,12 +73,13 @@ class Items:
         :class:`IdempotencyConflict` before anything is written; so does a key repeated
         within the batch. Nonces are allocated in the order given.
         """
+        received = self._core.clock_ms()
         keys = [draft.idempotency_key for draft, _ in requests]
         _refuse_repeated(keys)
         for _attempt in range(3):
             known = self._known(requests, keys)
             try:
-                return self._enqueue_fresh(requests, keys, known)
+                return self._enqueue_fresh(requests, keys, known, received)
             except _KeyTaken:  # another writer queued one of the keys meanwhile: read again
                 continue
         raise StoreUnavailable("the batch's idempotency keys kept being taken by other writers")
@@ -101,6 +103,7 @@ class Items:
         requests: Sequence[tuple[Draft, Builder]],
         keys: list[str],
         known: dict[str, Enqueued],
+        received: int,
     ) -> list[Enqueued]:
         with self._core.transaction() as conn:
             if items.by_idempotency_keys(conn, [k for k in keys if k not in known]):
@@ -109,11 +112,12 @@ class Items:
             for index, (draft, build) in enumerate(requests):
                 with _element(index):
                     done.append(
-                        known.get(draft.idempotency_key) or self._enqueue_new(conn, draft, build)
+                        known.get(draft.idempotency_key)
+                        or self._enqueue_new(conn, draft, build, received)
                     )
             return done
 
-    def _enqueue_new(self, conn: Conn, draft: Draft, build: Builder) -> Enqueued:
+    def _enqueue_new(self, conn: Conn, draft: Draft, build: Builder, received: int) -> Enqueued:
         warnings: list[str] = []
         nonce = None
         if draft.wants_nonce:
@@ -123,7 +127,7 @@ class Items:
             warnings += allocation.warnings
             nonces.claim(conn, draft.chain_id, draft.account, nonce)
         built = build(nonce)
-        item = self._insert(conn, draft, nonce, built)
+        item = self._insert(conn, draft, nonce, built, received)
         variants = [
             Variant(i, v.kind, v.tx_hash, v.fee_per_gas, v.tip_per_gas)
             for i, v in enumerate(built.variants)
@@ -139,7 +143,9 @@ class Items:
             )
         return Enqueued(item, True, self.variants(item.id))
 
-    def _insert(self, conn: Conn, draft: Draft, nonce: int | None, built: Built) -> Item:
+    def _insert(
+        self, conn: Conn, draft: Draft, nonce: int | None, built: Built, received: int
+    ) -> Item:
         core = self._core
         now = core.clock_ms()
         item_id = core.ids.new(now)
@@ -172,7 +178,7 @@ class Items:
         for idx, variant in enumerate(built.variants):
             core.insert_variant(conn, item_id, idx, variant)
         core.journal.append(
-            conn, audit_entries.ITEM_ENQUEUED, item_id, _enqueued_entry(item, built)
+            conn, audit_entries.ITEM_ENQUEUED, item_id, _enqueued_entry(item, built, received)
         )
         return item
 
@@ -389,10 +395,13 @@ def _not_queued(item: Item) -> IllegalTransition:
     return IllegalTransition(f"item {item.id} is {item.state}; only queued items can be cancelled")
 
 
-def _enqueued_entry(item: Item, built: Built) -> dict[str, Any]:
-    """What the audit log keeps of a new item: its metadata and every signed variant."""
+def _enqueued_entry(item: Item, built: Built, received: int) -> dict[str, Any]:
+    """What the audit log keeps of a new item: its metadata, when its request reached the
+    store (``received_ms``: the entry's own time minus it is the time to persist, signing
+    included) and every signed variant."""
     skip = ("id", "state_reason", "active_variant", "sent_ms", "mined")
     data = {k: v for k, v in item.as_json().items() if k not in skip}
+    data["received_ms"] = received
     data["variants"] = [variant_entry(idx, v) for idx, v in enumerate(built.variants)]
     data.update(built.audit)
     return data

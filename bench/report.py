@@ -190,6 +190,27 @@ def bybit_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def bybit_ws_rows(r: dict[str, Any]) -> list[Row]:
+    stream, rest = r["stream"]["event"], r["rest"]["event"]
+    interval = f"{r['rest']['reconcile_s']:g} s"
+    if not r["rest_at_default_interval"]:
+        interval += " (not the default)"
+    ratio = r["ratio_p50_stream_to_rest"]
+    return [
+        Row(
+            "Bybit fill -> stored and on the event stream, stream on, periodic reconcile off,"
+            " p50 (ms)",
+            f"{_num(stream['p50_ms'], 1)} (p95 {_num(stream['p95_ms'], 1)}, max"
+            f" {_num(stream['max_ms'], 1)}; n={stream['n']})",
+            f"REST polling every {interval}: p50 {_num(rest['p50_ms'])} (n={rest['n']})",
+            "-" if ratio is None else f"{ratio:.5f}",
+            f"p50 < {r['target_p50_ms']:g} ms",
+            bool(r["pass"]),
+            "§ Bybit fill latency",
+        )
+    ]
+
+
 def startup_rows(r: dict[str, Any]) -> list[Row]:
     bare = r["bare"]
     rows = []
@@ -314,6 +335,22 @@ BENCHES: tuple[Bench, ...] = (
         ("bench/bybit_drain.py", "--orders", "1000", "--limit", "10", "--rounds", "1"),
         bybit_rows,
         ("bench/bybit_drain.py", "--orders", "20", "--limit", "50", "--rounds", "1"),
+    ),
+    Bench(
+        "bybit_ws",
+        ("bench/bybit_ws.py", "--fills", "40", "--rest-fills", "12"),
+        bybit_ws_rows,
+        (
+            "bench/bybit_ws.py",
+            "--fills",
+            "5",
+            "--rest-fills",
+            "3",
+            "--rest-interval",
+            "1",
+            "--rest-span",
+            "2",
+        ),
     ),
     Bench(
         "api",

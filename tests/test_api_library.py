@@ -686,8 +686,8 @@ def test_migrating_a_file_without_events_numbers_its_history_once(
     conn = sqlite3.connect(path, isolation_level=None)
     for trigger in ("events_created", "events_state", "events_fill"):
         conn.execute(f"DROP TRIGGER {trigger}")
-    conn.execute("DROP TABLE events")
-    conn.execute("DROP TABLE leases")
+    for table in ("events", "leases", "positions", "balances"):  # the tables after 6
+        conn.execute(f"DROP TABLE {table}")
     conn.execute("PRAGMA user_version=6")
     conn.close()
     with Store.open(path, kek) as store:

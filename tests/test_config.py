@@ -516,7 +516,10 @@ BYBIT = bybit()
         (bybit(api_key=None), r"\[bybit\]: missing required setting\(s\) api_key"),
         ("[bybit]\n", r"\[bybit\]: missing required setting\(s\) base_url, api_key"),
         ('bybit = "x"\n', r"\[bybit\] must be a table"),
-        (bybit(secret=q("s")), r"\[bybit\]: unknown setting\(s\) secret; known: account, api_key"),
+        (
+            bybit(secret=q("s")),
+            r"\[bybit\]: unknown setting\(s\) secret; known: account, account_seconds, api_key",
+        ),
         # labels: exactly one of secret_label / rsa_key_label
         (
             bybit(rsa_key_label=q("bybit-rsa")),

@@ -96,6 +96,17 @@ def test_a_kept_drill_reports_slos_that_agree_with_its_stopwatch(tmp_path):
     queued = {q["kind"]: q for q in figures["queued"]}
     assert queued["evm_tx"]["fates"]["executed"] == drill["mined"]
 
+    # The same document for the kept queue, from `airlock slo --html`.
+    html = tmp_path / "slo.html"
+    argv = ["slo", "--since", "1h", "--html", str(html), "--strict"]
+    strict = subprocess.run(
+        [sys.executable, "-m", "airlock.cli", *argv],
+        capture_output=True, text=True, env=plain_env(kept), timeout=60,
+    )  # fmt: skip
+    assert strict.returncode == 2, strict.stderr  # the drill cut every link: availability fails
+    assert "availability" in strict.stdout and "FAIL" in strict.stdout
+    assert 'id="audit-verdict" data-ok="true"' in html.read_text()
+
     with browser_or_skip() as browser:
         page = browser.open(page_file.as_uri())
         page.wait_for("document.querySelector('#slo-table') !== null", 30, "the SLO table")

@@ -437,3 +437,33 @@ def test_lie_in_front_of_anvil_lands_nothing() -> None:
         assert json.loads(body)["result"] != "0x" + bytes(signed.hash).hex()
         assert node.rpc("eth_getTransactionCount", [SENDER.address, "latest"]) == "0x0"
         assert node.rpc("eth_getTransactionReceipt", ["0x" + bytes(signed.hash).hex()]) is None
+
+
+def test_a_websocket_crosses_the_proxy_and_is_cut_with_the_link():
+    """A venue's stream takes the same link as its REST calls: relayed both ways while the
+    proxy passes, closed when the link goes down, refused while it is down."""
+    from airlock.sim.bybit import BybitSim
+
+    async def session(url: str) -> tuple[str, bool]:
+        async with (
+            aiohttp.ClientSession() as client,
+            client.ws_connect(url + "/v5/private") as ws,
+        ):
+            await ws.send_str(json.dumps({"op": "ping", "req_id": "p1"}))
+            pong = await ws.receive(timeout=5)
+            proxy.set_mode("down")
+            closed = await ws.receive(timeout=5)
+        return pong.data, closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                                          aiohttp.WSMsgType.ERROR)  # fmt: skip
+
+    with BybitSim("k", secret=b"s" * 32) as sim, FaultProxy(sim.url) as proxy:
+        pong, closed = asyncio.run(session(proxy.url.replace("http", "ws", 1)))
+        assert json.loads(pong)["op"] == "pong" and json.loads(pong)["req_id"] == "p1"
+        assert closed, "the stream went down with the link"
+
+        async def refused() -> None:
+            async with aiohttp.ClientSession() as client:
+                await client.ws_connect(proxy.url.replace("http", "ws", 1) + "/v5/private")
+
+        with pytest.raises(aiohttp.ClientError):
+            asyncio.run(refused())

@@ -74,7 +74,8 @@ def test_older_file_is_migrated_and_keeps_its_items(tmp_path: Path, kek: HsmKek,
     dropped = ("transitions", "audit_entries", "audit_checkpoints", "meta", "attempts")
     for trigger in ("events_created", "events_state", "events_fill"):
         conn.execute(f"DROP TRIGGER {trigger}")
-    for table in (*dropped, "venue_orders", "fills", "alerts", "events", "leases"):
+    later = ("venue_orders", "fills", "alerts", "events", "leases", "positions", "balances")
+    for table in (*dropped, *later):
         conn.execute(f"DROP TABLE {table}")
     for column in ("active_idx", "sent_ms", "sent_block", "retry_ms", "mined_hash"):
         conn.execute(f"ALTER TABLE items DROP COLUMN {column}")
@@ -549,3 +550,20 @@ def test_a_wave_is_one_audit_entry_each_way(store: Store, eth_key):
     assert store.audit.size() == size + 1
     assert {store.items.get(i.id).state for i in queued} == {State.SENDING}
     assert [t.to_state for t in store.items.history(queued[0].id)] == [State.QUEUED, State.SENDING]
+
+
+def test_commit_listeners_hear_each_write_and_cannot_break_one(store, eth_key):
+    """How an event stream in this process wakes at once (api/http.py)."""
+    heard: list[int] = []
+    stop = store.events.on_commit(lambda: heard.append(store.events.last_id()))
+
+    def broken() -> None:
+        raise RuntimeError("a listener bug")
+
+    stop_broken = store.events.on_commit(broken)
+    item = queue_tx(store, eth_key).item  # one write: committed despite the broken listener
+    assert heard == [store.events.last_id()] and store.items.get(item.id).state is State.QUEUED
+    stop()
+    stop_broken()
+    store.items.transition(item.id, State.SENDING, "after the unsubscribe")
+    assert len(heard) == 1

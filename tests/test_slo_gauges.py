@@ -1,13 +1,20 @@
-"""The live SLO gauges (airlock.broadcaster.slo_gauges) over a real store's audit log."""
+"""The live SLO gauges (airlock.broadcaster.slo_gauges) over a real store's audit log, on
+both engines (a PostgreSQL queue's log is the record of every broadcaster sharing it)."""
 
 from __future__ import annotations
 
+import json
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.kits.backends import BOTH
 
 from airlock.audit import entries as audit_entries
 from airlock.broadcaster.slo_gauges import SloCollector
 from airlock.config import SloConfig
+from airlock.slo.read import seq_at
+
+BACKENDS = BOTH
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -45,3 +52,13 @@ def test_gauges_follow_the_log_at_most_every_live_interval(store):
     later = samples(registry)
     assert later[("airlock_slo_value", key)] < 50.0
     assert later[("airlock_slo_met", key)] == 0.0
+
+
+def test_seq_at_finds_the_first_entry_of_a_time_by_bisection(store):
+    for n in range(7):
+        health(store, f"r{n}", "unknown", "up")
+    times = [json.loads(raw)["time_ms"] for raw in store.audit.entries()]
+    for t in sorted(set(times)):
+        assert seq_at(store, t) == next(i for i, x in enumerate(times) if x >= t)
+    assert seq_at(store, 0) == 0
+    assert seq_at(store, times[-1] + 1) == store.audit.size()

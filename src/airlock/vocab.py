@@ -36,3 +36,10 @@ RELAY_KINDS: tuple[RelayKind, ...] = get_args(RelayKind)
 RELAY_ROLES: tuple[RelayRole, ...] = get_args(RelayRole)
 PRIVATE_METHODS: tuple[PrivateMethod, ...] = get_args(PrivateMethod)
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+
+StreamBackoff = Literal["full-jitter", "fixed"]
+"""How a venue's stream spaces its reconnection attempts."""
+DcpProduct = Literal["DERIVATIVES", "SPOT", "OPTIONS"]
+"""The product Bybit's Disconnect Cancel Protection covers (the venue's default is OPTIONS)."""
+SendOver = Literal["rest", "ws"]
+"""How Bybit orders are sent: REST, or the trade stream (REST when it is down)."""

@@ -27,6 +27,7 @@ from airlock.api.waiting import WaitTimeout
 from airlock.config import AirlockConfig, BybitConfig, load_config
 from airlock.errors import ConfigError, InvalidInput
 from airlock.hsm import errors as hsm_errors
+from airlock.queue.account import RESUME_NOTE
 from airlock.queue.errors import ItemNotFound
 from airlock.queue.items import Kind
 from airlock.queue.payloads import SignedIntent
@@ -34,8 +35,11 @@ from airlock.queue.states import State
 from airlock.queue.store import Builder, Draft, Enqueued, Store
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from airlock.hsm.keyring import HsmEcdsaKey, KeyRing
     from airlock.hsm.pin import Prompt
+    from airlock.queue.account import Balance, Position
     from airlock.queue.bybit import IntentKey
     from airlock.queue.nonces import SyncResult
     from airlock.queue.policy import Decision, OrderRequest
@@ -380,9 +384,19 @@ class Airlock:
                 )
                 request, warning = slow.request, slow.warning
             decision = decide_order(
-                request, venue_reachable=reach.reachable, config=settings.policy
+                request,
+                venue_reachable=reach.reachable,
+                config=settings.policy,
+                position=self._position(settings, request),
             )
         return _Decided(asked, request, strategy, decision, (warning,) if warning else ())
+
+    def _position(self, settings: BybitConfig, request: OrderRequest) -> Decimal | None:
+        """The instrument's reconciled position, signed (None: never reconciled)."""
+        from airlock.queue.account import signed_size
+
+        held = self.store.account.position(settings.account, request.category, request.symbol)
+        return signed_size(held)
 
     def _order_request(self, settings: BybitConfig, options: Mapping[str, Any]) -> OrderRequest:
         from airlock.queue.policy import OrderRequest
@@ -564,6 +578,20 @@ class Airlock:
         if pair is None:
             raise ItemNotFound(f"no Bybit order with orderLinkId {order_link_id!r} in the queue")
         return self.item(pair[0].id)
+
+    def positions(self, account: str | None = None) -> list[Position]:
+        """The account's positions as the private stream and REST reconcile last saw
+        them (each with the venue's time of that state and where it came from)."""
+        return self.store.account.positions(account)
+
+    def balances(self, account: str | None = None) -> list[Balance]:
+        """The account's wallet coins, as last seen (like :meth:`positions`)."""
+        return self.store.account.balances(account)
+
+    def resume_bybit(self) -> None:
+        """Tell the service the Bybit key was fixed: a stream stopped by a refused key
+        connects again at its next pass (``airlock bybit resume``)."""
+        self.store.notes.set_many({RESUME_NOTE: str(self.store.now_ms())})
 
     def events(self, after: int = 0, limit: int = 1000, item_id: str | None = None) -> list[Event]:
         """Events numbered above ``after`` (oldest first): creations, state changes, fills."""

@@ -23,7 +23,6 @@ also drives the broadcaster.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hmac
 import json
@@ -195,8 +194,30 @@ class _Api:
             }
         )
         await response.prepare(request)
+        woken = asyncio.Event()  # a commit in this process: look now, not at the next poll
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(woken.set)
+
+        unsubscribe = self.al.store.events.on_commit(wake)
+        try:
+            await self._follow(request, response, after, item, woken)
+        finally:
+            unsubscribe()
+        return response
+
+    async def _follow(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        after: int,
+        item: str | None,
+        woken: asyncio.Event,
+    ) -> None:
         quiet = 0.0
         while not self.stopping.is_set() and _connected(request):
+            woken.clear()
             rows = await self._call(self.al.events, after, EVENTS_PAGE, item)
             for event in rows:
                 await response.write(_sse(event.id, event.type, event.as_json()))
@@ -210,14 +231,17 @@ class _Api:
                     quiet = 0.0
             else:
                 quiet = 0.0
-            await self._pause()
-        return response
+            await self._pause(woken)
 
-    async def _pause(self) -> None:
-        """Wait one poll interval, or less when the server is shutting down."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(EVENTS_POLL_S):
-                await self.stopping.wait()
+    async def _pause(self, woken: asyncio.Event) -> None:
+        """Wait one poll interval (other processes' writes), or less: a commit of this
+        process, or the server shutting down."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (woken, self.stopping)]
+        try:
+            await asyncio.wait(waits, timeout=EVENTS_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
 
 class _Refusal(Exception):

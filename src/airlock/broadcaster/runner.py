@@ -324,6 +324,8 @@ class Service:
             self.metrics.set_links(self.evm.monitor.snapshots())
         if self.venue is not None:
             self.metrics.set_link("bybit", self.venue.supervisor.is_connected)
+            if self.venue.stream is not None:  # the private stream: fills in real time
+                self.metrics.set_link("bybit-stream", self.venue.stream.is_connected)
 
     async def _finish(self, tasks: Sequence[asyncio.Future[None]]) -> None:
         pending = [t for t in tasks if not t.done()]

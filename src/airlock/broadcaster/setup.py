@@ -17,6 +17,7 @@ from airlock.broadcaster.runner import Service
 from airlock.broadcaster.service import Broadcaster
 from airlock.broadcaster.slo_gauges import SloCollector
 from airlock.broadcaster.venue import VenueBroadcaster, VenueSettings
+from airlock.broadcaster.venue_stream import TradeLink, VenueStream
 from airlock.config import AirlockConfig, BybitConfig
 from airlock.errors import ConfigError
 from airlock.hsm.keyring import KeyRing
@@ -24,6 +25,7 @@ from airlock.queue.items import Item
 from airlock.queue.payloads import TxPayload
 from airlock.queue.store import Store, VariantDraft
 from airlock.relays.bybit import BackoffPolicy, BybitClient
+from airlock.relays.bybit_stream import stream_url
 from airlock.relays.jsonrpc import EvmRelay, FlashbotsAuth
 from airlock.signer import evm
 from airlock.signer.bybit import hmac_signature, rsa_signature
@@ -136,10 +138,30 @@ def build_venue(
             reconcile_s=settings.reconcile_seconds,
             backoff=backoff,
             category=settings.category,
+            account=settings.account,
+            account_s=settings.account_seconds,
+            settle_coin=settings.settle_coin,
         ),
     )
     venues.append(venue)
+    _streams(venue, settings)
     return venue
+
+
+def _streams(venue: VenueBroadcaster, settings: BybitConfig) -> None:
+    """The private stream (``[bybit.stream]``) and, with ``send_over = "ws"``, the trade
+    stream beside it (the same host, ``/v5/trade``)."""
+    if settings.stream.enabled:
+        url = settings.stream.url or stream_url(settings.base_url)
+        dcp = (
+            None if settings.dcp_window_s is None else (settings.dcp_product, settings.dcp_window_s)
+        )
+        venue.stream = VenueStream(venue, url, settings.stream, dcp=dcp)
+    if settings.send_over == "ws":
+        url = (settings.stream.url or stream_url(settings.base_url)).replace(
+            "/v5/private", "/v5/trade"
+        )
+        venue.trade = TradeLink(venue, url, settings.stream)
 
 
 def _timed(metrics: Metrics | None, op: str) -> contextlib.AbstractContextManager[None]:

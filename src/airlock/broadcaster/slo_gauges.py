@@ -4,7 +4,8 @@ At most every ``[slo] live_seconds`` a scrape brings the service's timeline up t
 with the audit log (only the entries written since the last look) and computes the
 figures of the last ``live_window_seconds``; scrapes in between get the same numbers.
 Everything older than the window is pruned from memory, except each link's last state
-and the items still waiting. Units are the report's: percent for availability and the
+and the items still waiting. The first scrape reads from one window before the window
+(found by bisection), not the whole log. Units are the report's: percent for availability and the
 within-bound share, milliseconds for the two p95 times.
 
 ``airlock_slo_value{slo, subject}``: the figure; ``airlock_slo_target{slo}``: its target;
@@ -25,6 +26,7 @@ from airlock.config import SloConfig
 from airlock.queue.store import Store
 from airlock.slo import Follower, Report, Targets, Window
 from airlock.slo.figures import prune_point
+from airlock.slo.read import seq_at
 
 log = logging.getLogger("airlock.broadcaster.metrics")
 
@@ -42,7 +44,8 @@ class SloCollector(Collector):
     def __init__(
         self, store: Store, config: SloConfig, clock_ms: Callable[[], int] = wall_clock_ms
     ) -> None:
-        self._follower = Follower(store)
+        self._store = store
+        self._follower: Follower | None = None  # made at the first scrape
         self._config = config
         self._targets = Targets.of(config)
         self._clock = clock_ms
@@ -74,13 +77,22 @@ class SloCollector(Collector):
                 return self._report
             window = Window(now - int(self._config.live_window_seconds * 1000), now)
             try:
-                timeline = self._follower.catch_up()
+                follower = self._follower or self._start(window)
+                timeline = follower.catch_up()
                 timeline.prune(prune_point(timeline, window.from_ms))
-                self._report = self._follower.report(window, self._targets)
+                self._report = follower.report(window, self._targets)
             except Exception as exc:  # a scrape must not fail: the queue gauges say more
                 log.warning("metrics: SLO figures not computed (%s)", type(exc).__name__)
             self._at_ms = now
             return self._report
+
+    def _start(self, window: Window) -> Follower:
+        """Read from one window before the first: a long log is not read whole at the
+        first scrape, and the window starts with its links' states and waiting items
+        known (an item queued earlier than that, or a link silent since, is not)."""
+        warm_up = window.from_ms - (window.to_ms - window.from_ms)
+        self._follower = Follower(self._store, seq_at(self._store, warm_up))
+        return self._follower
 
 
 _TARGET_KEYS = {

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from airlock.audit import entries as audit_entries
 from airlock.broadcaster import venue_decide as decide
 from airlock.broadcaster.linklog import LinkLog
 from airlock.broadcaster.results import AlertHook, alert_key
+from airlock.broadcaster.venue_account import read_account
 from airlock.broadcaster.venue_decide import Step
 from airlock.errors import InvalidInput
 from airlock.queue.errors import (
@@ -47,6 +48,7 @@ from airlock.relays.bybit import (
     BybitClient,
     BybitError,
     ConnectionSupervisor,
+    Placement,
 )
 from airlock.signer.bybit import (
     CancelIntent,
@@ -61,6 +63,7 @@ from airlock.vocab import Category
 if TYPE_CHECKING:
     from airlock.broadcaster.keeper import LaneKeeper
     from airlock.broadcaster.metrics import Metrics
+    from airlock.broadcaster.venue_stream import TradeLink, VenueStream
 
 log = logging.getLogger("airlock.broadcaster.bybit")
 
@@ -106,6 +109,9 @@ class VenueSettings:
     reconcile_s: float = 30.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     category: Category = "linear"
+    account: str = "bybit"  # the queue's name for the account
+    account_s: float = 60.0  # positions and wallet over REST, also after every reconnect
+    settle_coin: str = "USDT"  # whose open positions a complete listing asks for
 
 
 class VenueBroadcaster:
@@ -147,6 +153,10 @@ class VenueBroadcaster:
         self.keeper: LaneKeeper | None = None  # a shared queue: the lanes this one holds
         self._generation = 0  # the keeper's, at the last reconcile
         self.link_log = LinkLog(store, "bybit", lambda: self.keeper.holder if self.keeper else None)
+        self.stream: VenueStream | None = None  # the private stream, when [bybit.stream] is on
+        self.trade: TradeLink | None = None  # the trade stream, with send_over = "ws"
+        self.account_due = True  # positions and wallet: read at the next reconcile
+        self._account_ms = 0
 
     # -- the loops ---------------------------------------------------------------------
 
@@ -188,16 +198,27 @@ class VenueBroadcaster:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set: dispatch when connected, reconcile at start, on
-        reconnect and periodically. Raises :class:`BybitAuthError` if the key is refused
-        at the first connection."""
+        reconnect and periodically; the private and trade streams beside it. Raises
+        :class:`BybitAuthError` if the key is refused at the first connection, and
+        :class:`StreamStartError` if the venue answers but its stream does not start."""
         self._stop = stop
         self.link_log.restart()
-        if not await self.connect():
+        answered = await self.connect()
+        if not answered:
             self.link_log.first_view("bybit", "down", self.last_error)
+        elif self.stream is not None:
+            await self.stream.begin()  # loud: the venue answers, so must its stream
         watcher = asyncio.create_task(self._supervise(), name="airlock-bybit-supervisor")
+        streaming = None
+        if self.stream is not None:
+            streaming = asyncio.create_task(self.stream.run(stop), name="airlock-bybit-stream")
+        trading = None
+        if self.trade is not None:
+            trading = asyncio.create_task(self.trade.run(stop), name="airlock-bybit-trade")
         try:
             reconcile = True
             while not stop.is_set():
+                _raise_if_failed(streaming)
                 if self.reconnected.is_set():
                     self.reconnected.clear()
                     reconcile = True
@@ -218,8 +239,10 @@ class VenueBroadcaster:
                     continue  # a backlog: keep going
                 await _wait_any(stop, self.reconnected, IDLE_TICK_S)
         finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            tasks = [t for t in (watcher, streaming, trading) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _supervise(self) -> None:
         try:
@@ -311,6 +334,16 @@ class VenueBroadcaster:
                 break  # everything due is waiting on something else
         return result
 
+    async def _create(self, intent: OrderIntent) -> Placement:
+        """Over the trade stream when it is configured and up, else REST."""
+        placed = await self.trade.sender.create_order(intent) if self.trade else None
+        return placed or await self.client.create_order(intent)
+
+    async def _cancel(self, category: Category, symbol: str, link_id: str) -> Placement:
+        sender = self.trade.sender if self.trade else None
+        placed = await sender.cancel_order(category, symbol, link_id) if sender else None
+        return placed or await self.client.cancel_order(category, symbol, link_id)
+
     async def _dispatch_one(self, item: Item, ref: VenueRef, result: VenueResult) -> Step | None:
         checked = self._checked_intent(item, ref, result)
         if checked is None:
@@ -326,12 +359,10 @@ class VenueBroadcaster:
         except StaleItems:
             return None
         if isinstance(checked, OrderIntent):
-            placement = await self.client.create_order(checked)
+            placement = await self._create(checked)
             step = decide.judge_order_send(placement)
         else:
-            placement = await self.client.cancel_order(
-                checked.category, checked.symbol, checked.order_link_id
-            )
+            placement = await self._cancel(checked.category, checked.symbol, checked.order_link_id)
             step = decide.judge_cancel_send(placement)
         if self.metrics is not None:
             self.metrics.observe_send("bybit", str(placement.outcome))
@@ -447,6 +478,10 @@ class VenueBroadcaster:
             await self._follow_sent(result)
             self._settle_cancels(result)
             await self._read_fills(result)
+            # Fills found by polling were missed by the stream: so were their positions.
+            self.account_due = self.account_due or result.fills > 0
+            if self.account_due or self._account_age_ms() >= self.settings.account_s * 1000:
+                await read_account(self)
         except BybitAuthError:
             result.halted = True  # the client alerted once and stopped the account
         except BybitError as exc:
@@ -504,6 +539,35 @@ class VenueBroadcaster:
             if row is not None:
                 self._settle(item, decide.judge_order_row(item.state, row), row, result)
 
+    def apply_order_rows(self, rows: Sequence[dict[str, Any]]) -> VenueResult:
+        """Order rows pushed by the private stream: each sent order they name moves at
+        once, as a reconcile would move it (an order still ``sending`` waits for its own
+        answer or lookup). Cancels whose order is now final settle too."""
+        result = VenueResult()
+        newest = decide.newest_rows(list(rows))
+        found = self.store.venue.items_by_link(sorted(newest))
+        for link_id, item_id in found.items():
+            pair = self.store.venue.of_item(item_id)
+            if pair is None or pair[1].action != "order":
+                continue
+            item = pair[0]
+            if item.state in (State.SENT, State.NEEDS_OPERATOR):
+                row = newest[link_id]
+                self._settle(item, decide.judge_order_row(item.state, row), row, result)
+        self._settle_cancels(result)
+        return result
+
+    def apply_fill_rows(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Executions pushed by the private stream, stored at once; each execId once, with
+        what REST reconcile stores (the same table, keyed by execId)."""
+        links = sorted({str(r.get("orderLinkId") or "") for r in rows} - {""})
+        item_ids = self.store.venue.items_by_link(links)
+        found = [f for r in rows if (f := decide.fill_of(r, item_ids)) is not None]
+        new = self.store.venue.record_fills(found)
+        if new and self.metrics is not None:
+            self.metrics.observe_reconcile("bybit", "fills", len(new))
+        return len(new)
+
     def _settle_cancels(self, result: VenueResult) -> None:
         for item, ref in self._in_states([State.SENT]):
             if ref.action != "cancel":
@@ -554,9 +618,30 @@ class VenueBroadcaster:
             data = {"key": key, "message": message, "severity": "warning"}
             self.store.audit.record(audit_entries.ALERT, data, item_id)
 
+    def alert_once(self, key: str, message: str) -> None:
+        """An alert of the account as a whole (its stream stopped, DCP refused): one key,
+        de-duplicated by the service's delivery."""
+        self._alert(VenueResult(), message, key=key)
+
+    def _account_age_ms(self) -> int:
+        return self._clock_ms() - self._account_ms
+
+    def account_read(self) -> None:
+        """The REST pass over positions and wallet is done (:func:`read_account`)."""
+        self.account_due = False
+        self._account_ms = self._clock_ms()
+
     def alert_from_client(self, message: str) -> None:
         """The client's one alert when the key is refused (wired as its ``on_alert``)."""
         self._alert(VenueResult(), message, key="bybit-account-stopped")
+
+
+def _raise_if_failed(task: asyncio.Task[None] | None) -> None:
+    """The stream's task ended with an error (a refused key): the service must stop."""
+    if task is not None and task.done() and not task.cancelled():
+        error = task.exception()
+        if error is not None:
+            raise error
 
 
 def _intent_problem(

@@ -35,6 +35,9 @@ OPEN_STATUSES = frozenset({"Created", "New", "PartiallyFilled", "Untriggered", "
 DONE_STATUSES = frozenset({"Filled", "Cancelled", "PartiallyFilledCanceled", "Deactivated"})
 """Final statuses of an order that was placed: the item is confirmed, the status kept."""
 REJECTED_STATUSES = frozenset({"Rejected"})
+# The cancelType of an order the venue's Disconnect Cancel Protection cancelled: Bybit's
+# enum page lists "CancelByDCP" ("cancelled by DCP triggering"); compared without case.
+DCP_CANCEL_TYPES = frozenset({"cancelbydcp"})
 LOOKUP_GRACE_MS = 5_000
 """Beyond ``recv_window``: how long an accepted order may stay invisible to queries."""
 FILL_OVERLAP_MS = 60_000
@@ -136,11 +139,23 @@ def judge_order_row(src: State, row: Mapping[str, Any]) -> Step:
     if status in OPEN_STATUSES:
         return Step(_path(src, State.SENT), f"on the venue: {status}")
     if status in DONE_STATUSES:
-        reason = f"final on the venue: {status}, filled {row.get('cumExecQty', '?')}"
+        filled = row.get("cumExecQty", "?")
+        if by_dcp(row):
+            why = "cancelled by the venue's Disconnect Cancel Protection"
+            reason = f"{why} (cancelType {row.get('cancelType')}) while no stream of this "
+            reason += f"account was connected, filled {filled}"
+            return Step(_path(src, State.SENT, State.CONFIRMED), reason, alert=f"order {why}")
+        reason = f"final on the venue: {status}, filled {filled}"
         return Step(_path(src, State.SENT, State.CONFIRMED), reason)
     if status in REJECTED_STATUSES:
         return Step((State.REJECTED,), f"rejected by the venue: {row.get('rejectReason', '')}")
     return Step(reason=f"unknown order status {status!r}", alert=f"unknown order status {status!r}")
+
+
+def by_dcp(row: Mapping[str, Any]) -> bool:
+    """The venue cancelled the order because every stream of the account was gone longer
+    than the DCP window (``[bybit] dcp_window_s``)."""
+    return str(row.get("cancelType", "")).lower() in DCP_CANCEL_TYPES
 
 
 def judge_missing(src: State, sent_ms: int | None, now_ms: int, recv_window_ms: int) -> Step:

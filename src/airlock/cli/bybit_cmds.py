@@ -269,3 +269,65 @@ def _orders_table(rows: list[dict[str, Any]]) -> str:
             f"{r['avg_price'] or '-':>12} {r['fills']:>5}  {r['order_link_id']}"
         )
     return "\n".join(lines)
+
+
+@bybit_group.command("positions")
+@common.config_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bybit_positions(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
+    """Positions as the private stream and REST reconcile last saw them (from the store:
+    nothing is sent)."""
+    common.use_config(ctx, config_path)
+    with common.library(ctx) as al:
+        rows = [p.as_json() for p in al.positions()]
+    common.emit(as_json, rows, lambda: _positions_table(rows))
+
+
+@bybit_group.command("balance")
+@common.config_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bybit_balance(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
+    """Wallet coins as last seen (from the store: nothing is sent)."""
+    common.use_config(ctx, config_path)
+    with common.library(ctx) as al:
+        rows = [b.as_json() for b in al.balances()]
+    common.emit(as_json, rows, lambda: _balances_table(rows))
+
+
+@bybit_group.command("resume")
+@common.config_option
+@click.pass_context
+def bybit_resume(ctx: click.Context, config_path: Path | None) -> None:
+    """After fixing a refused key: let the running service's Bybit side connect again."""
+    common.use_config(ctx, config_path)
+    with common.library(ctx) as al:
+        al.resume_bybit()
+    click.echo("resume requested: the service's Bybit stream connects again within seconds")
+
+
+def _positions_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no positions seen yet (the service reads them from the venue)"
+    lines = [f"{'ACCOUNT':<10} {'SYMBOL':<12} {'SIDE':<5} {'SIZE':>12} {'AVGPRICE':>12} "
+             f"{'UPNL':>10}  SEEN (SOURCE)"]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"{r['account']:<10} {r['symbol']:<12} {r['side'] or 'flat':<5} {r['size']:>12} "
+            f"{r['avg_price']:>12} {r['unrealised_pnl'] or '-':>10}  "
+            f"{_when(r['venue_ms'])} ({r['source']})"
+        )
+    return "\n".join(lines)
+
+
+def _balances_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no balances seen yet (the service reads them from the venue)"
+    lines = [f"{'ACCOUNT':<10} {'COIN':<8} {'WALLET':>18} {'EQUITY':>18}  SEEN (SOURCE)"]
+    for r in rows:
+        lines.append(
+            f"{r['account']:<10} {r['coin']:<8} {r['wallet_balance']:>18} {r['equity']:>18}  "
+            f"{_when(r['venue_ms'])} ({r['source']})"
+        )
+    return "\n".join(lines)

@@ -21,7 +21,7 @@ The floor of the house: this package imports nothing of airlock but the leaves
 
 from __future__ import annotations
 
-from airlock.config.bybit import BPS_PER_UNIT, BybitConfig, PolicyConfig
+from airlock.config.bybit import BPS_PER_UNIT, BybitConfig, PolicyConfig, StreamConfig
 from airlock.config.hsm import EMBEDDED_TOKEN_LABEL, HsmConfig, embedded_paths
 from airlock.config.load import AirlockConfig, airlock_home, load_config
 from airlock.config.network import (
@@ -58,6 +58,7 @@ __all__ = [
     "RelayConfig",
     "ServiceConfig",
     "SloConfig",
+    "StreamConfig",
     "airlock_home",
     "embedded_paths",
     "load_config",

@@ -13,7 +13,7 @@ from typing import Any
 from airlock.config import checks
 from airlock.config.settings import check_values, load_section, section, setting
 from airlock.errors import ConfigError
-from airlock.vocab import Category, MarketLimitTif, SignType
+from airlock.vocab import Category, DcpProduct, MarketLimitTif, SendOver, SignType, StreamBackoff
 
 BPS_PER_UNIT = 10_000
 """Basis points in 1 (100 %). A Sell cap at 10 000 bps would be a limit price of zero."""
@@ -68,6 +68,21 @@ class PolicyConfig:
 
 
 @section
+class StreamConfig:
+    """The private stream (``[bybit.stream]``): fills and order changes the moment they
+    happen, a REST pass after every reconnect (docs/bybit.md#the-private-stream)."""
+
+    enabled: bool = True
+    url: str | None = setting(default=None, check=checks.ws_url)  # None: beside base_url
+    ping_seconds: float = setting(default=20.0, low=0.05, high=600)  # Bybit: every 20 s
+    stale_seconds: float = setting(default=45.0, low=0.1, high=3600)  # silent this long: replaced
+    auth_timeout_seconds: float = setting(default=10.0, low=0.1, high=120)  # first start bound
+    backoff: StreamBackoff = "full-jitter"
+    backoff_base_seconds: float = setting(default=0.5, low=0.001, high=600)
+    backoff_cap_seconds: float = setting(default=30.0, low=0.001, high=3600)
+
+
+@section
 class BybitConfig:
     """The Bybit V5 venue (``[bybit]``): where orders go and which HSM keys sign them.
 
@@ -103,6 +118,14 @@ class BybitConfig:
     retry_jitter: float = setting(
         default=0.2, low=0, high=1
     )  # ... shortened by up to this at random
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    account_seconds: float = setting(
+        default=60.0, low=0.01, high=86_400
+    )  # positions and wallet over REST (also at every reconnect)
+    settle_coin: str = setting(default="USDT", check=checks.name)  # whose positions are listed
+    dcp_window_s: int | None = setting(default=None, low=3, high=300)  # None: DCP not armed
+    dcp_product: DcpProduct = "DERIVATIVES"
+    send_over: SendOver = "rest"  # "ws": orders over the trade stream, REST when it is down
 
     @property
     def sign_type(self) -> SignType:
@@ -130,4 +153,19 @@ def load_bybit(table: Mapping[str, Any]) -> BybitConfig:
         )
     if config.retry_cap_seconds < config.retry_base_seconds:
         raise ConfigError("[bybit] retry_cap_seconds must be at least retry_base_seconds")
+    stream = config.stream
+    if stream.backoff_cap_seconds < stream.backoff_base_seconds:
+        raise ConfigError(
+            "[bybit.stream] backoff_cap_seconds must be at least backoff_base_seconds"
+        )
+    if stream.stale_seconds <= stream.ping_seconds:
+        raise ConfigError(
+            "[bybit.stream] stale_seconds must be longer than ping_seconds: a stream is "
+            "judged silent only after a ping went unanswered"
+        )
+    if config.dcp_window_s is not None and not stream.enabled:
+        raise ConfigError(
+            "[bybit] dcp_window_s needs the private stream ([bybit.stream] enabled): the "
+            "venue cancels when every subscribed stream is gone, so one must be connected"
+        )
     return config

@@ -53,6 +53,14 @@ def reference(where: str, key: str, value: Any) -> Any:
     return value
 
 
+def ws_url(where: str, key: str, value: Any) -> str:
+    """A ``ws://`` or ``wss://`` URL with a host (a venue's stream)."""
+    if isinstance(value, str) and value.lower().startswith(("ws://", "wss://")):
+        http_url(where, key, "http" + value[2:])  # the same rules for the rest of it
+        return value
+    raise ConfigError(f"{where} {key} must be a ws:// or wss:// URL")
+
+
 def http_url(where: str, key: str, value: Any) -> str:
     """An ``http://`` or ``https://`` URL with a host; messages print it redacted."""
     if not isinstance(value, str) or not value:

@@ -45,6 +45,8 @@ TABLES = (
     "audit_checkpoints",
     "events",
     "leases",
+    "positions",
+    "balances",
 )
 TRIGGERS = {
     "items": "events_created",

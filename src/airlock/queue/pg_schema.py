@@ -211,6 +211,38 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             )""",
         ),
     ),
+    (
+        9,
+        (
+            """CREATE TABLE positions (
+                account          TEXT   NOT NULL,
+                category         TEXT   NOT NULL,
+                symbol           TEXT   NOT NULL,
+                side             TEXT   NOT NULL,
+                size             TEXT   NOT NULL,
+                avg_price        TEXT   NOT NULL,
+                mark_price       TEXT,
+                unrealised_pnl   TEXT,
+                cum_realised_pnl TEXT,
+                venue_ms         BIGINT NOT NULL,
+                seen_ms          BIGINT NOT NULL,
+                source           TEXT   NOT NULL,
+                PRIMARY KEY (account, category, symbol)
+            )""",
+            """CREATE TABLE balances (
+                account        TEXT   NOT NULL,
+                coin           TEXT   NOT NULL,
+                wallet_balance TEXT   NOT NULL,
+                equity         TEXT   NOT NULL,
+                locked         TEXT,
+                unrealised_pnl TEXT,
+                venue_ms       BIGINT NOT NULL,
+                seen_ms        BIGINT NOT NULL,
+                source         TEXT   NOT NULL,
+                PRIMARY KEY (account, coin)
+            )""",
+        ),
+    ),
 )
 CURRENT = schema.CURRENT
 

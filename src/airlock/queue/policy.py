@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from airlock.config import BPS_PER_UNIT, PolicyConfig
 from airlock.errors import InvalidInput
+from airlock.queue.account import reduces
 from airlock.queue.items import Priority
 from airlock.signer.bybit import (
     OrderIntent,
@@ -312,12 +313,16 @@ def _validate(
     return intent, None
 
 
-def _priority(intent: OrderIntent) -> Priority:
-    """Reduce-only orders can only shrink a position, so they go before new exposure."""
-    return Priority.RISK_REDUCING if intent.reduce_only else Priority.NORMAL
+def _priority(intent: OrderIntent, held: Decimal | None = None) -> Priority:
+    """Risk-reducing orders go before new exposure: reduce-only ones (they can only shrink
+    a position) and those that shrink the reconciled position ``held``."""
+    shrinks = reduces(held, intent.side, Decimal(intent.qty))
+    return Priority.RISK_REDUCING if intent.reduce_only or shrinks else Priority.NORMAL
 
 
-def _market_to_limit(raw: OrderRequest, intent: OrderIntent, config: PolicyConfig) -> Decision:
+def _market_to_limit(
+    raw: OrderRequest, intent: OrderIntent, config: PolicyConfig, held: Decimal | None
+) -> Decision:
     """The outage path of a Market order: rewrite at the cap, or refuse."""
     if not config.allow_market_with_ref:
         return _refuse(
@@ -363,15 +368,23 @@ def _market_to_limit(raw: OrderRequest, intent: OrderIntent, config: PolicyConfi
         ),
         intent=limit,
         ttl_s=ttl,
-        priority=_priority(limit),
+        priority=_priority(limit, held),
     )
 
 
-def decide_order(raw: OrderRequest, *, venue_reachable: bool, config: PolicyConfig) -> Decision:
+def decide_order(
+    raw: OrderRequest,
+    *,
+    venue_reachable: bool,
+    config: PolicyConfig,
+    position: Decimal | None = None,
+) -> Decision:
     """Decide whether ``raw`` may be queued, in what form, for how long and at what priority.
 
     Order of rules: validity first (same in any weather), then ``venue-up`` if the venue is
-    reachable, else by order type and time in force (:data:`_TIF_RULE`).
+    reachable, else by order type and time in force (:data:`_TIF_RULE`). ``position`` is
+    the instrument's reconciled position (signed: long positive; None when unknown): an
+    order that shrinks it is risk-reducing, whatever the caller said.
     """
     intent, refusal = _validate(raw, config)
     if refusal is not None:
@@ -390,10 +403,10 @@ def decide_order(raw: OrderRequest, *, venue_reachable: bool, config: PolicyConf
             + ("; ref price and slippage cap unused" if raw.ref_price is not None else ""),
             intent=intent,
             ttl_s=ttl,
-            priority=_priority(intent),
+            priority=_priority(intent, position),
         )
     if intent.order_type == "Market":
-        return _market_to_limit(raw, intent, config)
+        return _market_to_limit(raw, intent, config, position)
     rule = _TIF_RULE[intent.time_in_force]
     if not rests:
         return _refuse(
@@ -411,7 +424,7 @@ def decide_order(raw: OrderRequest, *, venue_reachable: bool, config: PolicyConf
         f"@ {intent.price} queued, expires in {ttl} s unless the link returns first",
         intent=intent,
         ttl_s=ttl,
-        priority=_priority(intent),
+        priority=_priority(intent, position),
     )
 
 

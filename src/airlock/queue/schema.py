@@ -227,6 +227,37 @@ MIGRATIONS: tuple[str, ...] = (
         why         TEXT    NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 9: a venue account's positions and balances, kept by the private stream and REST
+    # reconcile (queue/account.py).
+    """
+    CREATE TABLE positions (
+        account          TEXT    NOT NULL,
+        category         TEXT    NOT NULL,
+        symbol           TEXT    NOT NULL,
+        side             TEXT    NOT NULL,
+        size             TEXT    NOT NULL,
+        avg_price        TEXT    NOT NULL,
+        mark_price       TEXT,
+        unrealised_pnl   TEXT,
+        cum_realised_pnl TEXT,
+        venue_ms         INTEGER NOT NULL,
+        seen_ms          INTEGER NOT NULL,
+        source           TEXT    NOT NULL,
+        PRIMARY KEY (account, category, symbol)
+    ) WITHOUT ROWID;
+    CREATE TABLE balances (
+        account        TEXT    NOT NULL,
+        coin           TEXT    NOT NULL,
+        wallet_balance TEXT    NOT NULL,
+        equity         TEXT    NOT NULL,
+        locked         TEXT,
+        unrealised_pnl TEXT,
+        venue_ms       INTEGER NOT NULL,
+        seen_ms        INTEGER NOT NULL,
+        source         TEXT    NOT NULL,
+        PRIMARY KEY (account, coin)
+    ) WITHOUT ROWID;
+    """,
 )
 CURRENT = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 10_000

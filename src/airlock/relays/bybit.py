@@ -45,10 +45,14 @@ from airlock.relays.backoff import BackoffPolicy
 from airlock.relays.bybit_codes import (
     CANCEL,
     CREATE,
+    DCP_INFO,
+    DCP_SET,
     EXECUTIONS,
     HISTORY,
+    POSITIONS,
     REALTIME,
     SERVER_TIME,
+    WALLET,
     VenueOutcome,
     Verdict,
     classify,
@@ -233,6 +237,36 @@ class BybitClient(HttpClient):
     def server_now_ms(self) -> int:
         return self._clock() + self._offset_ms
 
+    @property
+    def recv_window_ms(self) -> int:
+        return self._recv_window
+
+    async def pace(self, path: str) -> None:
+        """Wait as a REST send to ``path`` would (the trade stream shares the limits)."""
+        await self._gate(path)
+
+    def note_limits(self, path: str, headers: dict[str, str]) -> None:
+        """What an answer's ``X-Bapi-Limit*`` headers say of ``path``'s limit."""
+        self._note_limits(path, headers)
+
+    async def stop_account(self, message: str) -> None:
+        """The key was refused elsewhere (the trade stream): stop and alert once."""
+        await self._stop(message)
+
+    async def stream_auth(self, margin_ms: int = 10_000) -> list[str]:
+        """The private stream's auth arguments ``[api_key, expires, signature]``: expires
+        ``margin_ms`` ahead on the venue's clock, the signature over ``GET/realtime`` +
+        expires made like every REST signature (in the HSM). Refused once the account is
+        stopped (:class:`BybitAuthError`)."""
+        if self._stopped is not None:
+            raise BybitAuthError("/v5/private", f"account stopped: {self._stopped}")
+        expires = str(self.server_now_ms() + margin_ms)
+        signature = self._sign(f"GET/realtime{expires}".encode())
+        if inspect.isawaitable(signature):
+            signature = await signature
+        assert isinstance(signature, str)
+        return [self._api_key, expires, signature]
+
     # -- time --------------------------------------------------------------------------
 
     async def sync_time(self, *, retry: bool = True) -> int:
@@ -366,6 +400,45 @@ class BybitClient(HttpClient):
             unique.append(row)
         return unique
 
+    async def positions(
+        self,
+        category: Category,
+        *,
+        symbol: str | None = None,
+        settle_coin: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Every position row, all pages. Linear needs ``symbol`` (shown even when flat)
+        or ``settle_coin`` (open positions only: a complete listing)."""
+        params = _params(category=category, symbol=symbol, settleCoin=settle_coin)
+        return await self._paged(POSITIONS, params, limit)
+
+    async def wallet_balance(self, account_type: str = "UNIFIED") -> list[dict[str, Any]]:
+        """The account type's wallets (``list[].coin[]``: non-zero coins only)."""
+        result = await self._read("GET", WALLET, {"accountType": account_type})
+        return [row for row in _rows(WALLET, result) if isinstance(row, dict)]
+
+    async def set_dcp(self, product: str, window_s: int) -> None:
+        """Arm Disconnect Cancel Protection for ``product`` (its window in seconds); raises
+        :class:`BybitApiError` when the venue refuses (most accounts may not use it)."""
+        body = json.dumps({"product": product, "timeWindow": window_s}).encode()
+        try:  # a refusal (10005: not allowed for this account) must not stop the account
+            _reply, verdict = await self._exchange(
+                "POST", DCP_SET, body=body, stop_on_refusal=False
+            )
+        except _NotSent as exc:
+            raise BybitTransportError(DCP_SET, str(exc)) from None
+        except _Lost as exc:
+            raise BybitTransportError(DCP_SET, exc.verdict.message) from None
+        if verdict.outcome != VenueOutcome.PLACED:
+            raise BybitApiError(DCP_SET, verdict)
+
+    async def dcp_info(self) -> list[dict[str, Any]]:
+        """What the venue holds armed (``dcpInfos``: product, dcpStatus, timeWindow)."""
+        result = await self._read("GET", DCP_INFO, {})
+        infos = result.get("dcpInfos")
+        return [row for row in infos if isinstance(row, dict)] if isinstance(infos, list) else []
+
     async def _paged(self, path: str, params: dict[str, str], limit: int) -> list[dict[str, Any]]:
         """Follow ``nextPageCursor`` until it is empty; refuse a venue that loops."""
         if not 1 <= limit <= 100:
@@ -431,6 +504,7 @@ class BybitClient(HttpClient):
         query: str | None = None,
         signed: bool = True,
         retry: bool = True,
+        stop_on_refusal: bool = True,
     ) -> tuple[_Reply, Verdict]:
         """Send until the answer is final for this layer.
 
@@ -459,7 +533,7 @@ class BybitClient(HttpClient):
                 rate_retried = True
                 await self._wait_reset(path, fallback_s=self._backoff.delay(0))
                 continue
-            if verdict.outcome == VenueOutcome.AUTH_STOP:
+            if verdict.outcome == VenueOutcome.AUTH_STOP and stop_on_refusal:
                 await self._stop(verdict.message)
             return reply, verdict
 

@@ -24,6 +24,10 @@ EXECUTIONS = "/v5/execution/list"
 CREATE = "/v5/order/create"
 CREATE_BATCH = "/v5/order/create-batch"
 CANCEL = "/v5/order/cancel"
+POSITIONS = "/v5/position/list"
+WALLET = "/v5/account/wallet-balance"
+DCP_SET = "/v5/order/disconnected-cancel-all"
+DCP_INFO = "/v5/account/query-dcp-info"
 CREATE_ENDPOINTS = frozenset({CREATE, CREATE_BATCH})
 
 

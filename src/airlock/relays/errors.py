@@ -12,12 +12,19 @@
         │   │   ├── ConnectionLost    sent, then the connection broke
         │   │   └── BodyTooLarge      the answer passed the client's size limit
         │   ├── RelayTransportError   a JSON-RPC relay failed a whole request (jsonrpc)
-        │   └── BybitTransportError   a Bybit read got no usable answer (bybit)
+        │   ├── BybitTransportError   a Bybit read got no usable answer (bybit)
+        │   └── StreamTransportError  a stream's link failed: refused, DNS, lost (ws)
         ├── RejectedError             a well-formed answer that says no
         │   ├── RelayRpcError         a JSON-RPC error object for one call (jsonrpc)
         │   ├── BybitApiError         a non-zero retCode for a read (bybit)
-        │   └── BybitAuthError        the key is refused, or the account stopped (bybit)
+        │   ├── BybitAuthError        the key is refused, or the account stopped (bybit)
+        │   └── StreamAuthError       a stream's credentials are refused: retrying cannot
+        │                             fix it (stream_supervisor)
         ├── BybitError                any Bybit read failed: the base of the three above
+        ├── StreamError               a real-time stream failed: the base of the two
+        │   │                         Stream* errors above and of the one below
+        │   └── StreamStartError      the first connection did not authenticate within
+        │                             its bound (stream_supervisor)
         └── RpcError                  the blocking helper failed, for any reason (rpc)
 
 Catch :class:`RelayError` for "the network let us down", :class:`TransportError` for
@@ -171,3 +178,42 @@ class BybitAuthError(BybitError, RejectedError):
 
 class RpcError(RelayError):
     """The endpoint could not be reached, or answered with an error or garbage."""
+
+
+# ----------------------------------------------------------------- real-time streams
+
+
+class StreamError(RelayError):
+    """A real-time stream (a WebSocket under :mod:`airlock.relays.stream_supervisor`)
+    failed: the base the supervisor and the stream protocols catch."""
+
+
+class StreamTransportError(StreamError, TransportError):
+    """The stream's link failed: refused, DNS, timed out, lost, a frame too big or not text.
+
+    Raised by :mod:`airlock.relays.ws` in place of aiohttp's own errors; the supervisor
+    reconnects after it. ``detail`` is the cause in a few words.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class StreamAuthError(StreamError, RejectedError):
+    """The venue refused the stream's credentials: retrying cannot fix the key, so the
+    supervisor stops that stream and alerts once until the operator resumes it."""
+
+
+class StreamStartError(StreamError):
+    """The first connection did not authenticate and subscribe within its bound.
+
+    ``url`` is redacted; ``reason`` says why (key refused, timeout, unreachable);
+    ``refused`` is True when the venue refused the credentials (retrying will not help).
+    """
+
+    def __init__(self, url: str, reason: str, *, refused: bool = False) -> None:
+        super().__init__(f"stream {url}: did not start: {reason}")
+        self.url = url
+        self.reason = reason
+        self.refused = refused

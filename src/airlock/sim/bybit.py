@@ -7,11 +7,16 @@ signatures over the wrong bytes (10004), rate limits (10006, X-Bapi headers, the
 accepted an order, and reconciliation through paged, cursor-driven order and execution
 queries. This simulator reproduces those (``design/facts-bybit-v5.md``, "What a faithful
 simulator reproduces") with an injectable clock, so tests never sleep to move time.
+It also keeps positions and a UNIFIED wallet (``/v5/position/list``,
+``/v5/account/wallet-balance``), Disconnect Cancel Protection, and serves the private
+and trade WebSocket streams on the same port (``design/facts-bybit-ws.md``).
 
-The pure rules live in :mod:`airlock.sim.bybit_engine`; this module is the HTTP shell:
-routing, the V5 envelope, auth headers, rate-limit accounting, fault injection and the
-request record. Like the other simulators it runs its own loop in a daemon thread, and
-every test-control method is thread-safe.
+The pure rules live in :mod:`airlock.sim.bybit_engine` and :mod:`airlock.sim.bybit_account`;
+the streams in :mod:`airlock.sim.bybit_ws`; this module is the HTTP shell: routing, the V5
+envelope, auth headers, rate-limit accounting, fault injection, the request record and
+the timers (DCP windows, idle streams) checked on every request and every tick. Like the
+other simulators it runs its own loop in a daemon thread, and every test-control method
+is thread-safe.
 """
 
 from __future__ import annotations
@@ -35,8 +40,16 @@ from aiohttp import web
 from airlock.clock import wall_clock_ms
 from airlock.encoding.jsonlimit import loads_limited
 from airlock.sim import bybit_engine as eng
+from airlock.sim.bybit_account import (
+    CANCEL_BY_DCP,
+    DEFAULT_BALANCE,
+    PRODUCT_CATEGORIES,
+    AccountEngine,
+    Dcp,
+)
 from airlock.sim.bybit_engine import VenueRefusal
-from airlock.sim.loopthread import LoopThread, reset_connection
+from airlock.sim.bybit_ws import STREAM_KIND, OpResult, StreamControl, StreamHub, Venue
+from airlock.sim.loopthread import HOST, LoopThread, reset_connection
 
 CREATE = "/v5/order/create"
 CREATE_BATCH = "/v5/order/create-batch"
@@ -44,8 +57,14 @@ CANCEL = "/v5/order/cancel"
 REALTIME = "/v5/order/realtime"
 HISTORY = "/v5/order/history"
 EXECUTIONS = "/v5/execution/list"
+POSITIONS = "/v5/position/list"
+WALLET = "/v5/account/wallet-balance"
+DCP_SET = "/v5/order/disconnected-cancel-all"
+DCP_INFO = "/v5/account/query-dcp-info"
 SERVER_TIME = "/v5/market/time"
 IP_KEY = "ip"
+TRADE_PATHS = {"order.create": CREATE, "order.cancel": CANCEL}
+TICK_S = 0.05  # real seconds between checks of the timers on the simulator's clock
 
 DEFAULT_RATE_LIMITS: dict[str, int] = {
     CREATE: 10,
@@ -56,6 +75,10 @@ DEFAULT_RATE_LIMITS: dict[str, int] = {
     REALTIME: 50,
     HISTORY: 50,
     EXECUTIONS: 50,
+    POSITIONS: 50,
+    WALLET: 50,
+    DCP_SET: 5,
+    DCP_INFO: 10,  # inference: no number in the facts (a third-party tool says 10/s)
     IP_KEY: 600,
 }
 IP_SPAN_MS = 5000
@@ -112,13 +135,16 @@ class _Answer:
 Handler = Callable[[Mapping[str, Any], int], _Answer]
 
 
-class BybitSim(LoopThread):
+class BybitSim(StreamControl, LoopThread):
     """A Bybit V5 venue with one account on 127.0.0.1 (see the module doc).
 
     Exactly one of ``secret`` (HMAC key) or ``rsa_public_pem`` (a self-generated RSA key
-    registered with the venue) authenticates ``api_key``. ``rate_limits`` overrides the
-    per-endpoint limits per rolling second (keyed by path) and the per-IP limit per 5 s
-    (key ``"ip"``).
+    registered with the venue) authenticates ``api_key``, over REST and on the streams.
+    ``rate_limits`` overrides the per-endpoint limits per rolling second (keyed by path;
+    trade-stream ops share the REST create/cancel counters, unconfirmed) and the per-IP
+    limit per 5 s (key ``"ip"``). ``balance``: the wallet's starting USDT.
+    ``dcp_allowed``: the account may use Disconnect Cancel Protection (only institutional
+    accounts may); without it ``disconnected-cancel-all`` is refused.
     """
 
     def __init__(
@@ -130,6 +156,8 @@ class BybitSim(LoopThread):
         port: int = 0,
         clock_ms: Callable[[], int] = wall_clock_ms,
         rate_limits: dict[str, int] | None = None,
+        balance: str | Decimal = DEFAULT_BALANCE,
+        dcp_allowed: bool = False,
     ) -> None:
         if (secret is None) == (rsa_public_pem is None):
             raise ValueError("give exactly one of secret (HMAC) or rsa_public_pem (RSA)")
@@ -144,11 +172,17 @@ class BybitSim(LoopThread):
         self._ip_window = eng.Window(self._limits[IP_KEY], IP_SPAN_MS)
         self._banned_until: int | None = None
         self._revoked = False
-        self._engine = eng.Engine()
+        self._engine = AccountEngine(balances={"USDT": Decimal(balance)})
+        self._dcp = Dcp(allowed=dcp_allowed)
         self._faults: list[Fault] = []
         self._requests: list[SimRequest] = []
         self._lock = threading.Lock()
         self._listener: asyncio.Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._streams = StreamHub(
+            Venue(clock_ms, self._lock, self._key_valid, self._signature_ok, self._trade_op,
+                  self._dcp)
+        )  # fmt: skip
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", CREATE): self._create,
             ("POST", CREATE_BATCH): self._create_batch,
@@ -156,14 +190,32 @@ class BybitSim(LoopThread):
             ("GET", REALTIME): self._realtime,
             ("GET", HISTORY): self._history,
             ("GET", EXECUTIONS): self._executions,
+            ("GET", POSITIONS): self._positions,
+            ("GET", WALLET): self._wallet,
+            ("POST", DCP_SET): self._dcp_set,
+            ("GET", DCP_INFO): self._dcp_info,
         }
+
+    @property
+    def ws_url(self) -> str:
+        """The streams' base: ``ws_url + "/v5/private"`` and ``ws_url + "/v5/trade"``."""
+        return f"ws://{HOST}:{self.port}"
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def _astart(self) -> None:
+        self._streams.loop = asyncio.get_running_loop()
         self._listener = await self._open_listener(self._handle)
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.check_timers()
 
     async def _astop(self) -> None:
+        with self._lock:
+            self._streams.close_where(lambda c: False, "stop", abrupt=True)
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -173,14 +225,50 @@ class BybitSim(LoopThread):
     # -- test control (any thread) -----------------------------------------------------
 
     def set_mark_price(self, symbol: str, price: str) -> None:
-        """Move the mark; resting limit orders it crosses fill now."""
+        """Move the mark; resting limit orders it crosses fill now (and are pushed)."""
         with self._lock:
             self._engine.set_mark(symbol, Decimal(price), self._clock())
+            self._publish()
 
     def revoke_key(self) -> None:
-        """From now on the key is refused with 10003, as Bybit does for a deleted key."""
+        """From now on the key is refused with 10003, as Bybit does for a deleted key;
+        stream auths fail, and authenticated streams are closed (code 1008, unconfirmed)."""
         with self._lock:
             self._revoked = True
+            self._streams.close_where(lambda c: not c.authed, "revoked", abrupt=False)
+
+    def set_wallet_balance(self, amount: str, coin: str = "USDT") -> None:
+        """Set a coin's walletBalance now (pushed on the wallet topic)."""
+        with self._lock:
+            self._engine.set_balance(coin, Decimal(amount))
+            self._publish()
+
+    def positions(self) -> list[dict[str, Any]]:
+        """Every position the venue holds (REST rows plus category), flat ones too."""
+        with self._lock:
+            return self._engine.position_views()
+
+    def wallet(self) -> dict[str, Any]:
+        """The UNIFIED wallet as ``wallet-balance`` lists it (non-zero coins)."""
+        with self._lock:
+            return self._engine.wallet_view(None)
+
+    def dcp_info(self) -> dict[str, Any]:
+        """What ``query-dcp-info`` answers now."""
+        with self._lock:
+            return self._dcp.info()
+
+    def check_timers(self) -> None:
+        """Run the timer check now (it also runs on every request and every tick): fire
+        DCP for each product whose window has passed, drop idle stream connections."""
+        with self._lock:
+            if not (self._dcp.gone_since or self._streams.open_streams()):
+                return  # nothing to time: the clock is not even read
+            now = self._clock()
+            for product in self._dcp.due(now):
+                self._engine.cancel_all(PRODUCT_CATEGORIES[product], now, CANCEL_BY_DCP)
+            self._publish()
+            self._streams.sweep(now)
 
     def inject(self, fault: str, *, count: int = 1, path: str | None = None, **params: Any) -> None:
         """Arm ``fault`` for the next ``count`` requests (to ``path`` if given).
@@ -224,6 +312,9 @@ class BybitSim(LoopThread):
     # -- request handling --------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.check_timers()
+        if request.path in STREAM_KIND:
+            return await self._streams.serve(request)
         body = await request.read()
         query = request.raw_path.partition("?")[2]
         fault = self._take_fault(request.path)
@@ -284,37 +375,61 @@ class BybitSim(LoopThread):
             self._authenticate(request.headers, payload)
             params = _post_params(body) if request.method == "POST" else _get_params(query)
             units = _batch_size(params) if request.path == CREATE_BATCH else 1
-            headers, allowed = self._rate(request.path, units)
-            if not allowed:
-                answer = _Answer(ret_code=eng.RATE_LIMITED, ret_msg="Too many visits!")
-            else:
-                with self._lock:
-                    answer = handler(params, self._clock())
-            answer.headers.update(headers)
-            return answer
         except VenueRefusal as exc:
             return _Answer(ret_code=exc.code, ret_msg=exc.message, result={})
+        return self._run(request.path, handler, params, units)
+
+    def _run(self, path: str, handler: Handler, params: Mapping[str, Any], units: int) -> _Answer:
+        """Rate-limit, then run an authenticated request (REST or trade stream) and push
+        what changed; the limit headers go with every answer, a refusal's too."""
+        headers, allowed = self._rate(path, units)
+        if not allowed:
+            answer = _Answer(ret_code=eng.RATE_LIMITED, ret_msg="Too many visits!")
+        else:
+            with self._lock:
+                try:
+                    answer = handler(params, self._clock())
+                except VenueRefusal as exc:
+                    answer = _Answer(ret_code=exc.code, ret_msg=exc.message, result={})
+                self._publish()
+        answer.headers.update(headers)
+        return answer
+
+    async def _trade_op(self, op: str, params: dict[str, Any]) -> OpResult:
+        """A trade-stream op, run exactly as its REST request (signature and timestamp
+        already checked by the stream). Not in :meth:`requests`: see :meth:`stream_log`."""
+        self.check_timers()
+        path = TRADE_PATHS[op]
+        answer = self._run(path, self._routes["POST", path], params, 1)
+        return OpResult(answer.ret_code or 0, answer.ret_msg, answer.result, answer.headers)
+
+    def _publish(self) -> None:
+        """Lock held: push the engine's changes to the streams."""
+        changes = self._engine.drain()
+        if changes:
+            self._streams.publish(changes, self._clock())
+
+    def _key_valid(self, key: str) -> bool:
+        return key == self.api_key and not self._revoked
+
+    def _signature_ok(self, payload: bytes, signature: str) -> bool:
+        if self._secret is not None:
+            return eng.verify_hmac(self._secret, payload, signature)
+        assert self._rsa is not None
+        return eng.verify_rsa(self._rsa, payload, signature)
 
     def _authenticate(self, headers: Mapping[str, str], payload: bytes) -> None:
         """Key (10003), then the timestamp window (10002), then the signature over the
         exact bytes received (10004)."""
         key = headers.get("X-BAPI-API-KEY")
-        with self._lock:
-            revoked = self._revoked
-        if key != self.api_key or revoked:
+        if key is None or not self._key_valid(key):
             raise VenueRefusal(eng.INVALID_KEY, "API key is invalid.")
         timestamp = headers.get("X-BAPI-TIMESTAMP")
         window = headers.get("X-BAPI-RECV-WINDOW")
         eng.check_timestamp(self._clock(), timestamp, window)
         assert timestamp is not None
         signed = eng.sign_payload(timestamp, key, window or "", payload)
-        signature = headers.get("X-BAPI-SIGN", "")
-        if self._secret is not None:
-            good = eng.verify_hmac(self._secret, signed, signature)
-        else:
-            assert self._rsa is not None
-            good = eng.verify_rsa(self._rsa, signed, signature)
-        if not good:
+        if not self._signature_ok(signed, headers.get("X-BAPI-SIGN", "")):
             raise VenueRefusal(eng.SIGN_ERROR, "error sign! origin_string[" + signed.decode() + "]")
 
     def _rate(self, path: str, units: int) -> tuple[dict[str, str], bool]:
@@ -413,6 +528,19 @@ class BybitSim(LoopThread):
         )
         return _list_answer(category, [e.view() for e in rows], cursor)
 
+    def _positions(self, q: Mapping[str, Any], now: int) -> _Answer:
+        return _list_answer(*self._engine.position_list(q, now))
+
+    def _wallet(self, q: Mapping[str, Any], now: int) -> _Answer:
+        return _Answer(result=self._engine.wallet_balance(q))
+
+    def _dcp_set(self, params: Mapping[str, Any], now: int) -> _Answer:
+        self._dcp.configure(params)
+        return _Answer(ret_msg="success")
+
+    def _dcp_info(self, q: Mapping[str, Any], now: int) -> _Answer:
+        return _Answer(ret_msg="success", result=self._dcp.info())
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -475,8 +603,6 @@ def _to_response(answer: _Answer, now: int) -> web.Response:
         content_type="application/json",
         headers=answer.headers,
     )
-
-    raise ConnectionResetError("bybitsim dropped the connection")
 
 
 # ------------------------------------------------------------------------------ command

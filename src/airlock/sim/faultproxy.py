@@ -35,6 +35,7 @@ from eth_utils.crypto import keccak
 
 from airlock.encoding.jsonlimit import loads_limited
 from airlock.sim.loopthread import HOST, LoopThread, reset_connection
+from airlock.sim.wsproxy import is_upgrade, relay
 
 MODE_TIMEOUT = 5.0
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)
@@ -398,6 +399,9 @@ class FaultProxy(LoopThread):
         if fault.mode is Mode.DOWN:  # a connection that raced the port closing
             self._count(Mode.DOWN)
             return await reset_connection(request)
+        if is_upgrade(request):  # a venue's stream: relayed until the link is cut
+            assert self._session is not None
+            return await relay(request, self.upstream, self._session)
         self._keep(record(fault.mode, request.path, request.headers, body))
         return await self._actions[fault.mode](self, request, body, fault.params)
 

@@ -15,11 +15,12 @@ from airlock.slo.records import Timeline
 
 
 class Follower:
-    """A timeline kept current with a store's log, entry by entry."""
+    """A timeline kept current with a store's log, entry by entry, from ``start`` (an
+    entry number: the whole log by default)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, start: int = 0) -> None:
         self.store = store
-        self.timeline = Timeline()
+        self.timeline = Timeline(next_seq=start)
 
     def catch_up(self) -> Timeline:
         """Feed every entry written since the last call (all of them the first time)."""
@@ -34,3 +35,17 @@ class Follower:
 def read_report(store: Store, window: Window, targets: Targets) -> Report:
     """The figures of ``window`` from the whole log of ``store``."""
     return Follower(store).report(window, targets)
+
+
+def seq_at(store: Store, ms: int) -> int:
+    """The first entry written at or after ``ms``, by bisection (entry times rise with
+    their numbers, each writer's clock aside): a few reads, however long the log."""
+    low, high = 0, store.audit.size()
+    while low < high:
+        middle = (low + high) // 2
+        entry = json.loads(next(store.audit.entries(middle, middle + 1)))
+        if int(entry["time_ms"]) < ms:
+            low = middle + 1
+        else:
+            high = middle
+    return low

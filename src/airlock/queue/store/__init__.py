@@ -13,6 +13,7 @@ the way sqlite-utils reaches ``db["table"]``::
     store.audit     the tamper-evident log: entries, leaves, signed checkpoints
     store.events    the numbered stream of creations, state changes and fills
     store.leases    the lanes several broadcasters share one queue by
+    store.account   a venue account's positions and balances, as last seen
 
 Every change is one write transaction, durable when the method returns, together with
 its history row, its event and its audit entry: SQLite (a file, the embedded default:
@@ -28,6 +29,7 @@ from pathlib import Path
 from airlock.clock import ClockMs, wall_clock_ms
 from airlock.queue.db import open_database
 from airlock.queue.envelope import DEFAULT_ROTATE_AFTER, Envelope, Kek
+from airlock.queue.store.account import Account
 from airlock.queue.store.audit import Audit
 from airlock.queue.store.core import Core
 from airlock.queue.store.events import Events
@@ -84,6 +86,7 @@ class Store:
         self.audit = Audit(core)
         self.events = Events(core)
         self.leases = Leases(core)
+        self.account = Account(core)
 
     @classmethod
     def open(

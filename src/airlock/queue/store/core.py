@@ -12,6 +12,7 @@ item is quarantined (:meth:`Core.guarded`).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ from airlock.queue.states import State
 from airlock.queue.store.records import Variant, VariantDraft
 from airlock.queue.ulid import UlidGenerator
 
+log = logging.getLogger("airlock.queue")
+
 
 class Core:
     """The state the parts of one :class:`~airlock.queue.store.Store` share."""
@@ -42,6 +45,7 @@ class Core:
         self.ids = UlidGenerator()
         self.journal = Journal(envelope, clock_ms)
         self._seqs: dict[str, int] = {}  # next sequence number per strategy, this transaction
+        self._listeners: list[Callable[[], None]] = []  # called after each commit
 
     @contextmanager
     def transaction(self) -> Iterator[Conn]:
@@ -57,6 +61,7 @@ class Core:
             try:
                 yield self.conn
                 self.db.commit()
+                self._committed()
             except BaseException:
                 self.db.rollback()
                 self.envelope.forget_uncommitted()
@@ -64,6 +69,21 @@ class Core:
             finally:
                 self.journal.forget_head()
                 self._seqs.clear()
+
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (in the committing thread, lock held: keep it tiny) after each
+        write transaction of this process commits; returns the unsubscribe. How an event
+        stream in this process wakes at once instead of at its next poll (other
+        processes' writes are still found by polling)."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _committed(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:  # a listener must never undo or fail a committed write
+                log.exception("store: a commit listener failed")
 
     @contextmanager
     def reading(self) -> Iterator[Conn]:

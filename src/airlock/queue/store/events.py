@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from airlock.queue import events
 from airlock.queue.store.core import Core
 
@@ -23,3 +25,8 @@ class Events:
     def last_id(self) -> int:
         with self._core.lock:
             return events.last_id(self._core.conn)
+
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """``listener`` after each write this process commits (new events may be there);
+        returns the unsubscribe. Other processes' writes are found by polling."""
+        return self._core.on_commit(listener)

@@ -7,7 +7,11 @@ garbage, HTTP errors or flakily, a *lying* relay (fault proxy mode ``lie``), ``k
 the broadcaster process and a restart, the HSM refusing to sign for a while, the Bybit
 simulator's clock skewed and jumping, venue faults (a lost answer after accept, retCode
 10006/10016, a delay), the venue link flapping, operator cancels, and anvil reorgs of
-depth 1-3 under confirmed items.
+depth 1-3 under confirmed items. Bybit's private stream is on, with its timers scaled
+down, under faults of its own (drawn from a generator of their own, so older seeds keep
+their scenario): connections dropped, streams silent past the stale bound, messages lost
+in a gap, executions delivered twice; and, in the seeds that send orders over the trade
+stream (``send_over = "ws"``), trade replies lost after the op ran.
 
 One module per job, in the order a run meets them:
 
@@ -18,6 +22,8 @@ One module per job, in the order a run meets them:
   settle), and :func:`~airlock.sim.chaos.scenario.run_seeds` for many;
 - :mod:`~airlock.sim.chaos.outage`: ``serve``, the CLI's service with an outage keyring;
 - :mod:`~airlock.sim.chaos.invariants`: what must hold after every scenario;
+- :mod:`~airlock.sim.chaos.accounts`: the store's positions and balances against the
+  simulator's, and what the venue's streams saw;
 - :mod:`~airlock.sim.chaos.report`: the outcomes, the summary and docs/reliability.md;
 - ``__main__``: the command line::
 

@@ -51,7 +51,7 @@ from airlock.sim.chaos.invariants import check_invariants
 from airlock.sim.chaos.plan import RELAYS, Event
 from airlock.sim.chaos.report import Outcome, summarise
 from airlock.sim.chaos.rig import Rig, rig
-from airlock.sim.chaos.scenario import API_KEY, RELAY, SCALED, run_one
+from airlock.sim.chaos.scenario import API_KEY, RELAY, run_one, scaled_settings
 from airlock.sim.faultproxy import FaultProxy
 from airlock.sim.postgres import PgCluster, start_cluster
 
@@ -248,12 +248,7 @@ class FleetScenario:
             )
             for relay in RELAYS
         )
-        scaled = SCALED.format(
-            venue=proxies["venue"].url,
-            api_key=API_KEY,
-            secret_label=self.rig.secret_label,
-            intent_label=self.rig.intent.label,
-        )
+        scaled = scaled_settings(proxies["venue"].url, self.rig)
         return _CONFIG.format(
             url=url,
             kek_label=self.rig.kek.label,
@@ -284,10 +279,17 @@ class FleetScenario:
             if member.process.poll() is not None or time.monotonic() > deadline:
                 tail = self.log_path.read_text(errors="replace").splitlines()[-6:]
                 raise RuntimeError(
-                    f"{member.name} did not start ({member.process.poll()}); the log ends: "
-                    + " | ".join(tail)
+                    f"{member.name} did not start ({member.process.poll()}){self._why()}; "
+                    "the log ends: " + " | ".join(tail)
                 )
             time.sleep(0.02)
+
+    def _why(self) -> str:
+        """The last ``error:`` line in the members' (shared) log: what the CLI says when
+        a service fails, so a member that exited names its cause."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        errors = [line for line in lines if line.startswith("error:")]
+        return f": the log's last error: {errors[-1]}" if errors else ""
 
     def _stop(self, store: Store, member: Member) -> None:
         """SIGTERM; it must stop cleanly (releasing its lanes) in time."""
@@ -331,7 +333,8 @@ class FleetScenario:
     def _kill9(self, store: Store, member: Member) -> None:
         process = member.process
         if process is None or process.poll() is not None:
-            self.out.fail(f"{member.name} had exited before its kill -9")
+            code = process.returncode if process is not None else None
+            self.out.fail(f"{member.name} had exited ({code}) before its kill -9{self._why()}")
         else:
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)

@@ -85,11 +85,12 @@ def queue_transfers(store: Store, rig: Rig, seed: int, senders: int, per_sender:
     return queued
 
 
-def queue_orders(store: Store, rig: Rig, seed: int, count: int) -> list[str]:
+def queue_orders(store: Store, rig: Rig, seed: int, count: int, first: int = 0) -> list[str]:
     """GTC limit buys queued while the venue is unreachable, as the policy decides; the
-    even ones at a price the scenario's mark event fills."""
+    even ones at a price the scenario's mark event fills. ``first``: the number of the
+    first (its orderLinkId is ``chaos-{seed}-{n}``), for orders queued later."""
     ids = []
-    for n in range(count):
+    for n in range(first, first + count):
         price = "60000" if n % 2 == 0 else "58000"
         request = OrderRequest(
             "linear",

@@ -5,21 +5,25 @@ simulator say what happened; a duplicate, a loss or a *phantom* (the chain or th
 holds something the store says never went) is a disagreement between them, and the
 store alone could never show one. Each failure is recorded on the scenario's
 :class:`~airlock.sim.chaos.report.Outcome` with what failed, in a fixed order (states,
-EVM, senders, orders, fills, nonces, audit), and the run goes on.
+EVM, senders, orders, fills, account, nonces, audit), and the run goes on.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airlock.audit.export import export
 from airlock.audit.verify import verify_export
+from airlock.broadcaster.venue_decide import DONE_STATUSES, OPEN_STATUSES
 from airlock.queue.store import Store
+from airlock.queue.venue import Fill, VenueRef
 from airlock.sim.anvil import Anvil
 from airlock.sim.bybit import BybitSim
+from airlock.sim.chaos.accounts import wait_account_match
 from airlock.sim.chaos.report import Outcome
 
 if TYPE_CHECKING:
@@ -45,6 +49,7 @@ EVM_OK = {"confirmed", "replaced", "cancelled", "expired", "queued"}
 ORDER_OK = {"sent", "confirmed", "cancelled", "expired", "queued"}
 EXECUTED = {"confirmed", "replaced", "sent"}
 LOG_TAIL = 8  # lines of the service's log kept with a failed seed
+ACCOUNT_WAIT_S = 2.0  # after the settle nothing should still be writing: a short bound
 
 
 def check_invariants(
@@ -59,9 +64,14 @@ def check_invariants(
        chain nonce equals its items with a receipt; per orderLinkId exactly one venue order
        for a placed order, none for a withdrawn or queued one, none under an unknown id;
     3. nothing lost: a confirmed EVM item's own hash has a successful receipt; a
-       ``replaced`` one has its cancel mined; every fill on the venue is stored once;
-    4. no nonce gap (``store.nonces.status()``);
-    5. the audit log exports and verifies offline with the public key only.
+       ``replaced`` one has its cancel mined; every execution on the venue is stored
+       exactly once, by execId, as the venue has it, and none the venue does not have;
+    4. agreement with the venue: each placed order's item state, stored status and filled
+       quantity are the venue's (open -> ``sent``, final -> ``confirmed``); the store's
+       positions and balances are the simulator's (within a bound: the last writes may
+       still be landing);
+    5. no nonce gap (``store.nonces.status()``);
+    6. the audit log exports and verifies offline with the public key only.
     """
     out, anvil = sc.out, sc.rig.anvil
     for side, ids in (("evm", sc.evm_ids), ("bybit", sc.order_ids)):
@@ -73,7 +83,8 @@ def check_invariants(
         mined_by_sender[account] += 1 if mined else 0
     _check_senders(out, anvil, sc.senders, mined_by_sender)
     _check_orders(out, store, sim, sc.order_ids)
-    _check_fills(out, store, sim)
+    check_fills(out, store, sim)
+    _check_account(out, store, sim)
     for status in store.nonces.status():
         if status.gaps:
             out.fail(f"nonce gap for {status.sender}: {status.gaps}")
@@ -145,6 +156,7 @@ def _check_senders(out: Outcome, anvil: Anvil, senders: list[str], mined: Counte
 
 def _check_orders(out: Outcome, store: Store, sim: BybitSim, order_ids: list[str]) -> None:
     """Invariants 1-3 for the Bybit orders, by orderLinkId against the simulator's book."""
+    rows = {o["orderLinkId"]: o for o in sim.orders()}
     placed = Counter(o["orderLinkId"] for o in sim.orders())
     ours = set()
     for item_id in order_ids:
@@ -167,20 +179,73 @@ def _check_orders(out: Outcome, store: Store, sim: BybitSim, order_ids: list[str
         if state not in EXECUTED and state != "sending" and n:
             out.phantoms += 1
             out.fail(f"order {item_id} is {state} but the venue holds {ref.link_id}")
+        if state in EXECUTED and n == 1:
+            _check_order_state(out, store, item_id, state, ref, rows[ref.link_id])
     strangers = set(placed) - ours
     if strangers:
         out.duplicates += len(strangers)
         out.fail(f"DUPLICATE: venue orders under unknown orderLinkIds {sorted(strangers)}")
 
 
-def _check_fills(out: Outcome, store: Store, sim: BybitSim) -> None:
-    """Every fill on the venue is stored exactly once."""
-    fills = len(sim.executions())
-    stored = len({f.exec_id for f in store.venue.fills()})
-    if stored != fills or len(store.venue.fills()) != fills:
+def _check_order_state(
+    out: Outcome, store: Store, item_id: str, state: str, ref: VenueRef, row: dict[str, Any]
+) -> None:
+    """A placed order's item agrees with the venue's row: its state (an order open on the
+    venue is ``sent``, a final one ``confirmed``), its stored status, its filled quantity,
+    and the fills stored for it add up to that quantity."""
+    status, cum = str(row["orderStatus"]), Decimal(str(row["cumExecQty"]))
+    want = "sent" if status in OPEN_STATUSES else "confirmed" if status in DONE_STATUSES else "?"
+    stored_cum = Decimal(ref.cum_qty) if ref.cum_qty else Decimal(0)
+    filled = sum((Decimal(f.exec_qty) for f in store.venue.fills(item_id)), Decimal(0))
+    if state != want or ref.status != status or stored_cum != cum or filled != cum:
         out.fail(
-            f"fills: {fills} on the venue, {len(store.venue.fills())} stored ({stored} distinct)"
+            f"order {item_id} ({ref.link_id}) disagrees with the venue: {state}, stored "
+            f"status {ref.status} filled {stored_cum} (fills {filled}); the venue has it "
+            f"{status} filled {cum}"
         )
+
+
+def check_fills(out: Outcome, store: Store, sim: BybitSim) -> None:
+    """Every execution on the venue is stored exactly once, by execId, with the venue's
+    order, side, quantity and price; none is stored that the venue does not have."""
+    venue = {e["execId"]: e for e in sim.executions()}
+    stored = store.venue.fills()
+    counts = Counter(f.exec_id for f in stored)
+    twice = sorted(e for e, n in counts.items() if n > 1)
+    missing = sorted(venue.keys() - counts.keys())
+    strange = sorted(counts.keys() - venue.keys())
+    if twice:
+        out.duplicates += sum(counts[e] - 1 for e in twice)
+        out.fail(f"DUPLICATE: executions stored more than once: {twice}")
+    if missing:
+        out.losses += len(missing)
+        out.fail(f"LOSS: {len(missing)} of {len(venue)} venue executions not stored: {missing}")
+    if strange:
+        out.phantoms += len(strange)
+        out.fail(f"executions stored that the venue does not have: {strange}")
+    for fill in stored:
+        row = venue.get(fill.exec_id)
+        if row is not None and _fill_fields(fill) != _fill_fields(row):
+            out.fail(f"execution {fill.exec_id} stored as {_fill_fields(fill)}, "
+                     f"the venue has {_fill_fields(row)}")  # fmt: skip
+
+
+def _fill_fields(fill: Fill | dict[str, Any]) -> tuple[str, str, str, Decimal, Decimal]:
+    """What a stored fill and a venue execution must agree on."""
+    if isinstance(fill, Fill):
+        return (fill.link_id, fill.symbol, fill.side, Decimal(fill.exec_qty),
+                Decimal(fill.exec_price))  # fmt: skip
+    return (str(fill["orderLinkId"]), str(fill["symbol"]), str(fill["side"]),
+            Decimal(str(fill["execQty"])), Decimal(str(fill["execPrice"])))  # fmt: skip
+
+
+def _check_account(out: Outcome, store: Store, sim: BybitSim) -> None:
+    """The store's positions and balances are the venue's, after the settle's REST pass
+    (polled for up to ACCOUNT_WAIT_S in case a write is still landing)."""
+    diff = wait_account_match(store, sim, ACCOUNT_WAIT_S)
+    out.account_ok = not diff
+    if diff:
+        out.fail(f"account differs from the venue after the settle: {'; '.join(diff)}")
 
 
 def _check_audit(sc: Checked, store: Store) -> None:

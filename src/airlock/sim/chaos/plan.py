@@ -5,6 +5,11 @@ scenario on any machine, and ``python -m airlock.sim.chaos plan`` can print it w
 starting anything. The draws happen in one fixed order, spelled out in :func:`make_plan`:
 reordering them, or drawing one more number anywhere, changes every seed's scenario and
 makes every seed in an old report name a different one.
+
+The Bybit stream faults came later (issue 17): they are drawn by a generator of their own,
+``random.Random(f"{STREAM_SALT}:{seed}")``, after the rest, into fields of their own
+(``send_over``, ``stream``, ``stream_faults``), so every seed still draws the scenario it
+drew before them and gains its stream faults on top.
 """
 
 from __future__ import annotations
@@ -37,6 +42,22 @@ BYBIT_FAULTS = ("lose_response_after_accept", "ret_code_10006", "ret_code_10016"
 RELAY_FAULTS = ("slow_link", "garbage", "http_error", "flaky", "lying_relay")
 MAX_KILLS = 2  # kill -9 twice in a 2 s timeline already leaves little time to serve
 
+# The private (and trade) stream's timers under chaos, scaled like the others: a silent
+# stream is judged after STREAM_STALE_S, so a silence drawn longer than that is replaced.
+STREAM_PING_S = 0.25
+STREAM_STALE_S = 1.0
+STREAM_SALT = "airlock-chaos-stream"
+WS_SHARE = 0.35  # the seeds that send orders over the trade stream (send_over = "ws")
+STREAM_WEIGHTS: dict[str, int] = {
+    "stream_drop": 3,
+    "stream_silence": 2,
+    "stream_gap_loss": 2,
+    "stream_dup_exec": 2,
+    "trade_reply_lost": 4,  # only by the seeds that send over the trade stream
+}
+SENDS_OVER_ANY = frozenset(STREAM_WEIGHTS) - {"trade_reply_lost"}
+MARK_PRICE = "59000"  # crosses the resting buys at 60000: fills to reconcile
+
 
 @dataclass(frozen=True)
 class Event:
@@ -61,10 +82,22 @@ class Plan:
     hsm_outage: tuple[float, float] | None  # (start, duration) in timeline seconds
     events: tuple[Event, ...]
     faults: tuple[str, ...]  # the fault kinds drawn, one per injection
+    send_over: str = "rest"  # [bybit] send_over: "ws" puts orders on the trade stream
+    stream: tuple[Event, ...] = ()  # the stream faults' events (their own generator)
+    stream_faults: tuple[str, ...] = ()
 
     @property
     def intents(self) -> int:
         return self.senders * self.per_sender + self.orders
+
+    @property
+    def timeline(self) -> tuple[Event, ...]:
+        """Every event, the stream's among the others, in time order."""
+        return tuple(sorted((*self.events, *self.stream), key=lambda e: e.at))
+
+    @property
+    def all_faults(self) -> tuple[str, ...]:
+        return (*self.faults, *self.stream_faults)
 
 
 @dataclass
@@ -95,7 +128,8 @@ def make_plan(seed: int) -> Plan:
     The order of the draws is part of the seed's meaning: the duration; each link's
     initial outage; 2-5 faults (kind, relay, then the kind's own draws); the mark
     crossing; the venue's clock skew; then the intents (senders, transfers per sender,
-    orders, batch size)."""
+    orders, batch size). Then, from their own generator, the stream faults
+    (:func:`draw_stream`)."""
     rng = random.Random(seed)
     draw = _Draw(rng, round(rng.uniform(1.6, 2.6), 2))
     _draw_initial_outages(draw)
@@ -103,10 +137,11 @@ def make_plan(seed: int) -> Plan:
     for _ in range(rng.randint(2, 5)):
         _draw_fault(draw, kinds, weights)
     if rng.random() < 0.5:  # the mark crosses the resting buys at 60000: fills to reconcile
-        draw.events.append(Event(rng.uniform(0.3, draw.duration), "mark", {"price": "59000"}))
+        draw.events.append(Event(rng.uniform(0.3, draw.duration), "mark", {"price": MARK_PRICE}))
     skew = rng.randint(-3000, 3000)
     draw.faults.append("clock_skew")
     draw.events.sort(key=lambda e: e.at)
+    send_over, stream, stream_faults = draw_stream(seed, draw.duration, draw.events)
     return Plan(
         seed=seed,
         duration=draw.duration,
@@ -118,6 +153,9 @@ def make_plan(seed: int) -> Plan:
         hsm_outage=draw.hsm_outage,
         events=tuple(draw.events),
         faults=tuple(draw.faults),
+        send_over=send_over,
+        stream=stream,
+        stream_faults=stream_faults,
     )
 
 
@@ -252,6 +290,107 @@ _DRAWERS: dict[str, Callable[[_Draw, str, str], None]] = {
     "venue_flap": _venue_flap,
     "reorg": _reorg,
     "operator_cancel": _operator_cancel,
+}
+
+
+# -- the Bybit stream faults (issue 17) ---------------------------------------------------
+
+
+@dataclass
+class _Moments:
+    """When the timeline makes the venue push: the mark moves (fills: execution, order,
+    position and wallet messages) and the orders that arrive while it runs."""
+
+    marks: list[float]
+    orders: list[float] = field(default_factory=list)
+
+    def mark(self, draw: _Draw) -> float:
+        """The first mark move; one of the stream's own when the plan has none."""
+        if not self.marks:
+            self.marks.append(draw.rng.uniform(0.3, draw.duration - 0.2))
+            draw.events.append(Event(self.marks[0], "mark", {"price": MARK_PRICE}))
+        return self.marks[0]
+
+
+def draw_stream(
+    seed: int, duration: float, events: Sequence[Event]
+) -> tuple[str, tuple[Event, ...], tuple[str, ...]]:
+    """A seed's stream faults, from ``random.Random(f"{STREAM_SALT}:{seed}")``, in this
+    order: ``send_over``; with ``ws``, 1-2 orders queued while the timeline runs (the
+    ones queued before it go out before the trade stream is up, over REST); then 1-3
+    faults (kind, then its own draws). ``events``: the plan's others, whose mark move
+    the losses and duplicates are armed before."""
+    draw = _Draw(random.Random(f"{STREAM_SALT}:{seed}"), duration)
+    send_over = "ws" if draw.rng.random() < WS_SHARE else "rest"
+    moments = _Moments(sorted(e.at for e in events if e.kind == "mark"))
+    if send_over == "ws":
+        at = draw.rng.uniform(0.4, duration - 0.3)
+        draw.events.append(Event(at, "orders", {"count": draw.rng.randint(1, 2)}))
+        moments.orders.append(at)
+    table = {k: w for k, w in STREAM_WEIGHTS.items() if send_over == "ws" or k in SENDS_OVER_ANY}
+    kinds, weights = zip(*table.items(), strict=True)
+    for _ in range(draw.rng.randint(1, 3)):
+        kind = draw.rng.choices(kinds, weights)[0]
+        draw.faults.append(kind)
+        _STREAM_DRAWERS[kind](draw, moments)
+    draw.events.sort(key=lambda e: e.at)
+    return send_over, tuple(draw.events), tuple(draw.faults)
+
+
+def _stream_drop(draw: _Draw, moments: _Moments) -> None:
+    """One or two resets of every stream connection, as a network drop."""
+    for _ in range(draw.rng.randint(1, 2)):
+        draw.events.append(Event(draw.rng.uniform(0.1, draw.duration - 0.1), "stream_drop"))
+
+
+def _stream_silence(draw: _Draw, moments: _Moments) -> None:
+    """Every open stream stops answering and receiving for longer than the stale bound
+    (a dead path TCP has not noticed): airlock must judge it silent and replace it. The
+    end may fall after the timeline's: the timeline waits for it."""
+    start = draw.rng.uniform(0.1, draw.duration - 0.3)
+    length = draw.rng.uniform(STREAM_STALE_S + 0.2, STREAM_STALE_S + 0.8)
+    draw.events.append(Event(start, "stream_silence", {"on": True}))
+    draw.events.append(Event(start + length, "stream_silence", {"on": False}))
+
+
+def _stream_gap_loss(draw: _Draw, moments: _Moments) -> None:
+    """The next 1-3 pushed messages lost, then the streams dropped: messages lost in a
+    gap, which the REST pass after the reconnect must recover (exactly once). Armed just
+    before the mark moves (its fills are pushed), or before the start (the first orders'
+    messages); the drop (``after_loss``) waits for the loss to have met a message."""
+    rng = draw.rng
+    count = rng.randint(1, 3)
+    at = 0.0 if rng.random() < 0.3 else max(0.0, moments.mark(draw) - 0.02)
+    gap = rng.uniform(0.05, 0.4)
+    draw.events.append(Event(at, "stream_lose", {"count": count}))
+    draw.events.append(Event(max(at + gap, 0.1), "stream_drop", {"after_loss": True}))
+
+
+def _stream_dup_exec(draw: _Draw, moments: _Moments) -> None:
+    """The next 1-3 execution messages delivered twice: each execId must be stored once.
+    Armed before the first mark move."""
+    count = draw.rng.randint(1, 3)
+    at = draw.rng.uniform(0.0, max(0.0, moments.mark(draw) - 0.05))
+    draw.events.append(Event(at, "stream_dup", {"count": count}))
+
+
+def _trade_reply_lost(draw: _Draw, moments: _Moments) -> None:
+    """The next 1-2 trade-stream replies not sent though the op ran (send_over = "ws"):
+    an answer lost after accept, to be looked up before any resend. Armed before the
+    start (for whichever order meets the trade stream first) or just before the orders
+    that arrive while the timeline runs."""
+    rng = draw.rng
+    count = rng.randint(1, 2)
+    at = 0.0 if rng.random() < 0.4 or not moments.orders else moments.orders[0] - 0.02
+    draw.events.append(Event(at, "trade_lose", {"count": count}))
+
+
+_STREAM_DRAWERS: dict[str, Callable[[_Draw, _Moments], None]] = {
+    "stream_drop": _stream_drop,
+    "stream_silence": _stream_silence,
+    "stream_gap_loss": _stream_gap_loss,
+    "stream_dup_exec": _stream_dup_exec,
+    "trade_reply_lost": _trade_reply_lost,
 }
 
 

@@ -45,6 +45,9 @@ class Outcome:
     audit_ok: bool | None = None
     audit_entries: int = 0
     states: Counter[str] = field(default_factory=Counter)
+    account_ok: bool | None = None  # positions and balances match the venue after the settle
+    account_live: bool | None = None  # ... already while the service ran (None: not checked)
+    stream: Counter[str] = field(default_factory=Counter)  # the venue's streams: connections
     handovers_ms: list[int] = field(default_factory=list)  # fleet: path cut -> another sends
     takeovers_ms: list[int] = field(default_factory=list)  # fleet: kill -9 -> another sends
     wall_s: float = 0.0
@@ -56,7 +59,7 @@ class Outcome:
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for name in ("faults", "states", "faulted_requests"):
+        for name in ("faults", "states", "faulted_requests", "stream"):
             data[name] = dict(sorted(getattr(self, name).items()))
         return data
 
@@ -90,6 +93,13 @@ def summarise(seeds: Sequence[int], outcomes: list[Outcome], wall_s: float) -> d
             "failed": sum(1 for o in outcomes if o.audit_ok is False),
             "entries": sum(o.audit_entries for o in outcomes),
         },
+        "account": {
+            "matched": sum(1 for o in outcomes if o.account_ok),
+            "failed": sum(1 for o in outcomes if o.account_ok is False),
+            "live_matched": sum(1 for o in outcomes if o.account_live),
+            "live_checked": sum(1 for o in outcomes if o.account_live is not None),
+        },
+        "stream": dict(sorted(_total(o.stream for o in outcomes).items())),
         "wall_s": round(wall_s, 1),
         "scenario_s": _timing([o.wall_s for o in outcomes] or [0.0]),
         "outcomes": [o.as_json() for o in outcomes],
@@ -152,9 +162,12 @@ proxies and a fresh Bybit simulator per scenario.
    orderLinkId the simulator holds exactly one order for a placed item and none for an
    unplaced one, and no order carries an orderLinkId airlock never derived.
 3. **Nothing lost.** A `confirmed` item's own hash has a successful receipt; a `replaced`
-   one has one of its variants mined; every fill on the venue is stored exactly once.
-4. **No nonce gap** in `store.nonces.status()`.
-5. **The audit log exports and verifies offline** with the audit public key only.
+   one has one of its variants mined; every execution on the venue is stored exactly
+   once (by execId), as the venue has it.
+4. **Agreement with the venue.** Each placed order's item state, status and filled
+   quantity are the venue's; the store's positions and balances are the simulator's.
+5. **No nonce gap** in `store.nonces.status()`.
+6. **The audit log exports and verifies offline** with the audit public key only.
 
 Duplicates, losses and *phantoms* (the chain or the venue has something the store says
 never went) must all be 0.
@@ -224,8 +237,28 @@ def _figures(s: dict[str, Any]) -> list[str]:
         f"| phantoms (must be 0) | {s['phantoms']} |",
         f"| audit exports verified | {s['audit']['verified']} of {s['scenarios']} "
         f"({s['audit']['entries']} entries) |",
+        *_stream_rows(s),
         f"| wall time | {s['wall_s']} s |",
         f"| per scenario | mean {timing['mean']} s, p50 {timing['p50']} s, max {timing['max']} s |",
+    ]
+
+
+def _stream_rows(s: dict[str, Any]) -> list[str]:
+    """The Bybit streams' figures: connections the venue saw, silent ones replaced, trade
+    ops, and the account invariant (after the settle) with its live counterpart."""
+    stream, account = s.get("stream", {}), s.get("account", {})
+    if not stream and not account:
+        return []  # a summary from before the streams
+    return [
+        f"| Bybit stream connections (private / trade) | {stream.get('private connections', 0)}"
+        f" / {stream.get('trade connections', 0)} |",
+        f"| silent streams judged stale and replaced "
+        f"| {stream.get('silent streams replaced', 0)} |",
+        f"| orders and cancels over the trade stream | {stream.get('trade ops', 0)} |",
+        f"| positions and balances match the venue after the settle | "
+        f"{account.get('matched', 0)} of {s['scenarios']} |",
+        f"| ... and already while the service ran | {account.get('live_matched', 0)} of "
+        f"{account.get('live_checked', 0)} checked |",
     ]
 
 
@@ -332,6 +365,12 @@ def print_summary(s: dict[str, Any]) -> None:
         f"duplicates {s['duplicates']}, losses {s['losses']}, phantoms {s['phantoms']}; "
         f"audit verified {s['audit']['verified']}/{s['scenarios']}"
     )
+    account = s.get("account", {})
+    print(
+        f"bybit streams {s.get('stream', {})}; account matched the venue after the settle "
+        f"{account.get('matched', 0)}/{s['scenarios']}, while the service ran "
+        f"{account.get('live_matched', 0)}/{account.get('live_checked', 0)}"
+    )
     print(f"wall {s['wall_s']} s; per scenario {s['scenario_s']}")
     if "fleet" in s:
         f = s["fleet"]
@@ -374,6 +413,8 @@ def render_fleet(s: dict[str, Any]) -> str:
         f"| duplicates / losses / phantoms (must be 0) | {s['duplicates']} / {s['losses']} / "
         f"{s['phantoms']} |",
         f"| audit exports verified | {s['audit']['verified']} of {s['scenarios']} |",
+        f"| positions and balances match the venue after the settle | "
+        f"{s.get('account', {}).get('matched', 0)} of {s['scenarios']} |",
         f"| handover: path cut -> first send by another | {spread('handover')} |",
         f"| takeover: kill -9 -> first send by another | {spread('takeover')} |",
         f"| per scenario | mean {timing['mean']} s, p50 {timing['p50']} s, max {timing['max']} s |",

@@ -31,11 +31,19 @@ from airlock.queue.store import Store
 from airlock.sim.anvil import free_port
 from airlock.sim.bybit import CREATE, BybitSim
 from airlock.sim.chaos import processes
+from airlock.sim.chaos.accounts import STALE_LINE, count_stream_events, wait_account_match
 from airlock.sim.chaos.intents import CHAIN_ID, SYMBOL, queue_orders, queue_transfers
 from airlock.sim.chaos.invariants import check_invariants
 from airlock.sim.chaos.netns import netns_available
 from airlock.sim.chaos.outage import HSM_REFUSED
-from airlock.sim.chaos.plan import RELAYS, Event, Plan, make_plan
+from airlock.sim.chaos.plan import (
+    RELAYS,
+    STREAM_PING_S,
+    STREAM_STALE_S,
+    Event,
+    Plan,
+    make_plan,
+)
 from airlock.sim.chaos.report import Outcome, summarise
 from airlock.sim.chaos.rig import Rig, rig
 from airlock.sim.faultproxy import FaultProxy
@@ -43,12 +51,15 @@ from airlock.sim.faultproxy import FaultProxy
 API_KEY = "airlock-chaos"
 SETTLE_TIMEOUT_S = 60.0  # the --once settle: bounded, a hang is a finding
 UP_TIMEOUT_S = 30.0
+LIVE_ACCOUNT_S = 3.0  # the running service's store may take this long to match the venue
 # The timelines are seconds long: the rebroadcast timer (120 s by default) is scaled down
 # with them. It is what brings back a transaction a reorg dropped before airlock saw it
 # mined (airlock cannot tell that from a slow pool: the chain only says "no receipt").
 REBROADCAST_S = 1.0
 PLUG = ("down", "pass")  # with --netns, rpc-a's down/pass are its veth interface
-PRESTART = ("mode", "cancel", "bybit_fault")  # event kinds applied before the start when at 0
+# Event kinds applied before the start when at 0 (a stream fault armed then waits for the
+# first message, reply or execution it applies to).
+PRESTART = ("mode", "cancel", "bybit_fault", "stream_lose", "stream_dup", "trade_lose")
 
 _CONFIG = """
 [queue]
@@ -77,11 +88,22 @@ probe_seconds = 0.1
 reconcile_seconds = 0.3
 retry_base_seconds = 0.02
 retry_cap_seconds = 0.2
+send_over = "{send_over}"
+
+[bybit.stream]
+ping_seconds = {ping_s}
+stale_seconds = {stale_s}
+auth_timeout_seconds = 2.0
+backoff = "full-jitter"
+backoff_base_seconds = 0.05
+backoff_cap_seconds = 0.5
 
 [service]
 metrics_port = 0
 """
-"""The links' and the venue's timers, scaled to a seconds-long timeline (the fleet's too)."""
+"""The links', the venue's and its streams' timers, scaled to a seconds-long timeline
+(the fleet's too). The private stream is on (the default), pinged every STREAM_PING_S and
+replaced after STREAM_STALE_S of silence."""
 RELAY = """
 [[relays]]
 name = "{name}"
@@ -92,6 +114,19 @@ batch_size = {batch_size}
 timeout_seconds = 1.0
 connect_timeout_seconds = 0.5
 """
+
+
+def scaled_settings(venue_url: str, rig: Rig, send_over: str = "rest") -> str:
+    """:data:`SCALED` for one venue link (the fleet's members' too)."""
+    return SCALED.format(
+        venue=venue_url,
+        api_key=API_KEY,
+        secret_label=rig.secret_label,
+        intent_label=rig.intent.label,
+        send_over=send_over,
+        ping_s=STREAM_PING_S,
+        stale_s=STREAM_STALE_S,
+    )
 
 
 class VenueClock:
@@ -136,11 +171,12 @@ class Scenario:
         self.senders: list[str] = []
         self.mode: dict[str, str] = {}
         self._store: Store | None = None
+        self._lost_before = 0  # messages the venue had lost when the last loss was armed
 
     def run(self) -> Outcome:
         """Queue, start, play the timeline, clear every fault, stop, settle, check."""
         began = time.monotonic()
-        self.out.faults.update(self.plan.faults)
+        self.out.faults.update(self.plan.all_faults)
         with contextlib.ExitStack() as stack:
             world = self._make_world(stack)
             self._prestart(world)
@@ -201,12 +237,7 @@ class Scenario:
             )
             for name in RELAYS
         )
-        scaled = SCALED.format(
-            venue=urls["venue"],
-            api_key=API_KEY,
-            secret_label=self.rig.secret_label,
-            intent_label=self.rig.intent.label,
-        )
+        scaled = scaled_settings(urls["venue"], self.rig, self.plan.send_over)
         text = _CONFIG.format(
             db=db,
             kek_label=self.rig.kek.label,
@@ -218,7 +249,7 @@ class Scenario:
 
     def _prestart(self, world: World) -> None:
         """What happens at 0 happens before the process starts: the outage it starts in."""
-        for event in self.plan.events:
+        for event in self.plan.timeline:
             if event.at == 0.0 and event.kind == "mode":
                 self._set_mode(world.proxies, event.params)
             elif event.at == 0.0 and event.kind in PRESTART:
@@ -277,7 +308,7 @@ class Scenario:
     def _timeline(self, world: World) -> None:
         """Each event at its time from the start; an event that cannot happen yet comes
         back a little later, within the timeline; then the rest of the timeline."""
-        pending = [e for e in self.plan.events if e.at > 0.0 or e.kind not in PRESTART]
+        pending = [e for e in self.plan.timeline if e.at > 0.0 or e.kind not in PRESTART]
         while pending:
             event = pending.pop(0)
             delay = event.at - (time.time() - self.started_at)
@@ -310,8 +341,36 @@ class Scenario:
             world.sim.set_mark_price(SYMBOL, params["price"])
         elif event.kind == "cancel":
             self._operator_cancel(world.store, params["pick"])
+        elif event.kind == "orders":  # arriving while the service runs (send_over = "ws")
+            ids = queue_orders(world.store, self.rig, self.plan.seed, params["count"],
+                               first=len(self.order_ids))  # fmt: skip
+            self.order_ids += ids
+            self.out.bybit_items += len(ids)
         elif event.kind == "reorg":
             return self._reorg(event, world.store)
+        else:
+            return self._stream_fault(event, world.sim)
+        return None
+
+    def _stream_fault(self, event: Event, sim: BybitSim) -> Event | None:
+        """A Bybit stream fault, in the simulator (thread-safe). The drop that ends a gap
+        waits (within the timeline) until the loss armed before it met a message."""
+        params = event.params
+        if event.kind == "stream_drop":
+            if params.get("after_loss") and _lost(sim) == self._lost_before:
+                return Event(event.at + 0.1, event.kind, params)
+            sim.drop_streams()
+        elif event.kind == "stream_silence":
+            sim.silence_streams(params["on"])
+        elif event.kind == "stream_lose":
+            self._lost_before = _lost(sim)
+            sim.lose_stream_messages(params["count"])
+        elif event.kind == "stream_dup":
+            sim.duplicate_executions(params["count"])
+        elif event.kind == "trade_lose":
+            sim.lose_trade_replies(params["count"])
+        else:
+            raise ValueError(f"unknown event kind {event.kind!r}")
         return None
 
     def _set_mode(self, proxies: dict[str, FaultProxy], params: dict[str, Any]) -> None:
@@ -364,8 +423,25 @@ class Scenario:
                 {f"{name}:{m}": n for m, n in stats.items() if m != "pass"}
             )
         world.sim.clear_faults()
-        if self.process is not None and self.process.poll() is None:
-            self._stop()
+        world.sim.silence_streams(False)
+        if self.process is not None:
+            if self.process.poll() is None:
+                self._account_live(world)
+            else:  # the seed fails (in _stop): say why, as the CLI said it
+                lines = self.log_path.read_text(errors="replace").splitlines()
+                self.out.findings += [line for line in lines if line.startswith("error:")][-1:]
+            self._stop()  # fails the seed if the service exited by itself meanwhile
+
+    def _account_live(self, world: World) -> None:
+        """Whether the running service's own store (its stream, and the REST passes after
+        each reconnect) agrees with the venue's positions and wallet, within a bound: a
+        figure, not an invariant (the one after the settle is)."""
+        diff = wait_account_match(world.store, world.sim, LIVE_ACCOUNT_S)
+        self.out.account_live = not diff
+        if diff:
+            self.out.findings.append(
+                f"account not current {LIVE_ACCOUNT_S:g} s after the timeline: {'; '.join(diff)}"
+            )
 
     def _count_venue_faults(self, sim: BybitSim) -> None:
         """What the venue's faults and clock did, as the simulator answered them."""
@@ -376,6 +452,14 @@ class Scenario:
                 self.out.faulted_requests[f"venue:retCode {request.ret_code}"] += 1
             elif request.status != 200:
                 self.out.faulted_requests[f"venue:HTTP {request.status}"] += 1
+        count_stream_events(sim, self.out)
+        log = self.log_path.read_text(errors="replace")
+        self.out.stream["silent streams replaced"] += log.count(STALE_LINE)
+
+
+def _lost(sim: BybitSim) -> int:
+    """Pushed messages the venue's loss fault has swallowed so far."""
+    return sum(1 for e in sim.stream_log() if e.kind == "lost" and e.detail == "fault")
 
 
 # -- many scenarios --------------------------------------------------------------------
@@ -402,7 +486,7 @@ def run_seeds(
         for seed in seeds:
             plan = make_plan(seed)
             run = lambda workdir, plan=plan: Scenario(shared, plan, workdir).run()  # noqa: E731
-            outcomes.append(run_one(seed, set(plan.faults), run, keep, say))
+            outcomes.append(run_one(seed, set(plan.all_faults), run, keep, say))
     summary = summarise(seeds, outcomes, time.monotonic() - began)
     summary["netns"] = {"used": use_netns, "why": why}
     return summary

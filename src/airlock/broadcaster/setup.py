@@ -161,7 +161,9 @@ def _streams(venue: VenueBroadcaster, settings: BybitConfig) -> None:
         url = (settings.stream.url or stream_url(settings.base_url)).replace(
             "/v5/private", "/v5/trade"
         )
-        venue.trade = TradeLink(venue, url, settings.stream)
+        venue.trade = TradeLink(
+            venue, url, settings.stream, reply_timeout_s=settings.timeout_seconds
+        )  # a reply waits as long as a REST answer would
 
 
 def _timed(metrics: Metrics | None, op: str) -> contextlib.AbstractContextManager[None]:

@@ -26,6 +26,10 @@ log = logging.getLogger("airlock.broadcaster.bybit")
 
 async def read_account(venue: VenueBroadcaster) -> None:
     try:
+        # The rows are stamped on the venue's clock: measure it first, or a pass right
+        # after an outage (offset not yet measured again) would be stamped in the future
+        # and hide every newer state (the chaos suite's seed 79).
+        await venue.client.sync_time(retry=False)
         await _positions(venue)
         await _wallet(venue)
     except BybitError as exc:

@@ -248,9 +248,15 @@ class TradeLink:
     is up, REST otherwise (:mod:`airlock.relays.bybit_trade`). Optional by nature: a trade
     stream that does not come up at start is retried, never fatal."""
 
-    def __init__(self, venue: VenueBroadcaster, url: str, config: StreamConfig,
-                 connect: Connector | None = None) -> None:  # fmt: skip
-        self.sender = BybitTradeStream(url, venue.client)
+    def __init__(
+        self,
+        venue: VenueBroadcaster,
+        url: str,
+        config: StreamConfig,
+        connect: Connector | None = None,
+        reply_timeout_s: float = 5.0,
+    ) -> None:  # fmt: skip
+        self.sender = BybitTradeStream(url, venue.client, reply_timeout_s=reply_timeout_s)
         self._policy = backoff_of(config)
         self.supervisor = StreamSupervisor(
             self.sender,

@@ -23,6 +23,7 @@ from airlock.audit import entries as audit_entries
 from airlock.broadcaster.venue import VenueBroadcaster
 from airlock.config import StreamConfig
 from airlock.encoding.canonical import parse_canonical as parse
+from airlock.queue.account import RESUME_NOTE
 from airlock.queue.store import Store
 from airlock.relays.errors import StreamStartError
 from airlock.sim.bybit import BybitSim
@@ -317,3 +318,20 @@ def test_a_stream_url_that_is_no_websocket_fails_loud_at_start(keyring, store: S
 
         with pytest.raises(StreamStartError, match="not a WebSocket"):
             asyncio.run(start())
+
+
+def test_airlock_bybit_resume_brings_a_stopped_account_back(keyring, store: Store, keys):
+    with kit.sim_for(keys) as sim:
+        venue = venue_for(keyring, store, keys, sim)
+
+        async def scenario() -> None:
+            async with serving(venue) as task:
+                await until(lambda: venue.stream.is_connected, "the stream up", task)
+                sim.refuse_stream_auth(count=1)  # the next auth only: the key is then "fixed"
+                sim.drop_streams()
+                await until(lambda: venue.client.auth_stopped is not None, "stopped", task)
+                store.notes.set_many({RESUME_NOTE: str(store.now_ms())})  # airlock bybit resume
+                await until(lambda: venue.client.auth_stopped is None, "REST resumed", task)
+                await until(lambda: venue.stream.is_connected, "the stream back", task)
+
+        asyncio.run(scenario())

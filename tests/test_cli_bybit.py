@@ -275,3 +275,15 @@ def test_a_slow_link_caps_market_orders_or_refuses_them(home, sim, tmp_path):
     fast = bybit(home, config, "order", *market, "--json")  # no delay: sent as it is
     assert fast.returncode == 0, fast.stderr
     assert json.loads(fast.stdout)["intent"]["orderType"] == "Market"
+
+
+def test_positions_balance_and_resume_read_and_write_only_the_store(home: Path, tmp_path: Path):
+    config = write_config(tmp_path, "http://127.0.0.1:9")  # nothing listens: nothing is sent
+    text = bybit(home, config, "positions")
+    assert text.returncode == 0, text.stderr
+    assert "no positions seen yet" in text.stdout
+    for command in ("positions", "balance"):
+        done = bybit(home, config, command, "--json")
+        assert done.returncode == 0 and json.loads(done.stdout) == [], done.stderr
+    resumed = bybit(home, config, "resume")
+    assert resumed.returncode == 0 and "resume requested" in resumed.stdout, resumed.stderr

@@ -105,7 +105,19 @@ CODE_TABLE = [
     (110072, V.ALREADY_PLACED, V.ALREADY_PLACED),
     (170141, V.ALREADY_PLACED, V.ALREADY_PLACED),
     (110079, V.LATER, V.LATER),
+    # the trade stream's own (facts-bybit-ws.md)
+    (10403, V.LATER, V.LATER),
+    (10429, V.LATER, V.LATER),
+    (10019, V.LATER, V.LATER),
+    (20006, V.UNKNOWN, V.LATER),
 ]
+
+
+def test_the_dcp_switch_refusing_the_feature_does_not_stop_the_key() -> None:
+    from airlock.relays.bybit_codes import DCP_SET
+
+    assert classify(10005, "no", endpoint=DCP_SET).outcome == V.REJECTED
+    assert classify(10003, "bad key", endpoint=DCP_SET).outcome == V.AUTH_STOP
 
 
 @pytest.mark.parametrize(("code", "on_create", "on_cancel"), CODE_TABLE)

@@ -33,7 +33,7 @@ from airlock.relays.backoff import Backoff, FixedDelay, FullJitter
 from airlock.relays.bybit_stream import DCP_TOPICS, TOPICS, BybitPrivateStream, StreamMessage
 from airlock.relays.bybit_trade import BybitTradeStream
 from airlock.relays.errors import BybitError, StreamStartError
-from airlock.relays.stream_supervisor import StreamSettings, StreamSupervisor
+from airlock.relays.stream_supervisor import StreamProtocol, StreamSettings, StreamSupervisor
 from airlock.relays.ws import Connector
 
 if TYPE_CHECKING:
@@ -74,19 +74,8 @@ class VenueStream:
         self.protocol = BybitPrivateStream(
             url, venue.client, deliver=self.apply, on_gap=self._gap, topics=topics
         )
-        settings = StreamSettings(
-            auth_timeout_s=config.auth_timeout_seconds,
-            ping_s=config.ping_seconds,
-            stale_s=config.stale_seconds,
-        )
         self._policy = backoff_of(config)
-        self.supervisor = StreamSupervisor(
-            self.protocol,
-            policy=self._policy,
-            settings=settings,
-            connect=connect,
-            on_alert=self._alert,
-        )
+        self.supervisor = supervisor_for(self.protocol, config, self._alert, connect)
         self.messages = 0  # applied since the start (the status page, tests)
         self._started = False
         self._resumed = asyncio.Event()
@@ -115,21 +104,10 @@ class VenueStream:
         """Serve until ``stop``; not started yet (the venue was unreachable at start), keep
         trying with the backoff first. A key refused then stops the stream with one alert
         until :meth:`resume`, as a refusal while running does."""
-        self._resumed.clear()
-        attempt = 0
-        while not self._started and not stop.is_set():
-            try:
-                await self.supervisor.start()
-                self._started = True
-            except StreamStartError as exc:
-                if exc.refused:
-                    self._alert(exc.reason)
-                    self._resumed.clear()
-                    await _first(stop.wait(), self._resumed.wait())
-                    continue
-                log.info("bybit stream not up yet (%s), retrying", exc.reason)
-                await _first(stop.wait(), asyncio.sleep(self._policy.delay(attempt)))
-                attempt += 1
+        if not self._started:
+            self._started = await start_until_up(
+                self.supervisor, self._policy, stop, self._resumed, self._alert, "stream"
+            )
         if not stop.is_set():
             watch = asyncio.create_task(self._watch_resume(stop), name="airlock-bybit-resume")
             try:
@@ -157,10 +135,13 @@ class VenueStream:
         return int(raw) if raw and raw.isdigit() else 0
 
     def resume(self) -> None:
-        """The operator fixed the key (``airlock bybit resume``)."""
+        """The operator fixed the key (``airlock bybit resume``): REST, this stream and
+        the trade stream (if any) may connect again."""
         self.venue.client.reset_auth()
         self.supervisor.resume()
         self._resumed.set()
+        if self.venue.trade is not None:
+            self.venue.trade.resume()
 
     # -- messages ----------------------------------------------------------------------
 
@@ -232,6 +213,52 @@ class VenueStream:
         _stop_account(self.venue, message, self._tasks)
 
 
+def supervisor_for(
+    protocol: StreamProtocol,
+    config: StreamConfig,
+    on_alert: Callable[[str], None],
+    connect: Connector | None = None,
+) -> StreamSupervisor:
+    """A supervisor with ``[bybit.stream]``'s bounds and backoff (both streams use it)."""
+    settings = StreamSettings(
+        auth_timeout_s=config.auth_timeout_seconds,
+        ping_s=config.ping_seconds,
+        stale_s=config.stale_seconds,
+    )
+    return StreamSupervisor(
+        protocol, policy=backoff_of(config), settings=settings, connect=connect,
+        on_alert=on_alert,
+    )  # fmt: skip
+
+
+async def start_until_up(
+    supervisor: StreamSupervisor,
+    policy: Backoff,
+    stop: asyncio.Event,
+    resumed: asyncio.Event,
+    on_refused: Callable[[str], None],
+    what: str,
+) -> bool:
+    """Start attempts spaced by ``policy`` until one succeeds (True) or ``stop`` (False).
+    A refused key is not retried: ``on_refused`` (the account's one alert), then nothing
+    until ``resumed`` is set (``airlock bybit resume``)."""
+    attempt = 0
+    while not stop.is_set():
+        try:
+            await supervisor.start()
+            return True
+        except StreamStartError as exc:
+            if exc.refused:
+                on_refused(exc.reason)
+                resumed.clear()
+                await _first(stop.wait(), resumed.wait())
+                continue
+            log.info("bybit %s not up yet (%s), retrying", what, exc.reason)
+            await _first(stop.wait(), asyncio.sleep(policy.delay(attempt)))
+            attempt += 1
+    return False
+
+
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
     """Wait for the first of ``waits`` to finish; cancel the others."""
     tasks = [asyncio.ensure_future(w) for w in waits]
@@ -257,33 +284,27 @@ class TradeLink:
         reply_timeout_s: float = 5.0,
     ) -> None:  # fmt: skip
         self.sender = BybitTradeStream(url, venue.client, reply_timeout_s=reply_timeout_s)
+        self._venue = venue
         self._policy = backoff_of(config)
-        self.supervisor = StreamSupervisor(
-            self.sender,
-            policy=self._policy,
-            settings=StreamSettings(
-                auth_timeout_s=config.auth_timeout_seconds,
-                ping_s=config.ping_seconds,
-                stale_s=config.stale_seconds,
-            ),
-            connect=connect,
-            on_alert=lambda message: _stop_account(venue, message, self._tasks),
-        )
         self._tasks: set[asyncio.Future[None]] = set()
+        self._resumed = asyncio.Event()
+        self.supervisor = supervisor_for(self.sender, config, self._alert, connect)
         self.sender.supervisor = self.supervisor
 
     async def run(self, stop: asyncio.Event) -> None:
-        attempt = 0
-        while not stop.is_set():
-            try:
-                await self.supervisor.start()
-                break
-            except StreamStartError as exc:
-                log.info("bybit trade stream not up (%s): orders go over REST", exc.reason)
-                await _first(stop.wait(), asyncio.sleep(self._policy.delay(attempt)))
-                attempt += 1
-        if not stop.is_set():
+        """Orders go over REST until the trade stream is up; then serve it until ``stop``."""
+        up = await start_until_up(
+            self.supervisor, self._policy, stop, self._resumed, self._alert, "trade stream"
+        )
+        if up:
             await self.supervisor.run(stop)
+
+    def resume(self) -> None:
+        self.supervisor.resume()
+        self._resumed.set()
+
+    def _alert(self, message: str) -> None:
+        _stop_account(self._venue, message, self._tasks)
 
 
 def _stop_account(venue: VenueBroadcaster, message: str, tasks: set[asyncio.Future[None]]) -> None:

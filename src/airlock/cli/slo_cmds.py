@@ -11,7 +11,6 @@ figure failed; 1 for errors.
 from __future__ import annotations
 
 import re
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,11 +22,9 @@ from airlock.clock import wall_clock_ms
 from airlock.errors import InvalidInput
 
 if TYPE_CHECKING:  # imported when the command runs: the CLI starts without them
-    from airlock.audit.log import AuditKey
     from airlock.hsm.keyring import KeyRing
     from airlock.queue.store import Store
     from airlock.slo import Report, Timeline
-    from airlock.slo.html import AuditVerdict
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -116,23 +113,8 @@ def moment(option: str, text: str) -> int:
 def write_html(path: Path, report: Report, timeline: Timeline, store: Store, ring: KeyRing) -> None:
     from airlock.audit.log import AuditKey
     from airlock.slo.html import document
+    from airlock.slo.read import audit_verdict
 
     verdict = audit_verdict(store, AuditKey(ring))
     text = document(report, timeline, title="airlock service levels", audit=verdict)
     path.write_text(text, encoding="utf-8")
-
-
-def audit_verdict(store: Store, key: AuditKey) -> AuditVerdict:
-    """The log verified offline up to its latest checkpoint (one is signed if none is)."""
-    from airlock.audit.export import export
-    from airlock.audit.verify import verify_export
-    from airlock.slo.html import AuditVerdict
-
-    if store.audit.size() == 0:
-        return AuditVerdict(True, 0, None)
-    checkpoints = store.audit.checkpoints()
-    last = checkpoints[-1].size - 1 if checkpoints else None
-    with tempfile.TemporaryDirectory(prefix="airlock-slo-") as tmp:
-        result = export(store, key, Path(tmp) / "audit", 0, last)
-        verified = verify_export(result.out, key.pem.encode())
-    return AuditVerdict(verified.ok, verified.entries, verified.problem)

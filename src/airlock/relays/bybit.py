@@ -422,14 +422,14 @@ class BybitClient(HttpClient):
         """Arm Disconnect Cancel Protection for ``product`` (its window in seconds); raises
         :class:`BybitApiError` when the venue refuses (most accounts may not use it)."""
         body = json.dumps({"product": product, "timeWindow": window_s}).encode()
-        try:  # a refusal (10005: not allowed for this account) must not stop the account
-            _reply, verdict = await self._exchange(
-                "POST", DCP_SET, body=body, stop_on_refusal=False
-            )
+        try:  # an account that may not use DCP is refused the feature, not the key:
+            _reply, verdict = await self._exchange("POST", DCP_SET, body=body)  # bybit_codes
         except _NotSent as exc:
             raise BybitTransportError(DCP_SET, str(exc)) from None
         except _Lost as exc:
             raise BybitTransportError(DCP_SET, exc.verdict.message) from None
+        if verdict.outcome == VenueOutcome.AUTH_STOP:
+            raise BybitAuthError(DCP_SET, verdict.message)
         if verdict.outcome != VenueOutcome.PLACED:
             raise BybitApiError(DCP_SET, verdict)
 
@@ -504,7 +504,6 @@ class BybitClient(HttpClient):
         query: str | None = None,
         signed: bool = True,
         retry: bool = True,
-        stop_on_refusal: bool = True,
     ) -> tuple[_Reply, Verdict]:
         """Send until the answer is final for this layer.
 
@@ -533,7 +532,7 @@ class BybitClient(HttpClient):
                 rate_retried = True
                 await self._wait_reset(path, fallback_s=self._backoff.delay(0))
                 continue
-            if verdict.outcome == VenueOutcome.AUTH_STOP and stop_on_refusal:
+            if verdict.outcome == VenueOutcome.AUTH_STOP:
                 await self._stop(verdict.message)
             return reply, verdict
 

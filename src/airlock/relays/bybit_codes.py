@@ -110,8 +110,18 @@ RULES: tuple[Rule, ...] = (
     Rule("order-finished", (110008, 110010), V.REJECTED),
     Rule("duplicate-link-id", (110072, 170141), V.ALREADY_PLACED),
     Rule("order-processing", (110079,), V.LATER),
+    # The trade stream's own codes (design/facts-bybit-ws.md): IP limit, system protection,
+    # service restarting mean not processed; a repeated reqId may hide a processed one.
+    Rule("trade-not-processed", (10403, 10429, 10019), V.LATER),
+    Rule("trade-repeated-req-id", (20006,), V.UNKNOWN, V.LATER),
 )
 _BY_CODE: dict[int, Rule] = {code: rule for rule in RULES for code in rule.codes}
+# Where one endpoint means something else by a code. The DCP switch answers a permission
+# refusal (10005 in the simulator; unconfirmed) for accounts that may not use DCP: that
+# refuses the feature, not the key, so the account must not stop.
+BY_ENDPOINT: dict[tuple[str, int], Rule] = {
+    (DCP_SET, 10005): Rule("dcp-not-permitted", (10005,), V.REJECTED),
+}
 if len(_BY_CODE) != sum(len(rule.codes) for rule in RULES):  # pragma: no cover - table typo
     raise AssertionError("a retCode appears in two rules")
 
@@ -121,7 +131,7 @@ HTTP_BACK_OFF = frozenset({403, 429})
 
 def classify(ret_code: int, ret_msg: str, *, endpoint: str) -> Verdict:
     """The verdict for a V5 envelope with ``ret_code`` answered on ``endpoint`` (a path)."""
-    rule = _BY_CODE.get(ret_code)
+    rule = BY_ENDPOINT.get((endpoint, ret_code)) or _BY_CODE.get(ret_code)
     if rule is None:
         return Verdict(V.REJECTED, "unrecognised", ret_msg, ret_code, known=False)
     outcome = rule.on_create

@@ -16,9 +16,8 @@ pure rules judge it (design/facts-bybit-ws.md, "Trade WebSocket"):
   before any resend, as for REST;
 * a stream that is down sends nothing: the caller gets None and uses REST.
 
-Trade-stream codes the REST table does not have: 10403 (IP limit), 10429 (system
-protection) and 10019 (service restarting) mean not processed (``later``); 20006 (a
-repeated reqId) means an earlier request may have been processed (``unknown``).
+The trade stream's own codes (10403, 10429, 10019: not processed; 20006: a repeated
+reqId) are rows of the one verdict table, :mod:`airlock.relays.bybit_codes`.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from airlock.relays.bybit import BybitClient, Placement
-from airlock.relays.bybit_codes import CANCEL, CREATE, VenueOutcome, Verdict, classify
+from airlock.relays.bybit_codes import CANCEL, CREATE, VenueOutcome, classify
 from airlock.relays.errors import (
     BybitAuthError,
     StreamAuthError,
@@ -47,12 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("airlock.relays.bybit_trade")
 
 PING = json.dumps({"op": "ping"})
-TRADE_CODES = {
-    10403: VenueOutcome.LATER,
-    10429: VenueOutcome.LATER,
-    10019: VenueOutcome.LATER,
-    20006: VenueOutcome.UNKNOWN,
-}
 REFUSED_CODES = frozenset({10003, 10004, 10005, 10010})
 REPEAT_AUTH = 20001
 
@@ -172,7 +165,7 @@ class BybitTradeStream:
             return _lost(
                 path, link_id, f"trade stream: a reply without retCode: {clip(str(reply))}"
             )
-        verdict = _verdict(code, message, path)
+        verdict = classify(code, message, endpoint=path)
         if verdict.outcome is VenueOutcome.AUTH_STOP:
             await self._client.stop_account(message)
         data = reply.get("data")
@@ -182,13 +175,6 @@ class BybitTradeStream:
             verdict.outcome, str(order_id) if order_id else None, link_id, code, message,
             verdict.rule,
         )  # fmt: skip
-
-
-def _verdict(code: int, message: str, path: str) -> Verdict:
-    outcome = TRADE_CODES.get(code)
-    if outcome is not None:
-        return Verdict(outcome, f"trade-{code}", message, code)
-    return classify(code, message, endpoint=path)
 
 
 def _lost(path: str, link_id: str, why: str) -> Placement:

@@ -8,9 +8,15 @@ since their last look; the CLI reads the whole log once.
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
+from airlock.audit.export import export
+from airlock.audit.log import AuditKey
+from airlock.audit.verify import verify_export
 from airlock.queue.store import Store
 from airlock.slo.figures import Report, Targets, Window, report
+from airlock.slo.html import AuditVerdict
 from airlock.slo.records import Timeline
 
 
@@ -49,3 +55,16 @@ def seq_at(store: Store, ms: int) -> int:
         else:
             high = middle
     return low
+
+
+def audit_verdict(store: Store, key: AuditKey) -> AuditVerdict:
+    """The log verified offline up to its latest signed checkpoint, as an auditor would
+    (one is signed first only when there is none): the report's audit line."""
+    if store.audit.size() == 0:
+        return AuditVerdict(True, 0, None)
+    checkpoints = store.audit.checkpoints()
+    last = checkpoints[-1].size - 1 if checkpoints else None
+    with tempfile.TemporaryDirectory(prefix="airlock-slo-") as tmp:
+        result = export(store, key, Path(tmp) / "audit", 0, last)
+        verified = verify_export(result.out, key.pem.encode())
+    return AuditVerdict(verified.ok, verified.entries, verified.problem)
